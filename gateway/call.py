@@ -1,0 +1,126 @@
+"""Calling the chosen model: retries on one model, then its fallbacks, in order.
+
+NOTE: the algorithm. Candidates are the chosen model followed by its ``fallbacks``. Each
+candidate gets up to ``retries.max_attempts`` attempts, while its ``retries.budget_s`` lasts,
+on transient failures only (connection errors, timeouts, 429, 5xx), waiting as the upstream's
+Retry-After asks or else with jittered exponential backoff. A failure that is the client's
+fault (400, 413, 422) ends everything at once and is passed on, since no other model would
+accept the request either. Other failures (401, 403, 404) move on to the next candidate. When
+every candidate has failed, one `UpstreamUnavailable` lists every attempt.
+
+A stream counts as started, and can no longer fall back, once its first chunk has arrived.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_exponential_jitter,
+)
+
+from gateway.errors import UpstreamClientError, UpstreamUnavailable
+from gateway.normalize import ChatRequest
+from gateway.policy.schema import Retries
+from gateway.policy.store import Runtime
+from gateway.providers import AttemptFailed, Provider, Reply
+from gateway.route import Decision
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A stream whose first chunk has arrived, so its response can begin."""
+
+    first: bytes
+    rest: AsyncGenerator[bytes, None]
+
+
+async def complete(runtime: Runtime, decision: Decision, request: ChatRequest) -> tuple[str, Reply]:
+    """The name of the model that answered, and its answer."""
+    return await _first_success(runtime, decision, lambda p: p.complete(dict(request.body)))
+
+
+async def stream(runtime: Runtime, decision: Decision, request: ChatRequest) -> tuple[str, Started]:
+    """The name of the model that is answering, and its stream, started."""
+    async def start(provider: Provider) -> Started:
+        chunks = provider.stream(dict(request.body))
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            raise AttemptFailed("protocol", "the stream ended before its first chunk") from None
+        except BaseException:
+            await chunks.aclose()
+            raise
+        return Started(first, chunks)
+
+    return await _first_success(runtime, decision, start)
+
+
+async def _first_success(runtime: Runtime, decision: Decision,
+                         attempt: Callable[[Provider], Awaitable[T]]) -> tuple[str, T]:
+    attempts: list[dict[str, Any]] = []
+    last: AttemptFailed | None = None
+    policy = runtime.policy
+    for name in (decision.model, *policy.models[decision.model].fallbacks):
+        provider = runtime.providers[name]
+
+        async def once(name: str = name, provider: Provider = provider) -> T:
+            started = time.monotonic()
+            try:
+                return await attempt(provider)
+            except AttemptFailed as exc:
+                attempts.append({"model": name, "error": exc.message, "status": exc.status,
+                                 "elapsed_ms": round((time.monotonic() - started) * 1000, 1)})
+                if exc.clients_fault:
+                    raise UpstreamClientError(exc.status or 400, exc.body or {}, exc.message) from exc
+                raise
+
+        try:
+            async for retry in _retrying(policy.models[name].retries):
+                with retry:
+                    return name, await once()
+        except AttemptFailed as exc:
+            last = exc
+    assert last is not None  # every candidate failed, so at least one attempt did
+    raise _unavailable(last, attempts)
+
+
+def _retrying(retries: Retries) -> AsyncRetrying:
+    backoff = wait_exponential_jitter(multiplier=retries.backoff_initial_s,
+                                      max=retries.backoff_max_s)
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, AttemptFailed) and exc.retry_after is not None:
+            return exc.retry_after
+        return float(backoff(state))
+
+    return AsyncRetrying(
+        stop=stop_after_attempt(retries.max_attempts) | stop_before_delay(retries.budget_s),
+        wait=wait,
+        retry=retry_if_exception(lambda e: isinstance(e, AttemptFailed) and e.retryable),
+        reraise=True,
+    )
+
+
+def _unavailable(last: AttemptFailed, attempts: list[dict[str, Any]]) -> UpstreamUnavailable:
+    if last.kind == "timeout":
+        status, code = 504, "upstream_timeout"
+    elif last.kind == "connect" or last.status in (429, 503):
+        status, code = 503, "upstream_unavailable"
+    else:
+        status, code = 502, "upstream_error"
+    headers = {"retry-after": str(round(last.retry_after))} if last.retry_after else None
+    summary = "; ".join(f"{a['model']}: {a['error']}" for a in attempts)
+    return UpstreamUnavailable(status, f"Every upstream attempt failed ({len(attempts)}): {summary}",
+                               code, attempts, headers)

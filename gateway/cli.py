@@ -1,0 +1,103 @@
+"""The ``gateway`` command: serve, and check or describe policy files."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from gateway.policy.load import PolicyError, load_policy
+from gateway.policy.schema import Policy
+from gateway.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="An OpenAI-compatible LLM gateway that caches, routes and accounts.")
+policy_app = typer.Typer(no_args_is_help=True, help="Check and describe policy files.")
+app.add_typer(policy_app, name="policy")
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+PolicyOption = Annotated[Path | None, typer.Option(
+    "--policy", help="Policy file [env: GATEWAY_POLICY, default: policies/default.yaml].",
+    show_default=False)]
+
+
+@app.command()
+def serve(
+    policy: PolicyOption = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    allow_open: Annotated[bool, typer.Option(
+        "--allow-open", help="Serve a policy without tenants (no API keys) on a non-loopback host."
+    )] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the gateway (uvicorn with uvloop and httptools)."""
+    import uvicorn
+
+    from gateway.app import create_app
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env(policy_path=policy)
+    loaded = _load_or_exit(settings.policy_path)
+    if not loaded.policy.tenants and not allow_open and not _is_loopback(host):
+        err.print(f"error: the policy {settings.policy_path} defines no tenants, so anyone could use "
+                  f"the gateway; refusing to listen on {host}. Add tenants with API keys, or pass "
+                  "--allow-open if this is really meant.")
+        raise typer.Exit(2)
+    uvicorn.run(create_app(settings), host=host, port=port, loop="uvloop", http="httptools",
+                access_log=False, log_level=log_level, lifespan="on", server_header=False)
+
+
+@policy_app.command("check")
+def check(paths: Annotated[list[Path], typer.Argument(help="Policy files to check.")]) -> None:
+    """Validate policy files: exit 0 when all are valid, else print every problem and exit 1."""
+    failed = False
+    for path in paths:
+        try:
+            loaded = load_policy(path)
+        except PolicyError as exc:
+            failed = True
+            for problem in exc.problems:
+                typer.echo(str(problem))
+            continue
+        for warning in loaded.warnings:
+            err.print(f"{warning} (warning)")
+        err.print(f"{path}: ok")
+    raise typer.Exit(1 if failed else 0)
+
+
+@policy_app.command("schema")
+def schema() -> None:
+    """Print the policy's JSON Schema, for editors to validate and complete the YAML."""
+    document = Policy.model_json_schema()
+    document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    document["title"] = "LLM gateway policy"
+    typer.echo(json.dumps(document, indent=2))
+
+
+def _load_or_exit(path: Path):  # type: ignore[no-untyped-def]
+    try:
+        return load_policy(path)
+    except PolicyError as exc:
+        err.print(f"error: the policy {path} is invalid:")
+        for problem in exc.problems:
+            err.print(f"  {problem}")
+        raise typer.Exit(1) from exc
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def main() -> None:
+    app()

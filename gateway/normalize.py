@@ -1,0 +1,110 @@
+"""Wire to value objects: the only place that reads the client's JSON.
+
+The gateway checks the few fields it acts on (``model``, ``messages``, ``stream``, ``tools``)
+with msgspec and forwards the client's object otherwise untouched, so fields it does not know
+(new OpenAI parameters, vendor extensions) still reach the provider.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import msgspec
+
+from gateway.errors import BadRequest
+
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+class _Message(msgspec.Struct):
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
+class _ChatBody(msgspec.Struct):
+    """The fields the gateway reads; everything else passes through."""
+
+    model: str
+    messages: list[_Message]
+    stream: bool | None = False
+    tools: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    request_id: str
+    tenant: str
+    model: str
+    """``auto`` or the name of a model of the policy."""
+    stream: bool
+    body: Mapping[str, Any]
+    """The client's JSON object, forwarded with only ``model`` rewritten."""
+    tags: Mapping[str, str]
+    has_tools: bool
+    has_images: bool
+
+
+def new_request_id() -> str:
+    return f"req_{uuid.uuid4().hex}"
+
+
+def chat_request(raw: bytes, *, request_id: str, tenant: str, tags_header: str | None) -> ChatRequest:
+    """Parse and check a Chat Completions body; raises `BadRequest` saying what is wrong."""
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"The body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("The body must be a JSON object.")
+    try:
+        checked = msgspec.convert(body, _ChatBody)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(str(exc), param=_param_of(str(exc))) from exc
+    if not checked.messages:
+        raise BadRequest("'messages' must contain at least one message.", param="messages")
+    for i, message in enumerate(checked.messages):
+        if message.role not in _ROLES:
+            raise BadRequest(f"Invalid role {message.role!r}; expected one of {sorted(_ROLES)}.",
+                             param=f"messages[{i}].role")
+    return ChatRequest(
+        request_id=request_id,
+        tenant=tenant,
+        model=checked.model,
+        stream=bool(checked.stream),
+        body=MappingProxyType(body),
+        tags=MappingProxyType(parse_tags(tags_header)),
+        has_tools=bool(checked.tools),
+        has_images=any(_has_image(m) for m in checked.messages),
+    )
+
+
+def parse_tags(header: str | None) -> dict[str, str]:
+    """``x-gateway-tags: k=v,k2=v2`` as a mapping."""
+    tags: dict[str, str] = {}
+    for item in (header or "").split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BadRequest(f"Malformed x-gateway-tags item {item.strip()!r}; expected k=v.",
+                             param="x-gateway-tags")
+        tags[key.strip()] = value.strip()
+    return tags
+
+
+def _has_image(message: _Message) -> bool:
+    return isinstance(message.content, list) and any(
+        part.get("type") == "image_url" for part in message.content)
+
+
+def _param_of(message: str) -> str | None:
+    """msgspec says ``... - at `$.messages[0].role``` or ``missing required field `x```."""
+    if "`$." in message:
+        return message.rsplit("`$.", 1)[1].rstrip("`")
+    if "required field `" in message:
+        return message.rsplit("required field `", 1)[1].rstrip("`")
+    return None

@@ -1,0 +1,1 @@
+"""The routing policy: its schema, loading with file positions, and the live store."""

@@ -1,0 +1,139 @@
+"""The live policy: compiled once per load, swapped atomically, reloaded on change.
+
+A request reads `PolicyStore.current` once and uses that `Runtime` to the end, so a reload in
+the middle of a request never mixes two policies. A new file that fails validation is refused:
+the error is logged and the running policy stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+import msgspec
+import watchfiles
+
+from gateway.auth import KeyRing
+from gateway.policy.load import LoadedPolicy, PolicyError, load_policy
+from gateway.policy.schema import ModelConfig, Policy
+from gateway.providers import Provider
+from gateway.providers.openai_compatible import OpenAICompatible
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """A loaded policy with everything derived from it that requests need."""
+
+    loaded: LoadedPolicy
+    providers: Mapping[str, Provider]
+    tenants: KeyRing
+    admins: KeyRing
+    loaded_at: float = field(default_factory=time.time)
+    models_body: bytes = b""
+
+    @property
+    def policy(self) -> Policy:
+        return self.loaded.policy
+
+
+def _models_body(loaded: LoadedPolicy, created: int) -> bytes:
+    ids = ["auto", *loaded.policy.models]
+    return msgspec.json.encode({"object": "list", "data": [
+        {"id": i, "object": "model", "created": created, "owned_by": "gateway"} for i in ids]})
+
+
+class PolicyStore:
+    """Owns the current `Runtime` and the provider pools it uses."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._pools: dict[str, Provider] = {}
+        self._retired: list[tuple[float, Provider]] = []
+        self._current: Runtime | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def current(self) -> Runtime:
+        if self._current is None:
+            raise RuntimeError("the policy store has not been started")
+        return self._current
+
+    def start(self) -> Runtime:
+        """Load the policy for start-up; raises `PolicyError`, since there is no old one to keep."""
+        self._current = self._compile(load_policy(self._settings.policy_path))
+        for warning in self._current.loaded.warnings:
+            log.warning("policy: %s", warning)
+        return self._current
+
+    async def reload(self) -> Runtime:
+        """Load the file again; on `PolicyError` the running policy stays and the error rises."""
+        async with self._lock:
+            try:
+                loaded = await asyncio.to_thread(load_policy, self._settings.policy_path)
+            except PolicyError as exc:
+                log.error("policy reload refused, keeping version %s:\n%s",
+                          self.current.loaded.digest, exc)
+                raise
+            self._current = self._compile(loaded)
+            await self._retire_unused()
+            log.info("policy reloaded: %s (version %s)", loaded.path, loaded.digest)
+            return self._current
+
+    async def watch(self) -> None:
+        """Reload whenever the policy file changes (editors often replace it, so watch its folder)."""
+        path = self._settings.policy_path.resolve()
+        async for changes in watchfiles.awatch(path.parent, debounce=200, recursive=False):
+            if any(changed == str(path) for _, changed in changes):
+                with contextlib.suppress(PolicyError):
+                    await self.reload()
+
+    async def aclose(self) -> None:
+        for provider in [*self._pools.values(), *(p for _, p in self._retired)]:
+            await provider.aclose()
+        self._pools.clear()
+        self._retired.clear()
+
+    def _compile(self, loaded: LoadedPolicy) -> Runtime:
+        policy = loaded.policy
+        providers = {name: self._provider(config) for name, config in policy.models.items()}
+        admin_keys = list(policy.admin.api_keys) if policy.admin else []
+        if not admin_keys and self._settings.admin_key:
+            admin_keys = [self._settings.admin_key]
+        return Runtime(
+            loaded=loaded,
+            providers=providers,
+            tenants=KeyRing({name: t.api_keys for name, t in policy.tenants.items()}),
+            admins=KeyRing({"admin": admin_keys}),
+            models_body=_models_body(loaded, int(time.time())),
+        )
+
+    def _provider(self, config: ModelConfig) -> Provider:
+        """The pool for this exact configuration; an unchanged model keeps its warm connections."""
+        key = config.model_dump_json()
+        if key not in self._pools:
+            self._pools[key] = OpenAICompatible(config)
+        return self._pools[key]
+
+    async def _retire_unused(self) -> None:
+        """Set aside pools the new policy dropped; close them once no request can still use them.
+
+        A request holds the `Runtime` it started with, so a dropped pool stays open for the
+        longest a request on it may take (its total timeout, summed over retries).
+        """
+        now = time.monotonic()
+        keep = {c.model_dump_json() for c in self.current.policy.models.values()}
+        for key in [k for k in self._pools if k not in keep]:
+            provider = self._pools.pop(key)
+            config = ModelConfig.model_validate_json(key)
+            grace = config.timeouts.total_s * config.retries.max_attempts + config.retries.budget_s
+            self._retired.append((now + grace, provider))
+        due = [p for when, p in self._retired if when <= now]
+        self._retired = [(when, p) for when, p in self._retired if when > now]
+        for provider in due:
+            await provider.aclose()

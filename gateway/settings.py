@@ -1,0 +1,37 @@
+"""Infrastructure settings from the environment; behaviour lives in the policy file.
+
+Built by `Settings.from_env` in the app factory or the CLI, never at import time, so tests
+pass their own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_POLICY = Path("policies/default.yaml")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    policy_path: Path = DEFAULT_POLICY
+    """The policy file (`GATEWAY_POLICY`)."""
+    data_dir: Path = Path(".gateway")
+    """Embedded stores and model caches (`GATEWAY_DATA_DIR`)."""
+    admin_key: str | None = None
+    """Admin key used when the policy names none (`GATEWAY_ADMIN_KEY`)."""
+    watch_policy: bool = True
+    """Reload the policy when its file changes."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {
+            "policy_path": Path(env.get("GATEWAY_POLICY") or DEFAULT_POLICY),
+            "data_dir": Path(env.get("GATEWAY_DATA_DIR") or ".gateway"),
+            "admin_key": env.get("GATEWAY_ADMIN_KEY") or None,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]

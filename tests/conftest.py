@@ -1,0 +1,120 @@
+"""Shared fixtures: fake upstreams and a gateway, each a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import openai
+import pytest
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from tests.fake_upstream import FakeUpstream
+from tests.servers import ServerThread
+
+TENANT_KEY = "sk-test-tenant-a-0123456789"
+OTHER_KEY = "sk-test-tenant-b-0123456789"
+ADMIN_KEY = "sk-test-admin-0123456789abc"
+
+
+@pytest.fixture(scope="session")
+def _upstreams() -> Iterator[tuple[FakeUpstream, FakeUpstream]]:
+    primary, backup = FakeUpstream("primary").start(), FakeUpstream("backup").start()
+    yield primary, backup
+    primary.stop()
+    backup.stop()
+
+
+@pytest.fixture
+def primary(_upstreams: tuple[FakeUpstream, FakeUpstream]) -> FakeUpstream:
+    _upstreams[0].reset()
+    return _upstreams[0]
+
+
+@pytest.fixture
+def backup(_upstreams: tuple[FakeUpstream, FakeUpstream]) -> FakeUpstream:
+    _upstreams[1].reset()
+    return _upstreams[1]
+
+
+def policy_text(primary: FakeUpstream, backup: FakeUpstream, *, tenants: bool = True,
+                extra_routes: str = "", first_token_s: float = 5.0) -> str:
+    """A policy with two models on the fake upstreams; ``main`` falls back to ``backup``."""
+    tenant_block = textwrap.dedent(f"""\
+        tenants:
+          team-a: {{api_keys: ["{TENANT_KEY}"]}}
+          team-b: {{api_keys: ["{OTHER_KEY}"]}}
+        admin: {{api_keys: ["{ADMIN_KEY}"]}}
+        """) if tenants else ""
+    return textwrap.dedent(f"""\
+        version: 1
+        models:
+          main:
+            provider: openai_compatible
+            base_url: {primary.base_url}
+            model: upstream-main
+            api_key: sk-upstream-secret
+            price: {{input_per_mtok: 2.50, cached_input_per_mtok: 1.25, output_per_mtok: 10}}
+            fallbacks: [backup]
+            timeouts: {{connect_s: 2, first_token_s: {first_token_s}, total_s: 20}}
+            retries: {{max_attempts: 3, budget_s: 5, backoff_initial_s: 0.01, backoff_max_s: 0.05}}
+          backup:
+            provider: openai_compatible
+            base_url: {backup.base_url}
+            model: upstream-backup
+            price: {{input_per_mtok: 0.10, output_per_mtok: 0.20}}
+            timeouts: {{connect_s: 2, first_token_s: {first_token_s}, total_s: 20}}
+            retries: {{max_attempts: 2, budget_s: 5, backoff_initial_s: 0.01, backoff_max_s: 0.05}}
+        baseline_model: main
+        routes:
+        """) + textwrap.indent(extra_routes, "  ") + "  - {name: default, to: main}\n" + tenant_block
+
+
+@dataclass
+class Gateway:
+    server: ServerThread
+    policy_path: Path
+    _clients: dict[str, openai.OpenAI] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def client(self, key: str = TENANT_KEY) -> openai.OpenAI:
+        """An SDK client with this key (made once, closed when the gateway stops)."""
+        if key not in self._clients:
+            self._clients[key] = openai.OpenAI(base_url=f"{self.url}/v1", api_key=key,
+                                               max_retries=0, timeout=30)
+        return self._clients[key]
+
+    def stop(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self.server.stop()
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
+    """Start a gateway on a policy text; stopped at the end of the test."""
+    started: list[Gateway] = []
+
+    def start(text: str, *, watch: bool = False) -> Gateway:
+        path = tmp_path / f"policy-{len(started)}.yaml"
+        path.write_text(text)
+        settings = Settings(policy_path=path, data_dir=tmp_path / "data", watch_policy=watch)
+        gateway = Gateway(ServerThread(create_app(settings)).start(), path)
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.stop()
+
+
+@pytest.fixture
+def gateway(start_gateway: Callable[..., Gateway], primary: FakeUpstream,
+            backup: FakeUpstream) -> Gateway:
+    return start_gateway(policy_text(primary, backup))

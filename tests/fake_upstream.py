@@ -1,0 +1,182 @@
+"""A fake OpenAI-compatible upstream: a real HTTP server speaking the exact wire format.
+
+It stands in for the paid hosted model only. Answers are deterministic ("echo: <last user
+message>") so tests can tell which upstream answered what; usage counts whitespace-separated
+words. A test scripts faults for the next requests (`FakeUpstream.script`): an error status
+with an OpenAI error body and optional Retry-After, a slow first token, a dropped stream, a
+hang. Every received request is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.servers import ServerThread
+
+Send = Any
+Receive = Any
+
+
+@dataclass(frozen=True)
+class Fault:
+    status: int | None = None
+    """Answer this status with an OpenAI error body."""
+    retry_after: str | None = None
+    delay_s: float = 0.0
+    """Wait this long before the response head (a slow first token)."""
+    drop_after_chunks: int | None = None
+    """Streams: send this many chunks, then cut the connection."""
+    body: bytes | None = None
+    """Raw body to send with ``status`` instead of the OpenAI error object."""
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class FakeUpstream:
+    name: str = "fake"
+    requests: list[Received] = field(default_factory=list)
+    _faults: deque[Fault] = field(default_factory=deque)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    server: ServerThread | None = None
+
+    def script(self, *faults: Fault) -> None:
+        """The next requests meet these faults, in order; later ones are answered normally."""
+        with self._lock:
+            self._faults.extend(faults)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._faults.clear()
+            self.requests.clear()
+
+    @property
+    def base_url(self) -> str:
+        assert self.server is not None
+        return f"{self.server.url}/v1"
+
+    def start(self) -> FakeUpstream:
+        self.server = ServerThread(self._app, lifespan="off").start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+    def _next_fault(self) -> Fault | None:
+        with self._lock:
+            return self._faults.popleft() if self._faults else None
+
+    async def _app(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"
+        raw = b""
+        while True:
+            message = await receive()
+            raw += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        body = json.loads(raw) if raw else {}
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        with self._lock:
+            self.requests.append(Received(scope["path"], headers, body))
+        if scope["path"] != "/v1/chat/completions":
+            await _send(send, 404, _error_body(f"no route {scope['path']}", "not_found"))
+            return
+        fault = self._next_fault() or Fault()
+        if fault.delay_s:
+            await asyncio.sleep(fault.delay_s)
+        if fault.status is not None:
+            extra = [(b"retry-after", fault.retry_after.encode())] if fault.retry_after else []
+            content = fault.body if fault.body is not None else _error_body(
+                f"{self.name} injected HTTP {fault.status}", f"injected_{fault.status}")
+            await _send(send, fault.status, content, extra)
+            return
+        if body.get("stream"):
+            await self._stream(body, send, fault)
+        else:
+            await _send(send, 200, json.dumps(completion(self.name, body)).encode())
+
+    async def _stream(self, body: dict[str, Any], send: Send, fault: Fault) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        for i, chunk in enumerate(chunks(self.name, body)):
+            if fault.drop_after_chunks is not None and i == fault.drop_after_chunks:
+                raise ConnectionAbortedError("fake upstream drops the stream")  # uvicorn cuts it
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await asyncio.sleep(0)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _send(send: Send, status: int, content: bytes,
+                extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), *(extra or [])]})
+    await send({"type": "http.response.body", "body": content})
+
+
+def _error_body(message: str, code: str) -> bytes:
+    return json.dumps({"error": {"message": message, "type": "invalid_request_error"
+                                 if code.startswith("injected_4") else "server_error",
+                                 "param": None, "code": code}}).encode()
+
+
+def answer_text(name: str, body: dict[str, Any]) -> str:
+    user = [m for m in body["messages"] if m.get("role") == "user"]
+    last = user[-1]["content"] if user else ""
+    if isinstance(last, list):
+        last = " ".join(p.get("text", "") for p in last if p.get("type") == "text")
+    return f"{name} says: {last}"
+
+
+def usage(body: dict[str, Any], text: str) -> dict[str, int]:
+    prompt = sum(len(str(m.get("content") or "").split()) for m in body["messages"])
+    completion_tokens = len(text.split())
+    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
+            "total_tokens": prompt + completion_tokens}
+
+
+def completion(name: str, body: dict[str, Any]) -> dict[str, Any]:
+    text = answer_text(name, body)
+    return {
+        "id": "chatcmpl-fake0001", "object": "chat.completion", "created": int(time.time()),
+        "model": body["model"], "system_fingerprint": "fp_fake",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
+                                             "refusal": None},
+                     "logprobs": None, "finish_reason": "stop"}],
+        "usage": usage(body, text),
+    }
+
+
+def chunks(name: str, body: dict[str, Any]) -> list[bytes]:
+    """The SSE events of a streamed answer, as OpenAI sends them."""
+    text = answer_text(name, body)
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    base = {"id": "chatcmpl-fake0001", "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": body["model"], "system_fingerprint": "fp_fake"}
+    if include_usage:
+        base["usage"] = None
+    deltas: list[dict[str, Any]] = [{"role": "assistant", "content": "", "refusal": None}]
+    deltas += [{"content": piece} for piece in _pieces(text)]
+    events = [{**base, "choices": [{"index": 0, "delta": d, "logprobs": None,
+                                    "finish_reason": None}]} for d in deltas]
+    events.append({**base, "choices": [{"index": 0, "delta": {}, "logprobs": None,
+                                        "finish_reason": "stop"}]})
+    if include_usage:
+        events.append({**base, "choices": [], "usage": usage(body, text)})
+    return [f"data: {json.dumps(e)}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]
+
+
+def _pieces(text: str) -> list[str]:
+    words = text.split(" ")
+    return [w if i == 0 else " " + w for i, w in enumerate(words)]
