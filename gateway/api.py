@@ -12,6 +12,7 @@ from typing import Any
 from litestar import Request, Response, get, post
 from litestar.exceptions import HTTPException
 from litestar.response import Stream
+from litestar.types import ExceptionHandlersMap
 
 from gateway import auth, normalize, pipeline, respond
 from gateway.errors import BadRequest, FrameworkError, GatewayError, PayloadTooLarge
@@ -35,15 +36,17 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] |
     runtime = _store(request).current
     tenant = auth.tenant_of(runtime.tenants, request.headers.get("authorization"))
     raw = await _read_body(request, runtime.policy.limits.max_body_bytes)
-    chat = normalize.chat_request(raw, request_id=request_id, tenant=tenant,
-                                  tags_header=request.headers.get("x-gateway-tags"))
+    chat = normalize.chat_request(
+        raw, request_id=request_id, tenant=tenant, tags_header=request.headers.get("x-gateway-tags")
+    )
     result = await pipeline.run(runtime, chat)
     headers = respond.headers(result)
     if isinstance(result, Completed):
         return Response(result.reply.body, media_type=JSON, headers=headers)
     headers["cache-control"] = "no-cache"
-    return Stream(respond.sse(result.stream, request_id), media_type="text/event-stream",
-                  headers=headers)
+    return Stream(
+        respond.sse(result.stream, request_id), media_type="text/event-stream", headers=headers
+    )
 
 
 async def _read_body(request: Request[Any, Any, Any], limit: int) -> bytes:
@@ -77,8 +80,11 @@ async def readyz(request: Request[Any, Any, Any]) -> dict[str, Any]:
     runtime = _store(request).current
     return {
         "status": "ready",
-        "policy": {"path": str(runtime.loaded.path), "version": runtime.loaded.digest,
-                   "loaded_at": runtime.loaded_at},
+        "policy": {
+            "path": str(runtime.loaded.path),
+            "version": runtime.loaded.digest,
+            "loaded_at": runtime.loaded_at,
+        },
         "stores": {},
     }
 
@@ -115,8 +121,9 @@ class InvalidPolicy(BadRequest):
     """A reload was refused; the body lists every problem of the new file."""
 
     def __init__(self, error: PolicyError, running: str) -> None:
-        super().__init__(f"The new policy is invalid; version {running} stays in force.",
-                         code="invalid_policy")
+        super().__init__(
+            f"The new policy is invalid; version {running} stays in force.", code="invalid_policy"
+        )
         self.problems = [str(p) for p in error.problems]
 
     def body(self) -> dict[str, Any]:
@@ -128,8 +135,14 @@ class InvalidPolicy(BadRequest):
 def render_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     if not isinstance(exc, GatewayError):
         exc = _translate(exc)
-    log.log(exc.log_level, "%s %s -> %s: %s", request.method, request.url.path,
-            exc.status_code, exc.message)
+    log.log(
+        exc.log_level,
+        "%s %s -> %s: %s",
+        request.method,
+        request.url.path,
+        exc.status_code,
+        exc.message,
+    )
     headers = dict(exc.headers)
     request_id = getattr(request.state, "request_id", None)
     if request_id:
@@ -146,4 +159,4 @@ def _translate(exc: Exception) -> GatewayError:
 
 
 ROUTES = [chat_completions, list_models, healthz, readyz, reload_policy, show_policy]
-EXCEPTION_HANDLERS = {Exception: render_error}
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {Exception: render_error}

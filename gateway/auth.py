@@ -64,8 +64,11 @@ def tenant_of(ring: KeyRing, authorization: str | None) -> str:
 
 def require_admin(ring: KeyRing, authorization: str | None) -> None:
     if not ring:
-        raise Unauthorized("The admin API is disabled: the policy names no admin key and "
-                           "GATEWAY_ADMIN_KEY is not set.", code="admin_disabled")
+        raise Unauthorized(
+            "The admin API is disabled: the policy names no admin key and "
+            "GATEWAY_ADMIN_KEY is not set.",
+            code="admin_disabled",
+        )
     key = bearer_key(authorization)
     if key is None or ring.owner(key) is None:
         raise Unauthorized("Missing or incorrect admin key.")

@@ -52,6 +52,7 @@ async def complete(runtime: Runtime, decision: Decision, request: ChatRequest) -
 
 async def stream(runtime: Runtime, decision: Decision, request: ChatRequest) -> tuple[str, Started]:
     """The name of the model that is answering, and its stream, started."""
+
     async def start(provider: Provider) -> Started:
         chunks = provider.stream(dict(request.body))
         try:
@@ -66,8 +67,9 @@ async def stream(runtime: Runtime, decision: Decision, request: ChatRequest) -> 
     return await _first_success(runtime, decision, start)
 
 
-async def _first_success(runtime: Runtime, decision: Decision,
-                         attempt: Callable[[Provider], Awaitable[T]]) -> tuple[str, T]:
+async def _first_success(
+    runtime: Runtime, decision: Decision, attempt: Callable[[Provider], Awaitable[T]]
+) -> tuple[str, T]:
     attempts: list[dict[str, Any]] = []
     last: AttemptFailed | None = None
     policy = runtime.policy
@@ -79,10 +81,18 @@ async def _first_success(runtime: Runtime, decision: Decision,
             try:
                 return await attempt(provider)
             except AttemptFailed as exc:
-                attempts.append({"model": name, "error": exc.message, "status": exc.status,
-                                 "elapsed_ms": round((time.monotonic() - started) * 1000, 1)})
+                attempts.append(
+                    {
+                        "model": name,
+                        "error": exc.message,
+                        "status": exc.status,
+                        "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
+                    }
+                )
                 if exc.clients_fault:
-                    raise UpstreamClientError(exc.status or 400, exc.body or {}, exc.message) from exc
+                    raise UpstreamClientError(
+                        exc.status or 400, exc.body or {}, exc.message
+                    ) from exc
                 raise
 
         try:
@@ -96,8 +106,9 @@ async def _first_success(runtime: Runtime, decision: Decision,
 
 
 def _retrying(retries: Retries) -> AsyncRetrying:
-    backoff = wait_exponential_jitter(multiplier=retries.backoff_initial_s,
-                                      max=retries.backoff_max_s)
+    backoff = wait_exponential_jitter(
+        multiplier=retries.backoff_initial_s, max=retries.backoff_max_s
+    )
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -122,5 +133,10 @@ def _unavailable(last: AttemptFailed, attempts: list[dict[str, Any]]) -> Upstrea
         status, code = 502, "upstream_error"
     headers = {"retry-after": str(round(last.retry_after))} if last.retry_after else None
     summary = "; ".join(f"{a['model']}: {a['error']}" for a in attempts)
-    return UpstreamUnavailable(status, f"Every upstream attempt failed ({len(attempts)}): {summary}",
-                               code, attempts, headers)
+    return UpstreamUnavailable(
+        status,
+        f"Every upstream attempt failed ({len(attempts)}): {summary}",
+        code,
+        attempts,
+        headers,
+    )

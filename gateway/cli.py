@@ -15,15 +15,23 @@ from gateway.policy.load import PolicyError, load_policy
 from gateway.policy.schema import Policy
 from gateway.settings import Settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="An OpenAI-compatible LLM gateway that caches, routes and accounts.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="An OpenAI-compatible LLM gateway that caches, routes and accounts.",
+)
 policy_app = typer.Typer(no_args_is_help=True, help="Check and describe policy files.")
 app.add_typer(policy_app, name="policy")
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-PolicyOption = Annotated[Path | None, typer.Option(
-    "--policy", help="Policy file [env: GATEWAY_POLICY, default: policies/default.yaml].",
-    show_default=False)]
+PolicyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--policy",
+        help="Policy file [env: GATEWAY_POLICY, default: policies/default.yaml].",
+        show_default=False,
+    ),
+]
 
 
 @app.command()
@@ -31,9 +39,13 @@ def serve(
     policy: PolicyOption = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
-    allow_open: Annotated[bool, typer.Option(
-        "--allow-open", help="Serve a policy without tenants (no API keys) on a non-loopback host."
-    )] = False,
+    allow_open: Annotated[
+        bool,
+        typer.Option(
+            "--allow-open",
+            help="Serve a policy without tenants (no API keys) on a non-loopback host.",
+        ),
+    ] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the gateway (uvicorn with uvloop and httptools)."""
@@ -41,16 +53,29 @@ def serve(
 
     from gateway.app import create_app
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     settings = Settings.from_env(policy_path=policy)
     loaded = _load_or_exit(settings.policy_path)
     if not loaded.policy.tenants and not allow_open and not _is_loopback(host):
-        err.print(f"error: the policy {settings.policy_path} defines no tenants, so anyone could use "
-                  f"the gateway; refusing to listen on {host}. Add tenants with API keys, or pass "
-                  "--allow-open if this is really meant.")
+        err.print(
+            f"error: the policy {settings.policy_path} defines no tenants, so anyone could use "
+            f"the gateway; refusing to listen on {host}. Add tenants with API keys, or pass "
+            "--allow-open if this is really meant."
+        )
         raise typer.Exit(2)
-    uvicorn.run(create_app(settings), host=host, port=port, loop="uvloop", http="httptools",
-                access_log=False, log_level=log_level, lifespan="on", server_header=False)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level=log_level,
+        lifespan="on",
+        server_header=False,
+    )
 
 
 @policy_app.command("check")

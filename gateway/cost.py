@@ -22,7 +22,9 @@ def cost_usd(usage: Usage | None, price: Price | None) -> Decimal | None:
     cached_price = price.cached_input_per_mtok
     if cached_price is None:
         cached_price = price.input_per_mtok
-    total = ((usage.prompt_tokens - cached) * price.input_per_mtok
-             + cached * cached_price
-             + usage.completion_tokens * price.output_per_mtok)
+    total = (
+        (usage.prompt_tokens - cached) * price.input_per_mtok
+        + cached * cached_price
+        + usage.completion_tokens * price.output_per_mtok
+    )
     return total / _MILLION

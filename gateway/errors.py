@@ -128,8 +128,14 @@ class UpstreamUnavailable(GatewayError):
     type = "api_error"
     log_level = logging.WARNING
 
-    def __init__(self, status: int, message: str, code: str, attempts: list[dict[str, Any]],
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str,
+        attempts: list[dict[str, Any]],
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message, code=code, headers=headers, status=status)
         self.attempts = attempts
 

@@ -52,7 +52,9 @@ def new_request_id() -> str:
     return f"req_{uuid.uuid4().hex}"
 
 
-def chat_request(raw: bytes, *, request_id: str, tenant: str, tags_header: str | None) -> ChatRequest:
+def chat_request(
+    raw: bytes, *, request_id: str, tenant: str, tags_header: str | None
+) -> ChatRequest:
     """Parse and check a Chat Completions body; raises `BadRequest` saying what is wrong."""
     try:
         body = msgspec.json.decode(raw)
@@ -68,8 +70,10 @@ def chat_request(raw: bytes, *, request_id: str, tenant: str, tags_header: str |
         raise BadRequest("'messages' must contain at least one message.", param="messages")
     for i, message in enumerate(checked.messages):
         if message.role not in _ROLES:
-            raise BadRequest(f"Invalid role {message.role!r}; expected one of {sorted(_ROLES)}.",
-                             param=f"messages[{i}].role")
+            raise BadRequest(
+                f"Invalid role {message.role!r}; expected one of {sorted(_ROLES)}.",
+                param=f"messages[{i}].role",
+            )
     return ChatRequest(
         request_id=request_id,
         tenant=tenant,
@@ -90,15 +94,18 @@ def parse_tags(header: str | None) -> dict[str, str]:
             continue
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise BadRequest(f"Malformed x-gateway-tags item {item.strip()!r}; expected k=v.",
-                             param="x-gateway-tags")
+            raise BadRequest(
+                f"Malformed x-gateway-tags item {item.strip()!r}; expected k=v.",
+                param="x-gateway-tags",
+            )
         tags[key.strip()] = value.strip()
     return tags
 
 
 def _has_image(message: _Message) -> bool:
     return isinstance(message.content, list) and any(
-        part.get("type") == "image_url" for part in message.content)
+        part.get("type") == "image_url" for part in message.content
+    )
 
 
 def _param_of(message: str) -> str | None:

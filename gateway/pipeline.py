@@ -42,5 +42,6 @@ async def run(runtime: Runtime, request: ChatRequest) -> Completed | Streaming:
         model, started = await call.stream(runtime, decision, request)
         return Streaming(request, decision, model, started)
     model, reply = await call.complete(runtime, decision, request)
-    return Completed(request, decision, model, reply,
-                     cost_usd(reply.usage, runtime.policy.models[model].price))
+    return Completed(
+        request, decision, model, reply, cost_usd(reply.usage, runtime.policy.models[model].price)
+    )

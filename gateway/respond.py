@@ -41,8 +41,19 @@ async def sse(stream: Started, request_id: str) -> AsyncGenerator[bytes, None]:
         yield b"data: [DONE]\n\n"
     except AttemptFailed as exc:
         log.warning("stream %s broke after it started: %s", request_id, exc.message)
-        yield b"data: " + msgspec.json.encode({"error": {
-            "message": f"The upstream stream broke: {exc.message}", "type": "api_error",
-            "param": None, "code": "upstream_stream_broken"}}) + b"\n\n"
+        yield (
+            b"data: "
+            + msgspec.json.encode(
+                {
+                    "error": {
+                        "message": f"The upstream stream broke: {exc.message}",
+                        "type": "api_error",
+                        "param": None,
+                        "code": "upstream_stream_broken",
+                    }
+                }
+            )
+            + b"\n\n"
+        )
     finally:
         await stream.rest.aclose()

@@ -23,13 +23,18 @@ def choose(policy: Policy, request: ChatRequest) -> Decision:
         if request.model not in policy.models:
             raise ModelNotFound(
                 f"The model {request.model!r} does not exist; use 'auto' or one of "
-                f"{sorted(policy.models)} (GET /v1/models).", param="model")
+                f"{sorted(policy.models)} (GET /v1/models).",
+                param="model",
+            )
         return Decision(FORCED, request.model)
     for rule in policy.routes:
         if rule.when is None or matches(rule.when, request):
             return Decision(rule.name, rule.to)
-    raise BadRequest("No routing rule of the policy matches this request; "
-                     "name a model instead of 'auto'.", param="model", code="no_route")
+    raise BadRequest(
+        "No routing rule of the policy matches this request; name a model instead of 'auto'.",
+        param="model",
+        code="no_route",
+    )
 
 
 def matches(when: When, request: ChatRequest) -> bool:

@@ -40,16 +40,27 @@ def backup(_upstreams: tuple[FakeUpstream, FakeUpstream]) -> FakeUpstream:
     return _upstreams[1]
 
 
-def policy_text(primary: FakeUpstream, backup: FakeUpstream, *, tenants: bool = True,
-                extra_routes: str = "", first_token_s: float = 5.0) -> str:
+def policy_text(
+    primary: FakeUpstream,
+    backup: FakeUpstream,
+    *,
+    tenants: bool = True,
+    extra_routes: str = "",
+    first_token_s: float = 5.0,
+) -> str:
     """A policy with two models on the fake upstreams; ``main`` falls back to ``backup``."""
-    tenant_block = textwrap.dedent(f"""\
+    tenant_block = (
+        textwrap.dedent(f"""\
         tenants:
           team-a: {{api_keys: ["{TENANT_KEY}"]}}
           team-b: {{api_keys: ["{OTHER_KEY}"]}}
         admin: {{api_keys: ["{ADMIN_KEY}"]}}
-        """) if tenants else ""
-    return textwrap.dedent(f"""\
+        """)
+        if tenants
+        else ""
+    )
+    return (
+        textwrap.dedent(f"""\
         version: 1
         models:
           main:
@@ -70,7 +81,11 @@ def policy_text(primary: FakeUpstream, backup: FakeUpstream, *, tenants: bool = 
             retries: {{max_attempts: 2, budget_s: 5, backoff_initial_s: 0.01, backoff_max_s: 0.05}}
         baseline_model: main
         routes:
-        """) + textwrap.indent(extra_routes, "  ") + "  - {name: default, to: main}\n" + tenant_block
+        """)
+        + textwrap.indent(extra_routes, "  ")
+        + "  - {name: default, to: main}\n"
+        + tenant_block
+    )
 
 
 @dataclass
@@ -86,8 +101,9 @@ class Gateway:
     def client(self, key: str = TENANT_KEY) -> openai.OpenAI:
         """An SDK client with this key (made once, closed when the gateway stops)."""
         if key not in self._clients:
-            self._clients[key] = openai.OpenAI(base_url=f"{self.url}/v1", api_key=key,
-                                               max_retries=0, timeout=30)
+            self._clients[key] = openai.OpenAI(
+                base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=30
+            )
         return self._clients[key]
 
     def stop(self) -> None:
@@ -115,6 +131,7 @@ def start_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
 
 
 @pytest.fixture
-def gateway(start_gateway: Callable[..., Gateway], primary: FakeUpstream,
-            backup: FakeUpstream) -> Gateway:
+def gateway(
+    start_gateway: Callable[..., Gateway], primary: FakeUpstream, backup: FakeUpstream
+) -> Gateway:
     return start_gateway(policy_text(primary, backup))

@@ -98,8 +98,13 @@ class FakeUpstream:
             await asyncio.sleep(fault.delay_s)
         if fault.status is not None:
             extra = [(b"retry-after", fault.retry_after.encode())] if fault.retry_after else []
-            content = fault.body if fault.body is not None else _error_body(
-                f"{self.name} injected HTTP {fault.status}", f"injected_{fault.status}")
+            content = (
+                fault.body
+                if fault.body is not None
+                else _error_body(
+                    f"{self.name} injected HTTP {fault.status}", f"injected_{fault.status}"
+                )
+            )
             await _send(send, fault.status, content, extra)
             return
         if body.get("stream"):
@@ -108,8 +113,13 @@ class FakeUpstream:
             await _send(send, 200, json.dumps(completion(self.name, body)).encode())
 
     async def _stream(self, body: dict[str, Any], send: Send, fault: Fault) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
         for i, chunk in enumerate(chunks(self.name, body)):
             if fault.drop_after_chunks is not None and i == fault.drop_after_chunks:
                 raise ConnectionAbortedError("fake upstream drops the stream")  # uvicorn cuts it
@@ -118,17 +128,32 @@ class FakeUpstream:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _send(send: Send, status: int, content: bytes,
-                extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), *(extra or [])]})
+async def _send(
+    send: Send, status: int, content: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), *(extra or [])],
+        }
+    )
     await send({"type": "http.response.body", "body": content})
 
 
 def _error_body(message: str, code: str) -> bytes:
-    return json.dumps({"error": {"message": message, "type": "invalid_request_error"
-                                 if code.startswith("injected_4") else "server_error",
-                                 "param": None, "code": code}}).encode()
+    return json.dumps(
+        {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error"
+                if code.startswith("injected_4")
+                else "server_error",
+                "param": None,
+                "code": code,
+            }
+        }
+    ).encode()
 
 
 def answer_text(name: str, body: dict[str, Any]) -> str:
@@ -142,18 +167,29 @@ def answer_text(name: str, body: dict[str, Any]) -> str:
 def usage(body: dict[str, Any], text: str) -> dict[str, int]:
     prompt = sum(len(str(m.get("content") or "").split()) for m in body["messages"])
     completion_tokens = len(text.split())
-    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
-            "total_tokens": prompt + completion_tokens}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt + completion_tokens,
+    }
 
 
 def completion(name: str, body: dict[str, Any]) -> dict[str, Any]:
     text = answer_text(name, body)
     return {
-        "id": "chatcmpl-fake0001", "object": "chat.completion", "created": int(time.time()),
-        "model": body["model"], "system_fingerprint": "fp_fake",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
-                                             "refusal": None},
-                     "logprobs": None, "finish_reason": "stop"}],
+        "id": "chatcmpl-fake0001",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body["model"],
+        "system_fingerprint": "fp_fake",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
         "usage": usage(body, text),
     }
 
@@ -162,16 +198,24 @@ def chunks(name: str, body: dict[str, Any]) -> list[bytes]:
     """The SSE events of a streamed answer, as OpenAI sends them."""
     text = answer_text(name, body)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    base = {"id": "chatcmpl-fake0001", "object": "chat.completion.chunk",
-            "created": int(time.time()), "model": body["model"], "system_fingerprint": "fp_fake"}
+    base = {
+        "id": "chatcmpl-fake0001",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": body["model"],
+        "system_fingerprint": "fp_fake",
+    }
     if include_usage:
         base["usage"] = None
     deltas: list[dict[str, Any]] = [{"role": "assistant", "content": "", "refusal": None}]
     deltas += [{"content": piece} for piece in _pieces(text)]
-    events = [{**base, "choices": [{"index": 0, "delta": d, "logprobs": None,
-                                    "finish_reason": None}]} for d in deltas]
-    events.append({**base, "choices": [{"index": 0, "delta": {}, "logprobs": None,
-                                        "finish_reason": "stop"}]})
+    events = [
+        {**base, "choices": [{"index": 0, "delta": d, "logprobs": None, "finish_reason": None}]}
+        for d in deltas
+    ]
+    events.append(
+        {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]}
+    )
     if include_usage:
         events.append({**base, "choices": [], "usage": usage(body, text)})
     return [f"data: {json.dumps(e)}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]

@@ -19,11 +19,20 @@ class ServerThread:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
         self.port: int = self._sock.getsockname()[1]
-        config = uvicorn.Config(app, lifespan=lifespan, log_level="warning", ws="none", interface="asgi3",
-                                loop="asyncio", http="h11", access_log=False)
+        config = uvicorn.Config(
+            app,
+            lifespan=lifespan,
+            log_level="warning",
+            ws="none",
+            interface="asgi3",
+            loop="asyncio",
+            http="h11",
+            access_log=False,
+        )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
 
     @property
     def url(self) -> str:

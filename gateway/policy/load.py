@@ -25,8 +25,11 @@ from gateway.policy.schema import Policy, validate
 
 KeyPath = tuple[str | int, ...]
 _ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_SECRET_PATHS = (("models", "*", "api_key"), ("tenants", "*", "api_keys", "*"),
-                 ("admin", "api_keys", "*"))
+_SECRET_PATHS = (
+    ("models", "*", "api_key"),
+    ("tenants", "*", "api_keys", "*"),
+    ("admin", "api_keys", "*"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +74,9 @@ def load_policy(path: Path, environ: Mapping[str, str] | None = None) -> LoadedP
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise PolicyError([Problem(name, 1, 1, (), f"cannot read the file: {exc.strerror}")]) from exc
+        raise PolicyError(
+            [Problem(name, 1, 1, (), f"cannot read the file: {exc.strerror}")]
+        ) from exc
     try:
         tree = YAML(typ="rt").load(text)
     except MarkedYAMLError as exc:
@@ -83,8 +88,10 @@ def load_policy(path: Path, environ: Mapping[str, str] | None = None) -> LoadedP
 
     problems: list[Problem] = []
     data = _plain(tree, (), env, lambda p, m: problems.append(_at(name, tree, p, m)))
-    warnings = tuple(_at(name, tree, p, "a literal secret; use an ${ENV_VAR} reference")
-                     for p in _literal_secrets(tree))
+    warnings = tuple(
+        _at(name, tree, p, "a literal secret; use an ${ENV_VAR} reference")
+        for p in _literal_secrets(tree)
+    )
     try:
         policy = Policy.model_validate(data)
     except pydantic.ValidationError as exc:
@@ -185,4 +192,3 @@ def _at(file: str, tree: CommentedMap, path: KeyPath, message: str) -> Problem:
         else:
             break
     return Problem(file, line + 1, col + 1, path, message)
-

@@ -134,7 +134,9 @@ def validate(policy: Policy) -> list[Problem]:
             if fallback not in known:
                 problems.append((("models", name, "fallbacks", i), f"unknown model {fallback!r}"))
             elif fallback == name:
-                problems.append((("models", name, "fallbacks", i), "a model cannot fall back to itself"))
+                problems.append(
+                    (("models", name, "fallbacks", i), "a model cannot fall back to itself")
+                )
     seen_routes: set[str] = set()
     for i, route in enumerate(policy.routes):
         if route.to not in known:
@@ -161,7 +163,10 @@ def _duplicate_keys(policy: Policy) -> list[Problem]:
         for i, key in enumerate(tenant.api_keys):
             if key in owner and owner[key] != name:
                 problems.append(
-                    (("tenants", name, "api_keys", i), f"key already belongs to tenant {owner[key]!r}")
+                    (
+                        ("tenants", name, "api_keys", i),
+                        f"key already belongs to tenant {owner[key]!r}",
+                    )
                 )
             owner.setdefault(key, name)
     return problems

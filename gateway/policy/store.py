@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
 import msgspec
 import watchfiles
 
@@ -44,8 +45,14 @@ class Runtime:
 
 def _models_body(loaded: LoadedPolicy, created: int) -> bytes:
     ids = ["auto", *loaded.policy.models]
-    return msgspec.json.encode({"object": "list", "data": [
-        {"id": i, "object": "model", "created": created, "owned_by": "gateway"} for i in ids]})
+    return msgspec.json.encode(
+        {
+            "object": "list",
+            "data": [
+                {"id": i, "object": "model", "created": created, "owned_by": "gateway"} for i in ids
+            ],
+        }
+    )
 
 
 class PolicyStore:
@@ -77,8 +84,11 @@ class PolicyStore:
             try:
                 loaded = await asyncio.to_thread(load_policy, self._settings.policy_path)
             except PolicyError as exc:
-                log.error("policy reload refused, keeping version %s:\n%s",
-                          self.current.loaded.digest, exc)
+                log.error(
+                    "policy reload refused, keeping version %s:\n%s",
+                    self.current.loaded.digest,
+                    exc,
+                )
                 raise
             self._current = self._compile(loaded)
             await self._retire_unused()
@@ -86,7 +96,7 @@ class PolicyStore:
             return self._current
 
     async def watch(self) -> None:
-        """Reload whenever the policy file changes (editors often replace it, so watch its folder)."""
+        """Reload when the file changes (editors often replace it, so this watches its folder)."""
         path = self._settings.policy_path.resolve()
         async for changes in watchfiles.awatch(path.parent, debounce=200, recursive=False):
             if any(changed == str(path) for _, changed in changes):

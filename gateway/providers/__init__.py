@@ -57,8 +57,15 @@ def usage_of(payload: bytes) -> Usage | None:
 class AttemptFailed(Exception):
     """One attempt on one provider failed, and why, in terms the call stage can act on."""
 
-    def __init__(self, kind: FailureKind, message: str, *, status: int | None = None,
-                 retry_after: float | None = None, body: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        kind: FailureKind,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
@@ -76,8 +83,12 @@ class AttemptFailed(Exception):
     @property
     def clients_fault(self) -> bool:
         """The request itself is wrong (400, 413, 422...): no retry or fallback can help."""
-        return (self.kind == "status" and self.status is not None
-                and 400 <= self.status < 500 and self.status not in _NOT_THE_CLIENTS_FAULT)
+        return (
+            self.kind == "status"
+            and self.status is not None
+            and 400 <= self.status < 500
+            and self.status not in _NOT_THE_CLIENTS_FAULT
+        )
 
 
 class Provider(Protocol):

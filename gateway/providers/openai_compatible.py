@@ -30,10 +30,13 @@ class OpenAICompatible:
             base_url=config.base_url.rstrip("/"),
             headers=headers,
             # read is the wait for the response head and between streamed chunks: the TTFT limit.
-            timeout=httpx.Timeout(connect=t.connect_s, read=t.first_token_s,
-                                  write=t.first_token_s, pool=t.connect_s),
-            limits=httpx.Limits(max_connections=config.max_connections,
-                                max_keepalive_connections=config.max_connections),
+            timeout=httpx.Timeout(
+                connect=t.connect_s, read=t.first_token_s, write=t.first_token_s, pool=t.connect_s
+            ),
+            limits=httpx.Limits(
+                max_connections=config.max_connections,
+                max_keepalive_connections=config.max_connections,
+            ),
         )
 
     def _payload(self, body: dict[str, Any]) -> bytes:
@@ -42,8 +45,9 @@ class OpenAICompatible:
     async def complete(self, body: dict[str, Any]) -> Reply:
         deadline = time.monotonic() + self._config.timeouts.total_s
         try:
-            async with self._client.stream("POST", "/chat/completions",
-                                           content=self._payload(body)) as response:
+            async with self._client.stream(
+                "POST", "/chat/completions", content=self._payload(body)
+            ) as response:
                 await _raise_for_status(response)
                 content = await _read_until(response, deadline)
         except httpx.HTTPError as exc:
@@ -53,8 +57,9 @@ class OpenAICompatible:
     async def stream(self, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
         deadline = time.monotonic() + self._config.timeouts.total_s
         try:
-            async with self._client.stream("POST", "/chat/completions",
-                                           content=self._payload(body)) as response:
+            async with self._client.stream(
+                "POST", "/chat/completions", content=self._payload(body)
+            ) as response:
                 await _raise_for_status(response)
                 async for line in response.aiter_lines():
                     if time.monotonic() > deadline:
@@ -93,16 +98,19 @@ async def _raise_for_status(response: httpx.Response) -> None:
     if not isinstance(body, dict):
         body = None
     message = _error_message(body) or raw[:200].decode(errors="replace") or response.reason_phrase
-    raise AttemptFailed("status", f"HTTP {response.status_code}: {message}",
-                        status=response.status_code, body=body,
-                        retry_after=_retry_after(response.headers.get("retry-after")))
+    raise AttemptFailed(
+        "status",
+        f"HTTP {response.status_code}: {message}",
+        status=response.status_code,
+        body=body,
+        retry_after=_retry_after(response.headers.get("retry-after")),
+    )
 
 
 def _error_message(body: dict[str, Any] | None) -> str | None:
     error = body.get("error") if body else None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return error["message"]
-    return None
+    message = error.get("message") if isinstance(error, dict) else None
+    return message if isinstance(message, str) else None
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -122,7 +130,11 @@ def _retry_after(value: str | None) -> float | None:
 
 def _translate(exc: httpx.HTTPError) -> AttemptFailed:
     if isinstance(exc, httpx.TimeoutException):
-        what = "connecting" if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) else "waiting for data"
+        what = (
+            "connecting"
+            if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
+            else "waiting for data"
+        )
         return AttemptFailed("timeout", f"timed out {what}")
     if isinstance(exc, httpx.ConnectError):
         return AttemptFailed("connect", f"cannot connect: {exc}")

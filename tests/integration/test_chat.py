@@ -13,9 +13,11 @@ MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "conten
 
 
 def test_non_streamed_completion_is_passed_through_with_gateway_headers(
-        gateway: Gateway, primary: FakeUpstream) -> None:
+    gateway: Gateway, primary: FakeUpstream
+) -> None:
     raw = gateway.client().chat.completions.with_raw_response.create(
-        model="auto", messages=MESSAGES)
+        model="auto", messages=MESSAGES
+    )
     completion = raw.parse()
     assert completion.choices[0].message.content == "primary says: hello there"
     assert completion.usage is not None and completion.usage.prompt_tokens == 4
@@ -32,8 +34,8 @@ def test_non_streamed_completion_is_passed_through_with_gateway_headers(
 
 def test_streamed_completion_with_usage(gateway: Gateway) -> None:
     with gateway.client().chat.completions.with_streaming_response.create(
-            model="auto", messages=MESSAGES, stream=True,
-            stream_options={"include_usage": True}) as response:
+        model="auto", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    ) as response:
         assert response.headers["x-gateway-cache"] == "miss"
         assert response.headers["x-gateway-model"] == "main"
         assert response.headers["x-gateway-route"] == "default"
@@ -46,10 +48,14 @@ def test_streamed_completion_with_usage(gateway: Gateway) -> None:
 
 
 def test_forced_model_and_unknown_fields_pass_through(
-        gateway: Gateway, backup: FakeUpstream) -> None:
+    gateway: Gateway, backup: FakeUpstream
+) -> None:
     raw = gateway.client().chat.completions.with_raw_response.create(
-        model="backup", messages=MESSAGES, temperature=0.2,
-        extra_body={"vendor_knob": {"depth": 3}, "seed": 7})
+        model="backup",
+        messages=MESSAGES,
+        temperature=0.2,
+        extra_body={"vendor_knob": {"depth": 3}, "seed": 7},
+    )
     assert raw.headers["x-gateway-route"] == "forced"
     assert raw.headers["x-gateway-model"] == "backup"
     sent = backup.requests[-1].body
@@ -73,10 +79,17 @@ def test_health_and_readiness(gateway: Gateway) -> None:
 
 def test_tags_select_a_route(start_gateway, primary: FakeUpstream, backup: FakeUpstream) -> None:  # type: ignore[no-untyped-def]
     from tests.conftest import policy_text
-    gw = start_gateway(policy_text(
-        primary, backup, extra_routes="- {name: batch-jobs, when: {tags: {kind: batch}}, to: backup}\n"))
+
+    gw = start_gateway(
+        policy_text(
+            primary,
+            backup,
+            extra_routes="- {name: batch-jobs, when: {tags: {kind: batch}}, to: backup}\n",
+        )
+    )
     raw = gw.client().chat.completions.with_raw_response.create(
-        model="auto", messages=MESSAGES, extra_headers={"x-gateway-tags": "kind=batch, team=x"})
+        model="auto", messages=MESSAGES, extra_headers={"x-gateway-tags": "kind=batch, team=x"}
+    )
     assert raw.headers["x-gateway-route"] == "batch-jobs"
     assert raw.parse().choices[0].message.content.startswith("backup says")
     plain = gw.client().chat.completions.with_raw_response.create(model="auto", messages=MESSAGES)
@@ -85,12 +98,26 @@ def test_tags_select_a_route(start_gateway, primary: FakeUpstream, backup: FakeU
 
 def test_tenant_rule(start_gateway, primary: FakeUpstream, backup: FakeUpstream) -> None:  # type: ignore[no-untyped-def]
     from tests.conftest import OTHER_KEY, policy_text
-    gw = start_gateway(policy_text(
-        primary, backup, extra_routes="- {name: team-b-cheap, when: {tenant: [team-b]}, to: backup}\n"))
-    assert gw.client(OTHER_KEY).chat.completions.with_raw_response.create(
-        model="auto", messages=MESSAGES).headers["x-gateway-route"] == "team-b-cheap"
-    assert gw.client().chat.completions.with_raw_response.create(
-        model="auto", messages=MESSAGES).headers["x-gateway-route"] == "default"
+
+    gw = start_gateway(
+        policy_text(
+            primary,
+            backup,
+            extra_routes="- {name: team-b-cheap, when: {tenant: [team-b]}, to: backup}\n",
+        )
+    )
+    assert (
+        gw.client(OTHER_KEY)
+        .chat.completions.with_raw_response.create(model="auto", messages=MESSAGES)
+        .headers["x-gateway-route"]
+        == "team-b-cheap"
+    )
+    assert (
+        gw.client()
+        .chat.completions.with_raw_response.create(model="auto", messages=MESSAGES)
+        .headers["x-gateway-route"]
+        == "default"
+    )
 
 
 def test_sdk_error_for_unknown_model(gateway: Gateway) -> None:

@@ -16,14 +16,24 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def gateway(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+    )
 
 
 def test_policy_check_accepts_the_shipped_policies(monkeypatch: pytest.MonkeyPatch) -> None:
-    env = {"PATH": "/usr/bin:/bin", "OPENAI_API_KEY": "sk-example-0000000000000000",
-           "TEAM_A_KEY": "sk-team-a-000000000000000", "TEAM_B_KEY": "sk-team-b-000000000000000",
-           "GATEWAY_ADMIN_KEY": "sk-admin-00000000000000000"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "OPENAI_API_KEY": "sk-example-0000000000000000",
+        "TEAM_A_KEY": "sk-team-a-000000000000000",
+        "TEAM_B_KEY": "sk-team-b-000000000000000",
+        "GATEWAY_ADMIN_KEY": "sk-admin-00000000000000000",
+    }
     files = [str(p) for p in sorted((ROOT / "policies").rglob("*.yaml"))]
     assert len(files) >= 3
     result = gateway("policy", "check", *files, env=env)
@@ -32,9 +42,11 @@ def test_policy_check_accepts_the_shipped_policies(monkeypatch: pytest.MonkeyPat
 
 def test_policy_check_reports_every_problem_with_its_position(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("version: 1\nmodels:\n  m:\n    provider: openai_compatible\n"
-                   "    base_url: ftp://x\n    model: x\n    tempreature: 3\n"
-                   "routes:\n  - {name: r, to: m}\n")
+    bad.write_text(
+        "version: 1\nmodels:\n  m:\n    provider: openai_compatible\n"
+        "    base_url: ftp://x\n    model: x\n    tempreature: 3\n"
+        "routes:\n  - {name: r, to: m}\n"
+    )
     result = gateway("policy", "check", str(bad))
     assert result.returncode == 1
     lines = result.stdout.strip().splitlines()
@@ -42,8 +54,9 @@ def test_policy_check_reports_every_problem_with_its_position(tmp_path: Path) ->
     assert f"{bad}:7:5: $.models.m.tempreature: unknown key" in lines
 
 
-def test_policy_check_warns_about_literal_keys(tmp_path: Path, primary: FakeUpstream,
-                                               backup: FakeUpstream) -> None:
+def test_policy_check_warns_about_literal_keys(
+    tmp_path: Path, primary: FakeUpstream, backup: FakeUpstream
+) -> None:
     path = tmp_path / "p.yaml"
     path.write_text(policy_text(primary, backup))
     result = gateway("policy", "check", str(path))
@@ -61,8 +74,9 @@ def test_policy_schema_is_json_schema_of_the_policy() -> None:
     assert "ModelConfig" in schema["$defs"]
 
 
-def test_serve_refuses_open_access_on_a_public_host(tmp_path: Path, primary: FakeUpstream,
-                                                    backup: FakeUpstream) -> None:
+def test_serve_refuses_open_access_on_a_public_host(
+    tmp_path: Path, primary: FakeUpstream, backup: FakeUpstream
+) -> None:
     path = tmp_path / "open.yaml"
     path.write_text(policy_text(primary, backup, tenants=False))
     result = gateway("serve", "--policy", str(path), "--host", "0.0.0.0", "--port", "0")

@@ -10,19 +10,25 @@ import openai
 import pytest
 
 from tests.conftest import OTHER_KEY, TENANT_KEY, Gateway, policy_text
-from tests.fake_upstream import Fault, FakeUpstream
+from tests.fake_upstream import FakeUpstream, Fault
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
 AUTH = {"authorization": f"Bearer {TENANT_KEY}"}
 
 
-def post(gateway: Gateway, content: bytes | str, headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.post(f"{gateway.url}/v1/chat/completions", content=content,
-                      headers={**AUTH, "content-type": "application/json", **(headers or {})})
+def post(
+    gateway: Gateway, content: bytes | str, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    return httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        content=content,
+        headers={**AUTH, "content-type": "application/json", **(headers or {})},
+    )
 
 
-def assert_openai_error(response: httpx.Response, status: int, *, code: str | None = None,
-                        param: str | None = None) -> dict[str, object]:
+def assert_openai_error(
+    response: httpx.Response, status: int, *, code: str | None = None, param: str | None = None
+) -> dict[str, object]:
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert set(error) >= {"message", "type", "param", "code"}
@@ -35,18 +41,28 @@ def assert_openai_error(response: httpx.Response, status: int, *, code: str | No
     return error  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    (b"{not json", None),
-    (b"[1, 2]", None),
-    (b'{"model": "auto"}', "messages"),
-    (b'{"model": 5, "messages": [{"role": "user", "content": "x"}]}', "model"),
-    (b'{"model": "auto", "messages": "hello"}', "messages"),
-    (b'{"model": "auto", "messages": []}', "messages"),
-    (b'{"model": "auto", "messages": [{"role": "wizard", "content": "x"}]}', "messages[0].role"),
-    (b'{"model": "auto", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}', "stream"),
-])
-def test_malformed_requests_are_400(gateway: Gateway, primary: FakeUpstream, body: bytes,
-                                    param: str | None) -> None:
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b"{not json", None),
+        (b"[1, 2]", None),
+        (b'{"model": "auto"}', "messages"),
+        (b'{"model": 5, "messages": [{"role": "user", "content": "x"}]}', "model"),
+        (b'{"model": "auto", "messages": "hello"}', "messages"),
+        (b'{"model": "auto", "messages": []}', "messages"),
+        (
+            b'{"model": "auto", "messages": [{"role": "wizard", "content": "x"}]}',
+            "messages[0].role",
+        ),
+        (
+            b'{"model": "auto", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}',
+            "stream",
+        ),
+    ],
+)
+def test_malformed_requests_are_400(
+    gateway: Gateway, primary: FakeUpstream, body: bytes, param: str | None
+) -> None:
     error = assert_openai_error(post(gateway, body), 400, param=param)
     assert error["type"] == "invalid_request_error"
     assert primary.requests == []
@@ -55,14 +71,19 @@ def test_malformed_requests_are_400(gateway: Gateway, primary: FakeUpstream, bod
 def test_missing_and_wrong_keys_are_401(gateway: Gateway) -> None:
     body = b'{"model": "auto", "messages": [{"role": "user", "content": "x"}]}'
     assert_openai_error(httpx.post(f"{gateway.url}/v1/chat/completions", content=body), 401)
-    assert_openai_error(post(gateway, body, {"authorization": "Bearer sk-wrong-key-000000000000"}),
-                        401, code="invalid_api_key")
+    assert_openai_error(
+        post(gateway, body, {"authorization": "Bearer sk-wrong-key-000000000000"}),
+        401,
+        code="invalid_api_key",
+    )
     assert_openai_error(post(gateway, body, {"authorization": "Basic abc"}), 401)
     with pytest.raises(openai.AuthenticationError):
         gateway.client("sk-wrong-key-000000000000").chat.completions.create(
-            model="auto", messages=MESSAGES)  # type: ignore[arg-type]
-    assert gateway.client(OTHER_KEY).chat.completions.create(
-        model="auto", messages=MESSAGES).choices  # type: ignore[arg-type]
+            model="auto", messages=MESSAGES
+        )  # type: ignore[arg-type]
+    assert (
+        gateway.client(OTHER_KEY).chat.completions.create(model="auto", messages=MESSAGES).choices
+    )  # type: ignore[arg-type]
 
 
 def test_body_over_the_limit_is_413(gateway: Gateway, primary: FakeUpstream) -> None:
@@ -71,7 +92,8 @@ def test_body_over_the_limit_is_413(gateway: Gateway, primary: FakeUpstream) -> 
 
     def chunked():  # no content-length: the limit applies while reading
         yield huge.encode()[: 3 << 20]
-        yield huge.encode()[3 << 20:]
+        yield huge.encode()[3 << 20 :]
+
     assert_openai_error(post(gateway, chunked()), 413)  # type: ignore[arg-type]
     assert primary.requests == []
 
@@ -82,7 +104,8 @@ def test_unknown_path_and_method_use_the_same_shape(gateway: Gateway) -> None:
 
 
 def test_upstream_client_error_is_passed_on_without_retry_or_fallback(
-        gateway: Gateway, primary: FakeUpstream, backup: FakeUpstream) -> None:
+    gateway: Gateway, primary: FakeUpstream, backup: FakeUpstream
+) -> None:
     primary.script(Fault(status=400))
     with pytest.raises(openai.BadRequestError) as info:
         gateway.client().chat.completions.create(model="auto", messages=MESSAGES)  # type: ignore[arg-type]
@@ -90,10 +113,13 @@ def test_upstream_client_error_is_passed_on_without_retry_or_fallback(
     assert len(primary.requests) == 1 and backup.requests == []
 
 
-def test_5xx_is_retried_on_the_same_model(gateway: Gateway, primary: FakeUpstream,
-                                          backup: FakeUpstream) -> None:
+def test_5xx_is_retried_on_the_same_model(
+    gateway: Gateway, primary: FakeUpstream, backup: FakeUpstream
+) -> None:
     primary.script(Fault(status=500), Fault(status=502))
-    raw = gateway.client().chat.completions.with_raw_response.create(model="auto", messages=MESSAGES)  # type: ignore[arg-type]
+    raw = gateway.client().chat.completions.with_raw_response.create(
+        model="auto", messages=MESSAGES
+    )  # type: ignore[arg-type]
     assert raw.headers["x-gateway-model"] == "main"
     assert len(primary.requests) == 3 and backup.requests == []
 
@@ -106,26 +132,33 @@ def test_retry_after_is_honoured(gateway: Gateway, primary: FakeUpstream) -> Non
     assert len(primary.requests) == 2
 
 
-def test_fallback_after_retries_are_spent(gateway: Gateway, primary: FakeUpstream,
-                                         backup: FakeUpstream) -> None:
+def test_fallback_after_retries_are_spent(
+    gateway: Gateway, primary: FakeUpstream, backup: FakeUpstream
+) -> None:
     primary.script(*[Fault(status=503)] * 3)
-    raw = gateway.client().chat.completions.with_raw_response.create(model="auto", messages=MESSAGES)  # type: ignore[arg-type]
+    raw = gateway.client().chat.completions.with_raw_response.create(
+        model="auto", messages=MESSAGES
+    )  # type: ignore[arg-type]
     assert raw.headers["x-gateway-model"] == "backup"
     assert raw.headers["x-gateway-route"] == "default"
     assert raw.parse().choices[0].message.content == "backup says: hello there"
     assert backup.requests[-1].body["model"] == "upstream-backup"
 
 
-def test_auth_failure_upstream_falls_back_at_once(gateway: Gateway, primary: FakeUpstream,
-                                                 backup: FakeUpstream) -> None:
+def test_auth_failure_upstream_falls_back_at_once(
+    gateway: Gateway, primary: FakeUpstream, backup: FakeUpstream
+) -> None:
     primary.script(Fault(status=401))
-    raw = gateway.client().chat.completions.with_raw_response.create(model="auto", messages=MESSAGES)  # type: ignore[arg-type]
+    raw = gateway.client().chat.completions.with_raw_response.create(
+        model="auto", messages=MESSAGES
+    )  # type: ignore[arg-type]
     assert raw.headers["x-gateway-model"] == "backup"
     assert len(primary.requests) == 1
 
 
 def test_all_attempts_failing_gives_one_error_listing_each(
-        gateway: Gateway, primary: FakeUpstream, backup: FakeUpstream) -> None:
+    gateway: Gateway, primary: FakeUpstream, backup: FakeUpstream
+) -> None:
     primary.script(*[Fault(status=500)] * 3)
     backup.script(Fault(status=500), Fault(status=503, retry_after="2"))
     response = post(gateway, b'{"model": "auto", "messages": [{"role": "user", "content": "x"}]}')
@@ -133,32 +166,44 @@ def test_all_attempts_failing_gives_one_error_listing_each(
     attempts = error["attempts"]
     assert isinstance(attempts, list)
     assert [(a["model"], a["status"]) for a in attempts] == [
-        ("main", 500), ("main", 500), ("main", 500), ("backup", 500), ("backup", 503)]
+        ("main", 500),
+        ("main", 500),
+        ("main", 500),
+        ("backup", 500),
+        ("backup", 503),
+    ]
     assert response.headers["retry-after"] == "2"
     assert response.headers["x-gateway-request-id"].startswith("req_")
 
 
-def test_unreachable_upstream_falls_back(start_gateway: Callable[..., Gateway],
-                                         primary: FakeUpstream, backup: FakeUpstream) -> None:
+def test_unreachable_upstream_falls_back(
+    start_gateway: Callable[..., Gateway], primary: FakeUpstream, backup: FakeUpstream
+) -> None:
     text = policy_text(primary, backup).replace(primary.base_url, "http://127.0.0.1:9/v1")
-    raw = start_gateway(text).client().chat.completions.with_raw_response.create(
-        model="auto", messages=MESSAGES)  # type: ignore[arg-type]
+    raw = (
+        start_gateway(text)
+        .client()
+        .chat.completions.with_raw_response.create(model="auto", messages=MESSAGES)
+    )  # type: ignore[arg-type]
     assert raw.headers["x-gateway-model"] == "backup"
 
 
 def test_slow_first_token_times_out_and_falls_back(
-        start_gateway: Callable[..., Gateway], primary: FakeUpstream, backup: FakeUpstream) -> None:
+    start_gateway: Callable[..., Gateway], primary: FakeUpstream, backup: FakeUpstream
+) -> None:
     gw = start_gateway(policy_text(primary, backup, first_token_s=0.3))
     primary.script(*[Fault(delay_s=1.0)] * 3)
     with gw.client().chat.completions.with_streaming_response.create(
-            model="auto", messages=MESSAGES, stream=True) as response:  # type: ignore[arg-type]
+        model="auto", messages=MESSAGES, stream=True
+    ) as response:  # type: ignore[arg-type]
         assert response.headers["x-gateway-model"] == "backup"
         text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
     assert text == "backup says: hello there"
 
 
-def test_every_attempt_timing_out_is_504(start_gateway: Callable[..., Gateway],
-                                        primary: FakeUpstream, backup: FakeUpstream) -> None:
+def test_every_attempt_timing_out_is_504(
+    start_gateway: Callable[..., Gateway], primary: FakeUpstream, backup: FakeUpstream
+) -> None:
     gw = start_gateway(policy_text(primary, backup, first_token_s=0.2))
     primary.script(*[Fault(delay_s=0.6)] * 3)
     backup.script(*[Fault(delay_s=0.6)] * 2)
@@ -166,12 +211,16 @@ def test_every_attempt_timing_out_is_504(start_gateway: Callable[..., Gateway],
     assert_openai_error(response, 504, code="upstream_timeout")
 
 
-def test_stream_dropped_mid_way_ends_with_an_error_event(gateway: Gateway,
-                                                        primary: FakeUpstream) -> None:
+def test_stream_dropped_mid_way_ends_with_an_error_event(
+    gateway: Gateway, primary: FakeUpstream
+) -> None:
     primary.script(Fault(drop_after_chunks=2))
-    body = b'{"model": "auto", "stream": true, "messages": [{"role": "user", "content": "a b c d"}]}'
-    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", content=body, headers=AUTH,
-                      timeout=10) as response:
+    body = (
+        b'{"model": "auto", "stream": true, "messages": [{"role": "user", "content": "a b c d"}]}'
+    )
+    with httpx.stream(
+        "POST", f"{gateway.url}/v1/chat/completions", content=body, headers=AUTH, timeout=10
+    ) as response:
         assert response.status_code == 200
         events = [line for line in response.iter_lines() if line.startswith("data:")]
     assert len(events) == 3  # two chunks, then the error
@@ -180,12 +229,14 @@ def test_stream_dropped_mid_way_ends_with_an_error_event(gateway: Gateway,
     with pytest.raises(openai.APIError):
         primary.script(Fault(drop_after_chunks=1))
         for _ in gateway.client().chat.completions.create(
-                model="auto", messages=MESSAGES, stream=True):  # type: ignore[arg-type]
+            model="auto", messages=MESSAGES, stream=True
+        ):  # type: ignore[arg-type]
             pass
 
 
-def test_garbled_upstream_body_is_an_upstream_error(gateway: Gateway, primary: FakeUpstream,
-                                                   backup: FakeUpstream) -> None:
+def test_garbled_upstream_body_is_an_upstream_error(
+    gateway: Gateway, primary: FakeUpstream, backup: FakeUpstream
+) -> None:
     primary.script(*[Fault(status=500, body=b"<html>oops</html>")] * 3)
     backup.script(*[Fault(status=500, body=b"")] * 2)
     response = post(gateway, b'{"model": "auto", "messages": [{"role": "user", "content": "x"}]}')

@@ -20,15 +20,19 @@ def reload(gateway: Gateway, headers: dict[str, str] | None = ADMIN) -> httpx.Re
 
 
 def route_of(gateway: Gateway) -> str:
-    raw = gateway.client().chat.completions.with_raw_response.create(model="auto", messages=MESSAGES)  # type: ignore[arg-type]
+    raw = gateway.client().chat.completions.with_raw_response.create(
+        model="auto", messages=MESSAGES
+    )  # type: ignore[arg-type]
     return raw.headers["x-gateway-route"]
 
 
-def test_reload_applies_a_valid_policy(gateway: Gateway, primary: FakeUpstream,
-                                       backup: FakeUpstream) -> None:
+def test_reload_applies_a_valid_policy(
+    gateway: Gateway, primary: FakeUpstream, backup: FakeUpstream
+) -> None:
     assert route_of(gateway) == "default"
-    gateway.policy_path.write_text(policy_text(
-        primary, backup, extra_routes="- {name: everything-to-backup, to: backup}\n"))
+    gateway.policy_path.write_text(
+        policy_text(primary, backup, extra_routes="- {name: everything-to-backup, to: backup}\n")
+    )
     response = reload(gateway)
     assert response.status_code == 200
     assert response.json()["status"] == "reloaded"
@@ -38,8 +42,11 @@ def test_reload_applies_a_valid_policy(gateway: Gateway, primary: FakeUpstream,
 
 def test_invalid_policy_is_refused_and_the_old_one_stays(gateway: Gateway) -> None:
     before = httpx.get(f"{gateway.url}/readyz").json()["policy"]["version"]
-    gateway.policy_path.write_text(gateway.policy_path.read_text().replace(
-        "to: main", "to: nowhere").replace("model: upstream-main", "model: upstream-main\n    colour: red"))
+    gateway.policy_path.write_text(
+        gateway.policy_path.read_text()
+        .replace("to: main", "to: nowhere")
+        .replace("model: upstream-main", "model: upstream-main\n    colour: red")
+    )
     response = reload(gateway)
     assert response.status_code == 400
     error = response.json()["error"]
@@ -59,32 +66,36 @@ def test_reload_needs_the_admin_key(gateway: Gateway) -> None:
     assert shown.json()["policy"]["models"]["main"]["api_key"] == "[redacted]"
 
 
-def test_admin_api_is_off_without_an_admin_key(start_gateway: Callable[..., Gateway],
-                                               primary: FakeUpstream, backup: FakeUpstream) -> None:
+def test_admin_api_is_off_without_an_admin_key(
+    start_gateway: Callable[..., Gateway], primary: FakeUpstream, backup: FakeUpstream
+) -> None:
     gw = start_gateway(policy_text(primary, backup, tenants=False))
     response = reload(gw)
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "admin_disabled"
 
 
-def test_open_access_without_tenants(start_gateway: Callable[..., Gateway],
-                                     primary: FakeUpstream, backup: FakeUpstream) -> None:
+def test_open_access_without_tenants(
+    start_gateway: Callable[..., Gateway], primary: FakeUpstream, backup: FakeUpstream
+) -> None:
     gw = start_gateway(policy_text(primary, backup, tenants=False))
     client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="anything", max_retries=0)
     with client:
         assert client.chat.completions.create(model="auto", messages=MESSAGES).choices  # type: ignore[arg-type]
 
 
-def test_file_change_is_picked_up(start_gateway: Callable[..., Gateway], primary: FakeUpstream,
-                                  backup: FakeUpstream) -> None:
+def test_file_change_is_picked_up(
+    start_gateway: Callable[..., Gateway], primary: FakeUpstream, backup: FakeUpstream
+) -> None:
     gw = start_gateway(policy_text(primary, backup), watch=True)
     time.sleep(0.3)  # let the watcher start
     version = httpx.get(f"{gw.url}/readyz").json()["policy"]["version"]
     gw.policy_path.write_text("version: 1\nmodels: {oops")  # a broken save is ignored
     time.sleep(1.0)
     assert httpx.get(f"{gw.url}/readyz").json()["policy"]["version"] == version
-    gw.policy_path.write_text(policy_text(
-        primary, backup, extra_routes="- {name: watched, to: backup}\n"))
+    gw.policy_path.write_text(
+        policy_text(primary, backup, extra_routes="- {name: watched, to: backup}\n")
+    )
     deadline = time.monotonic() + 10
     while httpx.get(f"{gw.url}/readyz").json()["policy"]["version"] == version:
         assert time.monotonic() < deadline, "the changed policy was not loaded"

@@ -5,7 +5,9 @@ import pytest
 from gateway.auth import OPEN_TENANT, KeyRing, bearer_key, require_admin, tenant_of
 from gateway.errors import Unauthorized
 
-RING = KeyRing({"team-a": ["sk-aaaaaaaaaaaaaaaa"], "team-b": ["sk-bbbbbbbbbbbbbbbb", "sk-b2b2b2b2b2b2b2b2"]})
+RING = KeyRing(
+    {"team-a": ["sk-aaaaaaaaaaaaaaaa"], "team-b": ["sk-bbbbbbbbbbbbbbbb", "sk-b2b2b2b2b2b2b2b2"]}
+)
 
 
 def test_keys_map_to_tenants() -> None:
@@ -13,8 +15,18 @@ def test_keys_map_to_tenants() -> None:
     assert tenant_of(RING, "bearer  sk-b2b2b2b2b2b2b2b2 ") == "team-b"
 
 
-@pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer ", "Basic sk-aaaaaaaaaaaaaaaa",
-                                    "Bearer sk-aaaaaaaaaaaaaaab", "Bearer sk-aaaaaaaaaaaaaaa"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        "Bearer",
+        "Bearer ",
+        "Basic sk-aaaaaaaaaaaaaaaa",
+        "Bearer sk-aaaaaaaaaaaaaaab",
+        "Bearer sk-aaaaaaaaaaaaaaa",
+    ],
+)
 def test_bad_or_missing_keys(header: str | None) -> None:
     with pytest.raises(Unauthorized):
         tenant_of(RING, header)

@@ -13,21 +13,32 @@ from gateway.errors import (
 
 
 def test_openai_shape_and_status() -> None:
-    for error, status, type_ in [(BadRequest("m", param="messages"), 400, "invalid_request_error"),
-                                 (Unauthorized("m"), 401, "authentication_error"),
-                                 (ModelNotFound("m"), 404, "invalid_request_error"),
-                                 (PayloadTooLarge("m"), 413, "invalid_request_error")]:
+    for error, status, type_ in [
+        (BadRequest("m", param="messages"), 400, "invalid_request_error"),
+        (Unauthorized("m"), 401, "authentication_error"),
+        (ModelNotFound("m"), 404, "invalid_request_error"),
+        (PayloadTooLarge("m"), 413, "invalid_request_error"),
+    ]:
         assert error.status_code == status
         body = msgspec.json.decode(error.encode())
         assert set(body["error"]) == {"message", "type", "param", "code"}
         assert body["error"]["type"] == type_
-    assert msgspec.json.decode(BadRequest("m", param="messages").encode())["error"]["param"] == "messages"
+    assert (
+        msgspec.json.decode(BadRequest("m", param="messages").encode())["error"]["param"]
+        == "messages"
+    )
     assert ModelNotFound("m").code == "model_not_found"
 
 
 def test_upstream_client_error_keeps_the_upstream_body() -> None:
-    upstream = {"error": {"message": "bad temp", "type": "invalid_request_error",
-                          "param": "temperature", "code": None}}
+    upstream = {
+        "error": {
+            "message": "bad temp",
+            "type": "invalid_request_error",
+            "param": "temperature",
+            "code": None,
+        }
+    }
     error = UpstreamClientError(422, upstream, "HTTP 422: bad temp")
     assert error.status_code == 422 and error.body() == upstream
     reshaped = UpstreamClientError(400, {"detail": "nope"}, "HTTP 400: nope").body()

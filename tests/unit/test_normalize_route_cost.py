@@ -17,9 +17,12 @@ def request(body: bytes, tenant: str = "t", tags: str | None = None):  # type: i
 
 
 def test_request_fields() -> None:
-    r = request(b'{"model": "auto", "messages": [{"role": "user", "content": [{"type": "image_url",'
-                b' "image_url": {"url": "x"}}]}], "tools": [{"type": "function"}], "stream": true, '
-                b'"x_custom": 1}', tags="a=1, b = 2")
+    r = request(
+        b'{"model": "auto", "messages": [{"role": "user", "content": [{"type": "image_url",'
+        b' "image_url": {"url": "x"}}]}], "tools": [{"type": "function"}], "stream": true, '
+        b'"x_custom": 1}',
+        tags="a=1, b = 2",
+    )
     assert r.stream and r.has_tools and r.has_images
     assert dict(r.tags) == {"a": "1", "b": "2"}
     assert r.body["x_custom"] == 1
@@ -32,18 +35,46 @@ def test_malformed_tags() -> None:
 
 def policy() -> Policy:
     model = {"provider": "openai_compatible", "base_url": "http://x/v1", "model": "m"}
-    return Policy(version=1, models={"a": ModelConfig(**model), "b": ModelConfig(**model)},  # type: ignore[arg-type]
-                  routes=(Route(name="img", when=When(has_images=True), to="b"),
-                          Route(name="t", when=When(tenant=("vip",), tags={"k": "v"}), to="b"),
-                          Route(name="rest", to="a")))
+    return Policy(
+        version=1,
+        models={"a": ModelConfig(**model), "b": ModelConfig(**model)},  # type: ignore[arg-type]
+        routes=(
+            Route(name="img", when=When(has_images=True), to="b"),
+            Route(name="t", when=When(tenant=("vip",), tags={"k": "v"}), to="b"),
+            Route(name="rest", to="a"),
+        ),
+    )
 
 
-@pytest.mark.parametrize(("body", "tenant", "tags", "expected"), [
-    (b'{"model": "auto", "messages": [{"role": "user", "content": "x"}]}', "t", None, ("rest", "a")),
-    (b'{"model": "auto", "messages": [{"role": "user", "content": "x"}]}', "vip", "k=v", ("t", "b")),
-    (b'{"model": "auto", "messages": [{"role": "user", "content": "x"}]}', "vip", None, ("rest", "a")),
-    (b'{"model": "b", "messages": [{"role": "user", "content": "x"}]}', "t", None, ("forced", "b")),
-])
+@pytest.mark.parametrize(
+    ("body", "tenant", "tags", "expected"),
+    [
+        (
+            b'{"model": "auto", "messages": [{"role": "user", "content": "x"}]}',
+            "t",
+            None,
+            ("rest", "a"),
+        ),
+        (
+            b'{"model": "auto", "messages": [{"role": "user", "content": "x"}]}',
+            "vip",
+            "k=v",
+            ("t", "b"),
+        ),
+        (
+            b'{"model": "auto", "messages": [{"role": "user", "content": "x"}]}',
+            "vip",
+            None,
+            ("rest", "a"),
+        ),
+        (
+            b'{"model": "b", "messages": [{"role": "user", "content": "x"}]}',
+            "t",
+            None,
+            ("forced", "b"),
+        ),
+    ],
+)
 def test_route(body: bytes, tenant: str, tags: str | None, expected: tuple[str, str]) -> None:
     decision = choose(policy(), request(body, tenant, tags))
     assert (decision.route, decision.model) == expected
@@ -51,14 +82,23 @@ def test_route(body: bytes, tenant: str, tags: str | None, expected: tuple[str, 
 
 def test_unknown_model() -> None:
     with pytest.raises(ModelNotFound):
-        choose(policy(), request(b'{"model": "zzz", "messages": [{"role": "user", "content": "x"}]}'))
+        choose(
+            policy(), request(b'{"model": "zzz", "messages": [{"role": "user", "content": "x"}]}')
+        )
 
 
 def test_cost_is_exact_and_unknown_is_none() -> None:
-    price = Price(input_per_mtok=Decimal("2.50"), cached_input_per_mtok=Decimal("1.25"),
-                  output_per_mtok=Decimal("10"))
-    usage = Usage(prompt_tokens=1000, completion_tokens=200, total_tokens=1200,
-                  prompt_tokens_details=PromptTokensDetails(cached_tokens=400))
+    price = Price(
+        input_per_mtok=Decimal("2.50"),
+        cached_input_per_mtok=Decimal("1.25"),
+        output_per_mtok=Decimal("10"),
+    )
+    usage = Usage(
+        prompt_tokens=1000,
+        completion_tokens=200,
+        total_tokens=1200,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=400),
+    )
     assert cost_usd(usage, price) == Decimal("0.004")  # (600*2.5 + 400*1.25 + 200*10) / 1e6
     assert cost_usd(None, price) is None
     assert cost_usd(usage, None) is None

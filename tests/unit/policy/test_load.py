@@ -67,12 +67,16 @@ def test_dollar_escape(tmp_path: Path) -> None:
 
 def test_missing_env_variable(tmp_path: Path) -> None:
     assert problems(tmp_path, GOOD, {}) == [
-        "11:5: $.models.large.api_key: environment variable LARGE_KEY is not set"]
+        "11:5: $.models.large.api_key: environment variable LARGE_KEY is not set"
+    ]
 
 
 def test_unknown_keys_and_bad_values_are_all_reported(tmp_path: Path) -> None:
-    text = GOOD.replace("model: tiny", "model: tiny\n    temprature: 0.2").replace(
-        "output_per_mtok: 10.00", "output_per_mtok: -1").replace("version: 1", "version: 1\nextra: x")
+    text = (
+        GOOD.replace("model: tiny", "model: tiny\n    temprature: 0.2")
+        .replace("output_per_mtok: 10.00", "output_per_mtok: -1")
+        .replace("version: 1", "version: 1\nextra: x")
+    )
     assert problems(tmp_path, text) == [
         "2:1: $.extra: unknown key",
         "8:5: $.models.small.temprature: unknown key",
@@ -86,8 +90,12 @@ def test_missing_required_keys_point_at_their_parent(tmp_path: Path) -> None:
 
 
 def test_cross_checks(tmp_path: Path) -> None:
-    text = GOOD.replace("fallbacks: [small]", "fallbacks: [small, ghost, large]").replace(
-        "to: small}", "to: tiny}\n  - {name: tools, to: small}") + "baseline_model: huge\n"
+    text = (
+        GOOD.replace("fallbacks: [small]", "fallbacks: [small, ghost, large]").replace(
+            "to: small}", "to: tiny}\n  - {name: tools, to: small}"
+        )
+        + "baseline_model: huge\n"
+    )
     assert problems(tmp_path, text) == [
         "14:24: $.models.large.fallbacks[1]: unknown model 'ghost'",
         "14:31: $.models.large.fallbacks[2]: a model cannot fall back to itself",
@@ -99,7 +107,8 @@ def test_cross_checks(tmp_path: Path) -> None:
 
 def test_yaml_syntax_error(tmp_path: Path) -> None:
     assert problems(tmp_path, "version: 1\nmodels: {a: [1, 2}\n") == [
-        "2:18: $: invalid YAML: expected ',' or ']', but got '}'"]
+        "2:18: $: invalid YAML: expected ',' or ']', but got '}'"
+    ]
 
 
 def test_duplicate_yaml_keys(tmp_path: Path) -> None:
@@ -114,18 +123,24 @@ def test_not_a_mapping_and_unreadable(tmp_path: Path) -> None:
 
 
 def test_tenant_keys_shared_or_short(tmp_path: Path) -> None:
-    text = GOOD + ('tenants:\n  a: {api_keys: ["sk-shared-key-0123456789"]}\n'
-                   '  b: {api_keys: ["sk-shared-key-0123456789", "short"]}\n')
+    text = GOOD + (
+        'tenants:\n  a: {api_keys: ["sk-shared-key-0123456789"]}\n'
+        '  b: {api_keys: ["sk-shared-key-0123456789", "short"]}\n'
+    )
     assert problems(tmp_path, text) == [
-        "20:46: $.tenants.b.api_keys[1]: String should have at least 16 characters"]
+        "20:46: $.tenants.b.api_keys[1]: String should have at least 16 characters"
+    ]
     text = text.replace(', "short"', "")
     assert problems(tmp_path, text) == [
-        "20:18: $.tenants.b.api_keys[0]: key already belongs to tenant 'a'"]
+        "20:18: $.tenants.b.api_keys[0]: key already belongs to tenant 'a'"
+    ]
 
 
 def test_literal_secrets_are_warnings(tmp_path: Path) -> None:
-    text = GOOD.replace("${LARGE_KEY}", "sk-literal-0123456789") + \
-        'admin: {api_keys: ["${ADMIN}"]}\n'
+    text = (
+        GOOD.replace("${LARGE_KEY}", "sk-literal-0123456789") + 'admin: {api_keys: ["${ADMIN}"]}\n'
+    )
     loaded = load(tmp_path, text, {"ADMIN": "sk-admin-from-env-0000"})
     assert [str(w).split(":", 1)[1] for w in loaded.warnings] == [
-        "11:5: $.models.large.api_key: a literal secret; use an ${ENV_VAR} reference"]
+        "11:5: $.models.large.api_key: a literal secret; use an ${ENV_VAR} reference"
+    ]
