@@ -32,6 +32,8 @@ class Fault:
     """Wait this long before the response head (a slow first token)."""
     drop_after_chunks: int | None = None
     """Streams: send this many chunks, then cut the connection."""
+    chunk_delay_s: float = 0.0
+    """Streams: wait this long before each chunk after the first."""
     body: bytes | None = None
     """Raw body to send with ``status`` instead of the OpenAI error object."""
 
@@ -47,6 +49,8 @@ class Received:
 class FakeUpstream:
     name: str = "fake"
     requests: list[Received] = field(default_factory=list)
+    disconnects: int = 0
+    """Streams whose client went away before the end."""
     _faults: deque[Fault] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     server: ServerThread | None = None
@@ -60,6 +64,7 @@ class FakeUpstream:
         with self._lock:
             self._faults.clear()
             self.requests.clear()
+            self.disconnects = 0
 
     @property
     def base_url(self) -> str:
@@ -108,24 +113,38 @@ class FakeUpstream:
             await _send(send, fault.status, content, extra)
             return
         if body.get("stream"):
-            await self._stream(body, send, fault)
+            await self._stream(body, receive, send, fault)
         else:
             await _send(send, 200, json.dumps(completion(self.name, body)).encode())
 
-    async def _stream(self, body: dict[str, Any], send: Send, fault: Fault) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"text/event-stream")],
-            }
-        )
-        for i, chunk in enumerate(chunks(self.name, body)):
-            if fault.drop_after_chunks is not None and i == fault.drop_after_chunks:
-                raise ConnectionAbortedError("fake upstream drops the stream")  # uvicorn cuts it
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await asyncio.sleep(0)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    async def _stream(
+        self, body: dict[str, Any], receive: Receive, send: Send, fault: Fault
+    ) -> None:
+        gone = asyncio.ensure_future(receive())  # resolves with http.disconnect
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")],
+                }
+            )
+            for i, chunk in enumerate(chunks(self.name, body)):
+                if fault.drop_after_chunks is not None and i == fault.drop_after_chunks:
+                    raise ConnectionAbortedError(
+                        "fake upstream drops the stream"
+                    )  # uvicorn cuts it
+                if i and fault.chunk_delay_s:
+                    await asyncio.wait([gone], timeout=fault.chunk_delay_s)
+                if gone.done():
+                    with self._lock:
+                        self.disconnects += 1
+                    return
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await asyncio.sleep(0)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            gone.cancel()
 
 
 async def _send(

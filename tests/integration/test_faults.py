@@ -242,3 +242,48 @@ def test_garbled_upstream_body_is_an_upstream_error(
     response = post(gateway, b'{"model": "auto", "messages": [{"role": "user", "content": "x"}]}')
     error = assert_openai_error(response, 502, code="upstream_error")
     assert "<html>oops</html>" in str(error["message"])
+
+
+def test_stream_stalling_mid_way_ends_with_an_error_event(
+    start_gateway: Callable[..., Gateway], primary: FakeUpstream, backup: FakeUpstream
+) -> None:
+    gw = start_gateway(policy_text(primary, backup, first_token_s=0.3))
+    primary.script(Fault(chunk_delay_s=2.0))
+    body = b'{"model": "auto", "stream": true, "messages": [{"role": "user", "content": "a b"}]}'
+    started = time.monotonic()
+    with httpx.stream(
+        "POST", f"{gw.url}/v1/chat/completions", content=body, headers=AUTH, timeout=10
+    ) as response:
+        events = [line for line in response.iter_lines() if line.startswith("data:")]
+    assert time.monotonic() - started < 1.5
+    assert len(events) == 2
+    assert '"code":"upstream_stream_broken"' in events[-1] and "timed out" in events[-1]
+    assert backup.requests == []  # the stream had started: no fallback
+
+
+def test_client_leaving_a_stream_closes_the_upstream_stream(
+    start_gateway: Callable[..., Gateway], primary: FakeUpstream, backup: FakeUpstream
+) -> None:
+    # One connection in the pool: a leaked upstream stream would starve the next request.
+    gw = start_gateway(
+        policy_text(primary, backup).replace(
+            "model: upstream-main", "model: upstream-main\n    max_connections: 1"
+        )
+    )
+    body = (
+        b'{"model": "auto", "stream": true, "messages": [{"role": "user", "content": "'
+        + b" ".join([b"word"] * 30)
+        + b'"}]}'
+    )
+    for left in range(1, 4):
+        primary.script(Fault(chunk_delay_s=0.2))
+        with httpx.stream(
+            "POST", f"{gw.url}/v1/chat/completions", content=body, headers=AUTH, timeout=10
+        ) as response:
+            next(response.iter_lines())
+        deadline = time.monotonic() + 5
+        while primary.disconnects < left:
+            assert time.monotonic() < deadline, "the upstream stream was left open"
+            time.sleep(0.05)
+    raw = gw.client().chat.completions.with_raw_response.create(model="auto", messages=MESSAGES)  # type: ignore[arg-type]
+    assert raw.headers["x-gateway-model"] == "main"
