@@ -22,7 +22,7 @@ import httpx
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "overhead"))
-from upstream import start_nginx  # noqa: E402  (bench/overhead/upstream.py)
+from upstream import start_nginx
 
 BODY = (
     b'{"model":"mock-model","messages":[{"role":"system","content":"You are a helpful '
