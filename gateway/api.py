@@ -37,7 +37,11 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] |
     tenant = auth.tenant_of(runtime.tenants, request.headers.get("authorization"))
     raw = await _read_body(request, runtime.policy.limits.max_body_bytes)
     chat = normalize.chat_request(
-        raw, request_id=request_id, tenant=tenant, tags_header=request.headers.get("x-gateway-tags")
+        raw,
+        request_id=request_id,
+        tenant=tenant,
+        tags_header=request.headers.get("x-gateway-tags"),
+        session_id=request.headers.get("x-session-id"),
     )
     result = await pipeline.run(runtime, chat)
     headers = respond.headers(result)

@@ -46,6 +46,10 @@ class ChatRequest:
     tags: Mapping[str, str]
     has_tools: bool
     has_images: bool
+    prompt_tokens: int
+    """An estimate for routing rules: UTF-8 bytes of the messages' text / 4, rounded up."""
+    session_id: str | None = None
+    """The client's ``x-session-id``, naming the conversation."""
 
 
 def new_request_id() -> str:
@@ -53,7 +57,12 @@ def new_request_id() -> str:
 
 
 def chat_request(
-    raw: bytes, *, request_id: str, tenant: str, tags_header: str | None
+    raw: bytes,
+    *,
+    request_id: str,
+    tenant: str,
+    tags_header: str | None,
+    session_id: str | None = None,
 ) -> ChatRequest:
     """Parse and check a Chat Completions body; raises `BadRequest` saying what is wrong."""
     try:
@@ -83,6 +92,8 @@ def chat_request(
         tags=MappingProxyType(parse_tags(tags_header)),
         has_tools=bool(checked.tools),
         has_images=any(_has_image(m) for m in checked.messages),
+        prompt_tokens=-(-sum(_text_bytes(m) for m in checked.messages) // 4),
+        session_id=session_id or None,
     )
 
 
@@ -106,6 +117,14 @@ def _has_image(message: _Message) -> bool:
     return isinstance(message.content, list) and any(
         part.get("type") == "image_url" for part in message.content
     )
+
+
+def _text_bytes(message: _Message) -> int:
+    if isinstance(message.content, str):
+        return len(message.content.encode())
+    if isinstance(message.content, list):
+        return sum(len(str(p.get("text", "")).encode()) for p in message.content)
+    return 0
 
 
 def _param_of(message: str) -> str | None:

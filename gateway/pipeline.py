@@ -37,11 +37,18 @@ class Streaming:
 
 
 async def run(runtime: Runtime, request: ChatRequest) -> Completed | Streaming:
-    decision = route.choose(runtime.policy, request)
+    decision = route.choose(runtime.policy, request, runtime.sessions)
     if request.stream:
         model, started = await call.stream(runtime, decision, request)
+        _remember_session(runtime, decision, model)
         return Streaming(request, decision, model, started)
     model, reply = await call.complete(runtime, decision, request)
+    _remember_session(runtime, decision, model)
     return Completed(
         request, decision, model, reply, cost_usd(reply.usage, runtime.policy.models[model].price)
     )
+
+
+def _remember_session(runtime: Runtime, decision: Decision, model: str) -> None:
+    if decision.session is not None:
+        runtime.sessions.remember(decision.session, model)

@@ -1,47 +1,86 @@
-"""Choosing the model: a model named by the client, or the first policy rule that matches."""
+"""Choosing the model: a model the client named, or the first policy rule that matches.
+
+A matching rule may send a share of its traffic to another model (an A/B split, decided by a
+hash of the request so the same request always lands on the same arm), and with sticky sessions
+a conversation stays on the model that answered its first turn unless the rule says
+``sticky: false``.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+
+import msgspec
 
 from gateway.errors import BadRequest, ModelNotFound
 from gateway.normalize import ChatRequest
-from gateway.policy.schema import Policy, When
+from gateway.policy.schema import Policy, Route, When
+from gateway.sessions import Sessions, session_key
 
 FORCED = "forced"
+STICKY = "sticky"
+AUTO = "auto"
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     route: str
-    """The rule that chose the model, or ``forced`` when the client named it."""
+    """The rule that chose the model; ``forced`` when the client named it, ``sticky`` when the
+    conversation's first turn did."""
     model: str
+    session: str | None = None
+    """The sticky-session key under which to remember the model that answers."""
 
 
-def choose(policy: Policy, request: ChatRequest) -> Decision:
-    if request.model != "auto":
-        if request.model not in policy.models:
+def choose(policy: Policy, request: ChatRequest, sessions: Sessions) -> Decision:
+    if request.model in policy.models:
+        return Decision(FORCED, request.model)
+    rule = next((r for r in policy.routes if matches(r.when, request)), None)
+    if rule is None:
+        if request.model != AUTO:
             raise ModelNotFound(
                 f"The model {request.model!r} does not exist; use 'auto' or one of "
                 f"{sorted(policy.models)} (GET /v1/models).",
                 param="model",
             )
-        return Decision(FORCED, request.model)
-    for rule in policy.routes:
-        if rule.when is None or matches(rule.when, request):
-            return Decision(rule.name, rule.to)
-    raise BadRequest(
-        "No routing rule of the policy matches this request; name a model instead of 'auto'.",
-        param="model",
-        code="no_route",
-    )
+        raise BadRequest(
+            "No routing rule of the policy matches this request; name a model instead of 'auto'.",
+            param="model",
+            code="no_route",
+        )
+    session = None
+    if policy.routing.sticky_sessions and rule.sticky:
+        session = session_key(request.tenant, request.session_id, request.body["messages"])
+        pinned = sessions.model_of(session)
+        if pinned in policy.models:
+            return Decision(STICKY, pinned, session)
+    return Decision(rule.name, _arm(rule, request), session)
 
 
-def matches(when: When, request: ChatRequest) -> bool:
-    """Every condition that is set must hold."""
+def matches(when: When | None, request: ChatRequest) -> bool:
+    """Every condition that is set must hold; without ``model`` a rule serves only ``auto``."""
+    if when is None:
+        return request.model == AUTO
     return (
-        (when.tenant is None or request.tenant in when.tenant)
+        request.model in (when.model if when.model is not None else (AUTO,))
+        and (when.prompt_tokens is None or when.prompt_tokens.contains(request.prompt_tokens))
+        and (when.tenant is None or request.tenant in when.tenant)
         and (when.tags is None or all(request.tags.get(k) == v for k, v in when.tags.items()))
         and (when.has_tools is None or when.has_tools == request.has_tools)
         and (when.has_images is None or when.has_images == request.has_images)
     )
+
+
+def _arm(rule: Route, request: ChatRequest) -> str:
+    if rule.split is not None and request_unit(request) < rule.split.share:
+        return rule.split.to
+    return rule.to
+
+
+def request_unit(request: ChatRequest) -> float:
+    """A number in [0, 1) fixed by the request's tenant and messages."""
+    digest = hashlib.sha256(
+        request.tenant.encode() + b"\0" + msgspec.json.encode(request.body["messages"])
+    ).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64

@@ -74,9 +74,34 @@ class ModelConfig(Strict):
     headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
 
 
+class Range(Strict):
+    """Bounds on a number; every bound given must hold."""
+
+    gte: float | None = None
+    gt: float | None = None
+    lte: float | None = None
+    lt: float | None = None
+
+    def contains(self, value: float) -> bool:
+        return (
+            (self.gte is None or value >= self.gte)
+            and (self.gt is None or value > self.gt)
+            and (self.lte is None or value <= self.lte)
+            and (self.lt is None or value < self.lt)
+        )
+
+
 class When(Strict):
     """Conditions of a routing rule; all given conditions must hold."""
 
+    model: tuple[str, ...] | None = Field(
+        default=None,
+        description="Requested model names (aliases) this rule serves; without it a rule serves "
+        "only model 'auto'. Names of policy models are always forced to that model instead.",
+    )
+    prompt_tokens: Range | None = Field(
+        default=None, description="Estimated prompt tokens (UTF-8 bytes of the text / 4)."
+    )
     tenant: tuple[Name, ...] | None = Field(default=None, description="Any of these tenants.")
     tags: dict[str, str] | None = Field(
         default=None, description="Every k=v given here is present in x-gateway-tags."
@@ -85,10 +110,32 @@ class When(Strict):
     has_images: bool | None = None
 
 
+class Split(Strict):
+    """An A/B split: a share of the rule's traffic goes to another model."""
+
+    to: Name
+    share: float = Field(gt=0, lt=1, description="Share of matching requests, by request hash.")
+
+
 class Route(Strict):
     name: Name
     when: When | None = Field(default=None, description="Omit for a rule that always matches.")
     to: Name
+    split: Split | None = None
+    sticky: bool = Field(
+        default=True,
+        description="false: this rule's choice holds even inside a sticky session.",
+    )
+
+
+class Routing(Strict):
+    sticky_sessions: bool = Field(
+        default=False,
+        description="Keep the turns of a conversation (x-session-id, or the hash of its first "
+        "messages) on the model that answered its first turn.",
+    )
+    session_ttl_s: Seconds = 3600.0
+    max_sessions: int = Field(default=100_000, ge=1)
 
 
 class Tenant(Strict):
@@ -119,6 +166,7 @@ class Policy(Strict):
     )
     admin: Admin | None = None
     limits: Limits = Limits()
+    routing: Routing = Routing()
 
 
 Problem = tuple[tuple[str | int, ...], str]
@@ -141,6 +189,16 @@ def validate(policy: Policy) -> list[Problem]:
     for i, route in enumerate(policy.routes):
         if route.to not in known:
             problems.append((("routes", i, "to"), f"unknown model {route.to!r}"))
+        if route.split is not None and route.split.to not in known:
+            problems.append((("routes", i, "split", "to"), f"unknown model {route.split.to!r}"))
+        for j, name in enumerate(route.when.model or () if route.when else ()):
+            if name in known:
+                problems.append(
+                    (
+                        ("routes", i, "when", "model", j),
+                        f"{name!r} is a policy model: requests naming it are forced to it",
+                    )
+                )
         if route.name in seen_routes:
             problems.append((("routes", i, "name"), f"duplicate route name {route.name!r}"))
         seen_routes.add(route.name)

@@ -22,6 +22,7 @@ from gateway.policy.load import LoadedPolicy, PolicyError, load_policy
 from gateway.policy.schema import ModelConfig, Policy
 from gateway.providers import Provider
 from gateway.providers.openai_compatible import OpenAICompatible
+from gateway.sessions import Sessions
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class Runtime:
     providers: Mapping[str, Provider]
     tenants: KeyRing
     admins: KeyRing
+    sessions: Sessions
     loaded_at: float = field(default_factory=time.time)
     models_body: bytes = b""
 
@@ -63,6 +65,7 @@ class PolicyStore:
         self._pools: dict[str, Provider] = {}
         self._retired: list[tuple[float, Provider]] = []
         self._current: Runtime | None = None
+        self._sessions: Sessions | None = None
         self._lock = asyncio.Lock()
 
     @property
@@ -120,8 +123,16 @@ class PolicyStore:
             providers=providers,
             tenants=KeyRing({name: t.api_keys for name, t in policy.tenants.items()}),
             admins=KeyRing({"admin": admin_keys}),
+            sessions=self._sessions_for(policy.routing.session_ttl_s, policy.routing.max_sessions),
             models_body=_models_body(loaded, int(time.time())),
         )
+
+    def _sessions_for(self, ttl_s: float, max_sessions: int) -> Sessions:
+        """Sessions survive a reload unless their limits changed."""
+        sessions = self._sessions
+        if sessions is None or (sessions.ttl_s, sessions.max_sessions) != (ttl_s, max_sessions):
+            sessions = self._sessions = Sessions(ttl_s, max_sessions)
+        return sessions
 
     def _provider(self, config: ModelConfig) -> Provider:
         """The pool for this exact configuration; an unchanged model keeps its warm connections."""

@@ -125,3 +125,36 @@ def test_sdk_error_for_unknown_model(gateway: Gateway) -> None:
         gateway.client().chat.completions.create(model="gpt-9", messages=MESSAGES)
     assert info.value.code == "model_not_found"
     assert info.value.param == "model"
+
+
+def test_sticky_session_stays_on_the_model_that_answered_first(
+    start_gateway, primary: FakeUpstream, backup: FakeUpstream
+) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import policy_text
+    from tests.fake_upstream import Fault
+
+    gw = start_gateway(policy_text(primary, backup) + "routing: {sticky_sessions: true}\n")
+    primary.script(*[Fault(status=503)] * 3)  # the first turn falls back to backup
+    session = {"x-session-id": "conversation-1"}
+    first = gw.client().chat.completions.with_raw_response.create(
+        model="auto", messages=MESSAGES, extra_headers=session
+    )
+    assert first.headers["x-gateway-model"] == "backup"
+    later = gw.client().chat.completions.with_raw_response.create(
+        model="auto",
+        messages=[
+            *MESSAGES,
+            {"role": "assistant", "content": "hi"},
+            {"role": "user", "content": "more"},
+        ],
+        extra_headers=session,
+    )
+    assert (later.headers["x-gateway-route"], later.headers["x-gateway-model"]) == (
+        "sticky",
+        "backup",
+    )
+    other = gw.client().chat.completions.with_raw_response.create(model="auto", messages=MESSAGES)
+    assert (other.headers["x-gateway-route"], other.headers["x-gateway-model"]) == (
+        "default",
+        "main",
+    )

@@ -144,3 +144,21 @@ def test_literal_secrets_are_warnings(tmp_path: Path) -> None:
     assert [str(w).split(":", 1)[1] for w in loaded.warnings] == [
         "11:5: $.models.large.api_key: a literal secret; use an ${ENV_VAR} reference"
     ]
+
+
+def test_split_and_alias_checks(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "  - {name: default, to: small}",
+        "  - {name: ab, to: small, split: {to: nowhere, share: 0.1}}\n"
+        "  - {name: alias, when: {model: [large, gpt-4o]}, to: small}\n"
+        "  - {name: half, to: small, split: {to: large, share: 1.5}}",
+    )
+    assert problems(tmp_path, text) == [
+        "19:48: $.routes[3].split.share: Input should be less than 1"
+    ]
+    text = text.replace("share: 1.5", "share: 0.5")
+    assert problems(tmp_path, text) == [
+        "17:35: $.routes[1].split.to: unknown model 'nowhere'",
+        "18:34: $.routes[2].when.model[0]: 'large' is a policy model: requests naming it are "
+        "forced to it",
+    ]
