@@ -1,0 +1,1 @@
+"""The cost ledger: one record per request, stored without loss, summed into reports."""
