@@ -20,6 +20,8 @@ class Settings:
     """The policy file (`GATEWAY_POLICY`)."""
     data_dir: Path = Path(".gateway")
     """Embedded stores and model caches (`GATEWAY_DATA_DIR`)."""
+    redis_url: str | None = None
+    """Redis for the ledger, caches and counters (`GATEWAY_REDIS_URL`); unset: embedded stores."""
     admin_key: str | None = None
     """Admin key used when the policy names none (`GATEWAY_ADMIN_KEY`)."""
     watch_policy: bool = True
@@ -32,6 +34,7 @@ class Settings:
             "policy_path": Path(env.get("GATEWAY_POLICY") or DEFAULT_POLICY),
             "data_dir": Path(env.get("GATEWAY_DATA_DIR") or ".gateway"),
             "admin_key": env.get("GATEWAY_ADMIN_KEY") or None,
+            "redis_url": env.get("GATEWAY_REDIS_URL") or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
