@@ -7,18 +7,20 @@ is one; nothing else (framework errors included) reaches a client with a stack t
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
-from litestar import Request, Response, get, post
+from litestar import Request, Response, delete, get, post
 from litestar.exceptions import HTTPException
 from litestar.response import Stream
 from litestar.types import ExceptionHandlersMap
 
-from gateway import auth, normalize, pipeline, respond
+from gateway import account, auth, normalize, pipeline, respond
 from gateway.errors import BadRequest, FrameworkError, GatewayError, PayloadTooLarge
 from gateway.pipeline import Completed
 from gateway.policy.load import PolicyError
 from gateway.policy.store import PolicyStore
+from gateway.services import Services
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
@@ -31,25 +33,33 @@ def _store(request: Request[Any, Any, Any]) -> PolicyStore:
 
 @post("/v1/chat/completions", status_code=200)
 async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stream:
+    arrived = (time.time(), time.monotonic())
     request_id = normalize.new_request_id()
     request.state.request_id = request_id
     runtime = _store(request).current
+    services: Services = request.app.state.services
     tenant = auth.tenant_of(runtime.tenants, request.headers.get("authorization"))
-    raw = await _read_body(request, runtime.policy.limits.max_body_bytes)
-    chat = normalize.chat_request(
-        raw,
-        request_id=request_id,
-        tenant=tenant,
-        tags_header=request.headers.get("x-gateway-tags"),
-        session_id=request.headers.get("x-session-id"),
-    )
-    result = await pipeline.run(runtime, chat)
+    try:
+        raw = await _read_body(request, runtime.policy.limits.max_body_bytes)
+        chat = normalize.chat_request(
+            raw,
+            request_id=request_id,
+            tenant=tenant,
+            tags_header=request.headers.get("x-gateway-tags"),
+            session_id=request.headers.get("x-session-id"),
+            cache_control=request.headers.get("cache-control"),
+            arrived=arrived,
+        )
+        result = await pipeline.run(runtime, services, chat)
+    except GatewayError as exc:
+        services.ledger.record(account.failure(request_id, tenant, arrived, exc.status_code))
+        raise
     headers = respond.headers(result)
     if isinstance(result, Completed):
-        return Response(result.reply.body, media_type=JSON, headers=headers)
+        return Response(result.body, media_type=JSON, headers=headers)
     headers["cache-control"] = "no-cache"
     return Stream(
-        respond.sse(result.stream, request_id), media_type="text/event-stream", headers=headers
+        respond.sse(result.chunks, request_id), media_type="text/event-stream", headers=headers
     )
 
 
@@ -81,15 +91,19 @@ async def healthz() -> dict[str, str]:
 
 @get("/readyz")
 async def readyz(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """Ready once the policy is loaded; ``degraded`` (still serving) when a store is down."""
     runtime = _store(request).current
+    services: Services = request.app.state.services
+    stores = {**services.exact.store.health(), "ledger": services.ledger.health()}
+    degraded = "degraded" in str(stores) or "down" in str(stores)
     return {
-        "status": "ready",
+        "status": "degraded" if degraded else "ready",
         "policy": {
             "path": str(runtime.loaded.path),
             "version": runtime.loaded.digest,
             "loaded_at": runtime.loaded_at,
         },
-        "stores": {},
+        "stores": stores,
     }
 
 
@@ -119,6 +133,15 @@ async def show_policy(request: Request[Any, Any, Any]) -> dict[str, Any]:
     if policy.get("admin"):
         policy["admin"]["api_keys"] = ["[redacted]"] * len(policy["admin"]["api_keys"])
     return {"path": str(runtime.loaded.path), "version": runtime.loaded.digest, "policy": policy}
+
+
+@delete("/admin/cache", status_code=200)
+async def flush_cache(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """Flush one tenant's cached answers (``?tenant=``) or everyone's."""
+    auth.require_admin(_store(request).current.admins, request.headers.get("authorization"))
+    services: Services = request.app.state.services
+    tenant = request.query_params.get("tenant") or None
+    return {"flushed": {"exact": await services.exact.store.flush(tenant)}, "tenant": tenant}
 
 
 class InvalidPolicy(BadRequest):
@@ -162,5 +185,13 @@ def _translate(exc: Exception) -> GatewayError:
     return GatewayError("The gateway failed to handle the request.", code="internal_error")
 
 
-ROUTES = [chat_completions, list_models, healthz, readyz, reload_policy, show_policy]
+ROUTES = [
+    chat_completions,
+    list_models,
+    healthz,
+    readyz,
+    reload_policy,
+    show_policy,
+    flush_cache,
+]
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {Exception: render_error}

@@ -10,16 +10,26 @@ from litestar import Litestar
 from litestar.datastructures import State
 
 from gateway import api
+from gateway.background import Background
+from gateway.exact_cache import ExactCache, MemoryStore, RedisStore, Store
+from gateway.ledger.store import open_ledger
+from gateway.policy.schema import Policy
 from gateway.policy.store import PolicyStore
+from gateway.services import Services
 from gateway.settings import Settings
 
 
 def create_app(settings: Settings) -> Litestar:
     store = PolicyStore(settings)
+    state = State({"store": store})
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        store.start()
+        runtime = store.start()
+        ledger = open_ledger(settings.redis_url, settings.data_dir)
+        await ledger.start()
+        exact = ExactCache(_exact_store(settings, runtime.policy))
+        services = state.services = Services(ledger, exact, Background())
         watcher = asyncio.create_task(store.watch()) if settings.watch_policy else None
         try:
             yield
@@ -28,15 +38,24 @@ def create_app(settings: Settings) -> Litestar:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+            await services.background.drain()
+            await ledger.aclose()
+            await exact.store.aclose()
             await store.aclose()
 
     return Litestar(
         route_handlers=api.ROUTES,
         lifespan=[lifespan],
         exception_handlers=api.EXCEPTION_HANDLERS,
-        state=State({"store": store}),
+        state=state,
         request_max_body_size=None,  # the policy's limit applies, in api._read_body
         openapi_config=None,
         logging_config=None,
         debug=False,
     )
+
+
+def _exact_store(settings: Settings, policy: Policy) -> Store:
+    if settings.redis_url:
+        return RedisStore(settings.redis_url)
+    return MemoryStore(policy.cache.exact.max_entries, policy.cache.exact.ttl)

@@ -42,7 +42,18 @@ class Started:
     """A stream whose first chunk has arrived, so its response can begin."""
 
     first: bytes
+    first_at: float
+    """When the first chunk arrived (``time.monotonic()``): the time to first token."""
     rest: AsyncGenerator[bytes, None]
+
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
+        """The first chunk, then the rest; closing this closes the upstream stream."""
+        try:
+            yield self.first
+            async for chunk in self.rest:
+                yield chunk
+        finally:
+            await self.rest.aclose()
 
 
 async def complete(runtime: Runtime, decision: Decision, request: ChatRequest) -> tuple[str, Reply]:
@@ -62,7 +73,7 @@ async def stream(runtime: Runtime, decision: Decision, request: ChatRequest) -> 
         except BaseException:
             await chunks.aclose()
             raise
-        return Started(first, chunks)
+        return Started(first, time.monotonic(), chunks)
 
     return await _first_success(runtime, decision, start)
 

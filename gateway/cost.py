@@ -19,12 +19,9 @@ def cost_usd(usage: Usage | None, price: Price | None) -> Decimal | None:
     if usage is None or price is None:
         return None
     cached = min(usage.cached_tokens, usage.prompt_tokens)
-    cached_price = price.cached_input_per_mtok
-    if cached_price is None:
-        cached_price = price.input_per_mtok
     total = (
-        (usage.prompt_tokens - cached) * price.input_per_mtok
-        + cached * cached_price
-        + usage.completion_tokens * price.output_per_mtok
+        (usage.prompt_tokens - cached) * price.input_rate
+        + cached * price.cached_input_rate
+        + usage.completion_tokens * price.output_rate
     )
     return total / _MILLION

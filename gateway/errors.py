@@ -10,6 +10,7 @@ logged at, so one handler (``api.render_error``) turns any of them into OpenAI's
     ├── Forbidden             403  permission_error
     ├── ModelNotFound         404  invalid_request_error / model_not_found
     ├── PayloadTooLarge       413  invalid_request_error / request_too_large
+    ├── BudgetExceeded        429  insufficient_quota / budget_exceeded
     ├── UpstreamClientError   4xx  the upstream's own client error, passed on with its status
     ├── UpstreamUnavailable   502 / 503 / 504 after every retry and fallback failed
     └── FrameworkError        the HTTP layer's own refusals (unknown path, wrong method)
@@ -95,6 +96,13 @@ class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
     default_code = "request_too_large"
+    log_level = logging.INFO
+
+
+class BudgetExceeded(GatewayError):
+    status = 429
+    type = "insufficient_quota"
+    default_code = "budget_exceeded"
     log_level = logging.INFO
 
 

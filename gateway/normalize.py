@@ -31,7 +31,17 @@ class _ChatBody(msgspec.Struct):
     model: str
     messages: list[_Message]
     stream: bool | None = False
+    stream_options: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheControl:
+    """The request's ``Cache-Control``: ``no-cache``, ``no-store``, ``max-age=N``."""
+
+    read: bool = True
+    write: bool = True
+    max_age: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +51,11 @@ class ChatRequest:
     model: str
     """``auto`` or the name of a model of the policy."""
     stream: bool
+    wants_usage: bool
+    """The client asked for a streamed usage chunk (``stream_options.include_usage``)."""
     body: Mapping[str, Any]
-    """The client's JSON object, forwarded with only ``model`` rewritten."""
+    """The client's JSON object, forwarded with ``model`` rewritten and, for a stream,
+    ``stream_options.include_usage`` set, so that every stream can be costed."""
     tags: Mapping[str, str]
     has_tools: bool
     has_images: bool
@@ -50,6 +63,10 @@ class ChatRequest:
     """An estimate for routing rules: UTF-8 bytes of the messages' text / 4, rounded up."""
     session_id: str | None = None
     """The client's ``x-session-id``, naming the conversation."""
+    cache_control: CacheControl = CacheControl()
+    arrived_unix: float = 0.0
+    arrived_mono: float = 0.0
+    """When the request arrived (``time.time()``, ``time.monotonic()``)."""
 
 
 def new_request_id() -> str:
@@ -63,6 +80,8 @@ def chat_request(
     tenant: str,
     tags_header: str | None,
     session_id: str | None = None,
+    cache_control: str | None = None,
+    arrived: tuple[float, float] = (0.0, 0.0),
 ) -> ChatRequest:
     """Parse and check a Chat Completions body; raises `BadRequest` saying what is wrong."""
     try:
@@ -83,17 +102,25 @@ def chat_request(
                 f"Invalid role {message.role!r}; expected one of {sorted(_ROLES)}.",
                 param=f"messages[{i}].role",
             )
+    stream = bool(checked.stream)
+    wants_usage = bool((checked.stream_options or {}).get("include_usage"))
+    if stream and not wants_usage:
+        body["stream_options"] = {**(checked.stream_options or {}), "include_usage": True}
     return ChatRequest(
         request_id=request_id,
         tenant=tenant,
         model=checked.model,
-        stream=bool(checked.stream),
+        stream=stream,
+        wants_usage=wants_usage,
         body=MappingProxyType(body),
         tags=MappingProxyType(parse_tags(tags_header)),
         has_tools=bool(checked.tools),
         has_images=any(_has_image(m) for m in checked.messages),
         prompt_tokens=-(-sum(_text_bytes(m) for m in checked.messages) // 4),
         session_id=session_id or None,
+        cache_control=parse_cache_control(cache_control),
+        arrived_unix=arrived[0],
+        arrived_mono=arrived[1],
     )
 
 
@@ -111,6 +138,24 @@ def parse_tags(header: str | None) -> dict[str, str]:
             )
         tags[key.strip()] = value.strip()
     return tags
+
+
+def parse_cache_control(header: str | None) -> CacheControl:
+    read, write, max_age = True, True, None
+    for directive in (header or "").lower().split(","):
+        name, _, value = directive.strip().partition("=")
+        if name == "no-cache":
+            read = False
+        elif name == "no-store":
+            write = False
+        elif name == "max-age":
+            if not value.strip().isdigit():
+                raise BadRequest(
+                    f"Malformed Cache-Control max-age {value!r}; expected seconds.",
+                    param="cache-control",
+                )
+            max_age = float(value)
+    return CacheControl(read, write, max_age)
 
 
 def _has_image(message: _Message) -> bool:

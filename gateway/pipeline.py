@@ -1,52 +1,173 @@
 """The request flow in one place: each stage is one call, in order.
 
-Stages exchange frozen value objects (`ChatRequest`, `Decision`, `Reply`, `Started`), never
-wire JSON; `normalize` made the request, `respond` turns the result into HTTP.
+    exact cache -> budget -> route -> call -> (respond) -> account, store in the cache
+
+Stages exchange frozen value objects (`ChatRequest`, `Decision`, `Reply`, `Started`,
+`CachedAnswer`), never wire JSON; `normalize` made the request, `respond` turns the result
+into HTTP. Every answered request leaves one ledger record: a non-streamed one when it is
+complete, a streamed one when its stream ends (finished, broken, or abandoned by the client).
+Only complete, successful answers are stored in the cache, after the response.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from decimal import Decimal
 
-from gateway import call, route
+from gateway import account, budget, cached_answer, call, route
+from gateway.cached_answer import CachedAnswer
 from gateway.call import Started
-from gateway.cost import cost_usd
+from gateway.exact_cache import Outcome
+from gateway.ledger.record import LedgerRecord
 from gateway.normalize import ChatRequest
 from gateway.policy.store import Runtime
-from gateway.providers import Reply
+from gateway.providers import AttemptFailed, Usage
 from gateway.route import Decision
+from gateway.services import Services
+
+CACHE_ROUTE = "cache"
 
 
 @dataclass(frozen=True, slots=True)
 class Completed:
     request: ChatRequest
-    decision: Decision
+    route: str
     model: str
-    """The policy model that answered: the chosen one or one of its fallbacks."""
-    reply: Reply
+    """The policy model that answered (a fallback, perhaps) or whose cached answer was served."""
+    body: bytes
     cost_usd: Decimal | None
+    cache: Outcome
 
 
 @dataclass(frozen=True, slots=True)
 class Streaming:
     request: ChatRequest
-    decision: Decision
+    route: str
     model: str
-    stream: Started
+    chunks: AsyncGenerator[bytes, None]
+    """The SSE ``data`` payloads the client gets, metered for the ledger as they pass."""
+    cache: Outcome
+    cost_usd: Decimal | None = None
+    """Known before the stream only for a cache hit (zero)."""
 
 
-async def run(runtime: Runtime, request: ChatRequest) -> Completed | Streaming:
-    decision = route.choose(runtime.policy, request, runtime.sessions)
+async def run(runtime: Runtime, services: Services, request: ChatRequest) -> Completed | Streaming:
+    policy = runtime.policy
+    outcome, hit = await services.exact.lookup(request, runtime)
+    if hit is not None:
+        return _from_cache(services, request, hit, outcome)
+    decision = await budget.enforce(runtime, services.ledger, request) or route.choose(
+        policy, request, runtime.sessions
+    )
     if request.stream:
         model, started = await call.stream(runtime, decision, request)
         _remember_session(runtime, decision, model)
-        return Streaming(request, decision, model, started)
+        chunks = _metered(runtime, services, request, decision, model, started, outcome)
+        return Streaming(request, decision.route, model, chunks, outcome)
     model, reply = await call.complete(runtime, decision, request)
     _remember_session(runtime, decision, model)
-    return Completed(
-        request, decision, model, reply, cost_usd(reply.usage, runtime.policy.models[model].price)
+    usage, text_bytes = account.reply_usage(reply.body)
+    usage, estimated = account.counted(usage, request, text_bytes)
+    record = account.record(
+        policy,
+        request,
+        route=decision.route,
+        model=model,
+        usage=usage,
+        estimated=estimated,
+        cache=outcome,
     )
+    services.ledger.record(record)
+    answer = cached_answer.from_reply(
+        reply.body,
+        model=model,
+        usage=usage,
+        cost_usd=record.cost_usd,
+        baseline_cost_usd=record.baseline_cost_usd,
+        created=time.time(),
+    )
+    _store(runtime, services, request, answer)
+    return Completed(request, decision.route, model, reply.body, record.cost_usd, outcome)
+
+
+def _from_cache(
+    services: Services, request: ChatRequest, answer: CachedAnswer, outcome: Outcome
+) -> Completed | Streaming:
+    services.ledger.record(account.cache_hit(request, answer, outcome))
+    if request.stream:
+        chunks = _replay(cached_answer.chunks(answer, request.wants_usage))
+        return Streaming(request, CACHE_ROUTE, answer.model, chunks, outcome, Decimal(0))
+    return Completed(
+        request, CACHE_ROUTE, answer.model, cached_answer.completion(answer), Decimal(0), outcome
+    )
+
+
+async def _replay(chunks: list[bytes]) -> AsyncGenerator[bytes, None]:
+    for chunk in chunks:
+        yield chunk
+
+
+async def _metered(
+    runtime: Runtime,
+    services: Services,
+    request: ChatRequest,
+    decision: Decision,
+    model: str,
+    started: Started,
+    outcome: Outcome,
+) -> AsyncGenerator[bytes, None]:
+    meter = account.StreamMeter(request.wants_usage)
+    status = account.CLIENT_CLOSED
+    try:
+        async for chunk in started.chunks():
+            if meter.forward(chunk):
+                yield chunk
+        status = 200
+    except AttemptFailed:
+        status = 502
+        raise
+    finally:
+        usage, estimated = account.counted(meter.usage, request, meter.text_bytes)
+        record = account.record(
+            runtime.policy,
+            request,
+            route=decision.route,
+            model=model,
+            usage=usage,
+            estimated=estimated,
+            status=status,
+            ttft_at=started.first_at,
+            cache=outcome,
+        )
+        services.ledger.record(record)
+        if status == 200:
+            _store(runtime, services, request, _streamed_answer(meter, model, usage, record))
+
+
+def _streamed_answer(
+    meter: account.StreamMeter, model: str, usage: Usage, record: LedgerRecord
+) -> CachedAnswer | None:
+    return cached_answer.from_stream(
+        meter.pieces,
+        meter.finish_reason,
+        meter.upstream_model,
+        meter.plain_text,
+        model=model,
+        usage=usage,
+        cost_usd=record.cost_usd,
+        baseline_cost_usd=record.baseline_cost_usd,
+        created=time.time(),
+    )
+
+
+def _store(
+    runtime: Runtime, services: Services, request: ChatRequest, answer: CachedAnswer | None
+) -> None:
+    """After the response: store a complete, cacheable answer."""
+    if answer is not None:
+        services.background.spawn(services.exact.save(request, runtime, answer))
 
 
 def _remember_session(runtime: Runtime, decision: Decision, model: str) -> None:

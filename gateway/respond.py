@@ -7,36 +7,32 @@ from collections.abc import AsyncGenerator
 
 import msgspec
 
-from gateway.call import Started
 from gateway.pipeline import Completed, Streaming
 from gateway.providers import AttemptFailed
 
 log = logging.getLogger(__name__)
 
-CACHE_MISS = "miss"
-
 
 def headers(result: Completed | Streaming) -> dict[str, str]:
     out = {
-        "x-gateway-cache": CACHE_MISS,
+        "x-gateway-cache": result.cache,
         "x-gateway-model": result.model,
-        "x-gateway-route": result.decision.route,
+        "x-gateway-route": result.route,
         "x-gateway-request-id": result.request.request_id,
     }
-    # A streamed answer's cost is known only after its last chunk, when the headers are gone.
-    if isinstance(result, Completed) and result.cost_usd is not None:
+    # A live stream's cost is known only after its last chunk, when the headers are gone.
+    if result.cost_usd is not None:
         out["x-gateway-cost-usd"] = format(result.cost_usd.normalize(), "f")
     return out
 
 
-async def sse(stream: Started, request_id: str) -> AsyncGenerator[bytes, None]:
-    """Frame the upstream's chunks as SSE; a stream that breaks ends with an error event.
+async def sse(chunks: AsyncGenerator[bytes, None], request_id: str) -> AsyncGenerator[bytes, None]:
+    """Frame the chunks as SSE; a stream that breaks ends with an error event.
 
     Closing this generator (the client went away) closes the upstream stream too.
     """
     try:
-        yield b"data: " + stream.first + b"\n\n"
-        async for chunk in stream.rest:
+        async for chunk in chunks:
             yield b"data: " + chunk + b"\n\n"
         yield b"data: [DONE]\n\n"
     except AttemptFailed as exc:
@@ -56,4 +52,4 @@ async def sse(stream: Started, request_id: str) -> AsyncGenerator[bytes, None]:
             + b"\n\n"
         )
     finally:
-        await stream.rest.aclose()
+        await chunks.aclose()

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import openai
 import pytest
+from litestar import Litestar
 
 from gateway.app import create_app
+from gateway.ledger.record import LedgerRecord
 from gateway.settings import Settings
 from tests.fake_upstream import FakeUpstream
 from tests.servers import ServerThread
@@ -92,7 +95,17 @@ def policy_text(
 class Gateway:
     server: ServerThread
     policy_path: Path
+    app: Litestar
     _clients: dict[str, openai.OpenAI] = field(default_factory=dict)
+
+    def records(self, count: int, timeout_s: float = 10.0) -> list[LedgerRecord]:
+        """The ledger's records, once there are ``count`` of them (writes are batched)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = self.app.state.services.ledger.records()
+            if len(found) >= count or time.monotonic() > deadline:
+                return found  # type: ignore[no-any-return]
+            time.sleep(0.02)
 
     @property
     def url(self) -> str:
@@ -117,11 +130,17 @@ def start_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     """Start a gateway on a policy text; stopped at the end of the test."""
     started: list[Gateway] = []
 
-    def start(text: str, *, watch: bool = False) -> Gateway:
+    def start(text: str, *, watch: bool = False, redis_url: str | None = None) -> Gateway:
         path = tmp_path / f"policy-{len(started)}.yaml"
         path.write_text(text)
-        settings = Settings(policy_path=path, data_dir=tmp_path / "data", watch_policy=watch)
-        gateway = Gateway(ServerThread(create_app(settings)).start(), path)
+        settings = Settings(
+            policy_path=path,
+            data_dir=tmp_path / f"data-{len(started)}",
+            watch_policy=watch,
+            redis_url=redis_url,
+        )
+        app = create_app(settings)
+        gateway = Gateway(ServerThread(app).start(), path, app)
         started.append(gateway)
         return gateway
 

@@ -36,6 +36,8 @@ class Fault:
     """Streams: wait this long before each chunk after the first."""
     body: bytes | None = None
     """Raw body to send with ``status`` instead of the OpenAI error object."""
+    no_usage: bool = False
+    """Answer without ``usage``, as some servers do."""
 
 
 @dataclass
@@ -112,10 +114,15 @@ class FakeUpstream:
             )
             await _send(send, fault.status, content, extra)
             return
+        if fault.no_usage:
+            body = {**body, "stream_options": None}
         if body.get("stream"):
             await self._stream(body, receive, send, fault)
         else:
-            await _send(send, 200, json.dumps(completion(self.name, body)).encode())
+            answer = completion(self.name, body)
+            if fault.no_usage:
+                del answer["usage"]
+            await _send(send, 200, json.dumps(answer).encode())
 
     async def _stream(
         self, body: dict[str, Any], receive: Receive, send: Send, fault: Fault

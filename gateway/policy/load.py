@@ -101,6 +101,16 @@ def load_policy(path: Path, environ: Mapping[str, str] | None = None) -> LoadedP
     problems += [_at(name, tree, p, m) for p, m in validate(policy)]
     if problems:
         raise PolicyError(problems)
+    warnings += tuple(
+        _at(
+            name,
+            tree,
+            ("models", model),
+            "no price: its requests are recorded with an unknown (null) cost, never zero",
+        )
+        for model, config in policy.models.items()
+        if config.price is None
+    )
     return LoadedPolicy(policy, path, hashlib.sha256(text.encode()).hexdigest()[:16], warnings)
 
 

@@ -10,11 +10,32 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$", max_length=128)]
 PerMillion = Annotated[Decimal, Field(ge=0, description="USD per million tokens")]
 Seconds = Annotated[float, Field(gt=0)]
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _seconds(value: object) -> object:
+    """``90``, ``"90s"``, ``"15m"``, ``"24h"`` or ``"7d"`` as seconds."""
+    if isinstance(value, str) and value[-1:] in _UNITS and value[:-1].strip():
+        try:
+            return float(value[:-1]) * _UNITS[value[-1]]
+        except ValueError:
+            return value
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
 
 
 class Strict(BaseModel):
@@ -22,13 +43,59 @@ class Strict(BaseModel):
 
 
 class Price(Strict):
-    """Prices in USD per million tokens, kept as exact decimals."""
+    """USD per million tokens, as exact decimals; or a GPU's hourly price and its throughput.
 
-    input_per_mtok: PerMillion
-    output_per_mtok: PerMillion
+    With ``gpu_hour_usd`` the per-million rates are derived:
+    ``rate = gpu_hour_usd * 1_000_000 / (3600 * tokens_per_s)``, separately for input (prefill,
+    ``input_tokens_per_s``) and output (decode, ``output_tokens_per_s``). Take the throughputs
+    from the engine's /metrics or from bench/engine at your usual concurrency.
+    """
+
+    input_per_mtok: PerMillion | None = None
+    output_per_mtok: PerMillion | None = None
     cached_input_per_mtok: PerMillion | None = Field(
         default=None, description="Price of prompt tokens the provider served from its cache."
     )
+    gpu_hour_usd: PerMillion | None = Field(default=None, description="USD per GPU hour.")
+    input_tokens_per_s: Annotated[Decimal, Field(gt=0)] | None = None
+    output_tokens_per_s: Annotated[Decimal, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Price:
+        per_token = self.input_per_mtok is not None and self.output_per_mtok is not None
+        per_hour = None not in (
+            self.gpu_hour_usd,
+            self.input_tokens_per_s,
+            self.output_tokens_per_s,
+        )
+        if per_token == per_hour:
+            raise ValueError(
+                "give either input_per_mtok and output_per_mtok, or gpu_hour_usd "
+                "with input_tokens_per_s and output_tokens_per_s"
+            )
+        return self
+
+    def _per_mtok(self, tokens_per_s: Decimal | None) -> Decimal:
+        assert self.gpu_hour_usd is not None and tokens_per_s is not None
+        return self.gpu_hour_usd * 1_000_000 / (3600 * tokens_per_s)
+
+    @property
+    def input_rate(self) -> Decimal:
+        if self.input_per_mtok is not None:
+            return self.input_per_mtok
+        return self._per_mtok(self.input_tokens_per_s)
+
+    @property
+    def output_rate(self) -> Decimal:
+        if self.output_per_mtok is not None:
+            return self.output_per_mtok
+        return self._per_mtok(self.output_tokens_per_s)
+
+    @property
+    def cached_input_rate(self) -> Decimal:
+        if self.cached_input_per_mtok is not None:
+            return self.cached_input_per_mtok
+        return self.input_rate
 
 
 class Timeouts(Strict):
@@ -142,6 +209,12 @@ class Tenant(Strict):
     api_keys: tuple[Annotated[str, StringConstraints(min_length=16)], ...] = Field(
         min_length=1, description="Bearer keys of this tenant; use ${ENV_VAR} references."
     )
+    monthly_budget_usd: PerMillion | None = Field(default=None, description="Per UTC month.")
+    daily_budget_usd: PerMillion | None = Field(default=None, description="Per UTC day.")
+    on_budget_exceeded: Literal["downgrade", "reject"] = Field(
+        default="reject",
+        description="downgrade: route to the cheapest priced model; reject: 429 until reset.",
+    )
 
 
 class Admin(Strict):
@@ -150,6 +223,20 @@ class Admin(Strict):
 
 class Limits(Strict):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Else 413.")
+
+
+class ExactCacheConfig(Strict):
+    enabled: bool = True
+    ttl: Duration = Field(default=86400.0, description="Seconds, or 30s / 15m / 24h / 7d.")
+    max_entries: int = Field(default=100_000, ge=1, description="In-process store only.")
+    max_temperature: float = Field(
+        default=1.0, ge=0, description="Requests above it (missing means 1) are not cached."
+    )
+
+
+class CacheConfig(Strict):
+    namespace: str = Field(default="v1", description="Change it to invalidate every entry.")
+    exact: ExactCacheConfig = ExactCacheConfig()
 
 
 class Policy(Strict):
@@ -167,6 +254,7 @@ class Policy(Strict):
     admin: Admin | None = None
     limits: Limits = Limits()
     routing: Routing = Routing()
+    cache: CacheConfig = CacheConfig()
 
 
 Problem = tuple[tuple[str | int, ...], str]
@@ -202,15 +290,36 @@ def validate(policy: Policy) -> list[Problem]:
         if route.name in seen_routes:
             problems.append((("routes", i, "name"), f"duplicate route name {route.name!r}"))
         seen_routes.add(route.name)
-        for j, tenant in enumerate(route.when.tenant or () if route.when else ()):
-            if tenant not in policy.tenants:
-                problems.append((("routes", i, "when", "tenant", j), f"unknown tenant {tenant!r}"))
+        for j, tenant_ref in enumerate(route.when.tenant or () if route.when else ()):
+            if tenant_ref not in policy.tenants:
+                problems.append(
+                    (("routes", i, "when", "tenant", j), f"unknown tenant {tenant_ref!r}")
+                )
     if policy.baseline_model is not None and policy.baseline_model not in known:
         problems.append((("baseline_model",), f"unknown model {policy.baseline_model!r}"))
     if "auto" in known:
         problems.append((("models", "auto"), "'auto' is reserved for routing by the policy"))
     problems.extend(_duplicate_keys(policy))
+    if cheapest_model(policy) is None:
+        for tenant_name, tenant in policy.tenants.items():
+            if tenant.on_budget_exceeded == "downgrade":
+                problems.append(
+                    (
+                        ("tenants", tenant_name, "on_budget_exceeded"),
+                        "downgrade needs at least one model with a price",
+                    )
+                )
     return problems
+
+
+def cheapest_model(policy: Policy) -> str | None:
+    """The priced model with the lowest input plus output rate: where downgrades go."""
+    priced = {
+        n: m.price.input_rate + m.price.output_rate
+        for n, m in policy.models.items()
+        if m.price is not None
+    }
+    return min(priced, key=lambda n: priced[n]) if priced else None
 
 
 def _duplicate_keys(policy: Policy) -> list[Problem]:

@@ -37,6 +37,8 @@ class Runtime:
     tenants: KeyRing
     admins: KeyRing
     sessions: Sessions
+    routing_tags: frozenset[str]
+    """Tag names that routing rules test: they choose the model, so they key the cache."""
     loaded_at: float = field(default_factory=time.time)
     models_body: bytes = b""
 
@@ -123,6 +125,9 @@ class PolicyStore:
             providers=providers,
             tenants=KeyRing({name: t.api_keys for name, t in policy.tenants.items()}),
             admins=KeyRing({"admin": admin_keys}),
+            routing_tags=frozenset(
+                k for r in policy.routes if r.when and r.when.tags for k in r.when.tags
+            ),
             sessions=self._sessions_for(policy.routing.session_ttl_s, policy.routing.max_sessions),
             models_body=_models_body(loaded, int(time.time())),
         )

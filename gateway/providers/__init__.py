@@ -34,24 +34,11 @@ class Usage(msgspec.Struct, frozen=True):
         return self.prompt_tokens_details.cached_tokens if self.prompt_tokens_details else 0
 
 
-class _UsageOnly(msgspec.Struct):
-    usage: Usage | None = None
-
-
 @dataclass(frozen=True, slots=True)
 class Reply:
     """A complete, successful non-streamed answer: the upstream's bytes, passed on untouched."""
 
     body: bytes
-    usage: Usage | None
-
-
-def usage_of(payload: bytes) -> Usage | None:
-    """The ``usage`` member of a completion or chunk, without decoding the rest of it."""
-    try:
-        return msgspec.json.decode(payload, type=_UsageOnly).usage
-    except msgspec.DecodeError:
-        return None
 
 
 class AttemptFailed(Exception):

@@ -18,7 +18,7 @@ import aiohttp
 import msgspec
 
 from gateway.policy.schema import ModelConfig
-from gateway.providers import AttemptFailed, Reply, usage_of
+from gateway.providers import AttemptFailed, Reply
 
 
 class OpenAICompatible:
@@ -53,7 +53,7 @@ class OpenAICompatible:
             raise AttemptFailed("timeout", "timed out waiting for the answer") from exc
         except aiohttp.ClientError as exc:
             raise _translate(exc) from exc
-        return Reply(content, usage_of(content))
+        return Reply(content)
 
     async def stream(self, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
         deadline = time.monotonic() + self._config.timeouts.total_s

@@ -153,7 +153,9 @@ def test_sticky_session_stays_on_the_model_that_answered_first(
         "sticky",
         "backup",
     )
-    other = gw.client().chat.completions.with_raw_response.create(model="auto", messages=MESSAGES)
+    other = gw.client().chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "another conversation"}]
+    )
     assert (other.headers["x-gateway-route"], other.headers["x-gateway-model"]) == (
         "default",
         "main",

@@ -162,3 +162,12 @@ def test_split_and_alias_checks(tmp_path: Path) -> None:
         "18:34: $.routes[2].when.model[0]: 'large' is a policy model: requests naming it are "
         "forced to it",
     ]
+
+
+def test_unpriced_models_are_warned_about(tmp_path: Path) -> None:
+    text = GOOD.replace("    price: {input_per_mtok: 0.02, output_per_mtok: 0.1}\n", "")
+    loaded = load(tmp_path, text)
+    assert [str(w).split(":", 1)[1] for w in loaded.warnings] == [
+        "3:3: $.models.small: no price: its requests are recorded with an unknown (null) cost, "
+        "never zero"
+    ]

@@ -1,0 +1,289 @@
+"""The shared ledger in Redis: an append-only stream of records plus rollups, for many replicas.
+
+Keys (under a prefix, ``gateway:ledger:`` by default):
+
+- ``stream``: every record (field ``r``, the record's JSON), in the order written;
+- ``roll:{day}``: a hash per UTC day of the `Sums` of each main group, field
+  ``["tenant","model","route","cache","metric"]`` (JSON) → integer (money in nano-USD);
+- ``rolltag:{day}``: the same per tag group, field ``["k=v","tenant",...,"metric"]``;
+- ``spend:{tenant}:{day}``: the tenant's cost that day (nano-USD), for budgets; expires after
+  ``spend_ttl_s``;
+- ``days``: a sorted set of the days that have rollups;
+- ``seen:{request_id}``: set when a record is written, for ``dedupe_ttl_s``.
+
+One Lua script writes a record: ``SET seen NX``, and only if it was not set, ``XADD`` and every
+``HINCRBY``/``INCRBY``, atomically. A record written twice (a replay of the spool, or a retry
+after a timeout whose write did in fact land) is counted once, as long as the replay comes
+within ``dedupe_ttl_s``.
+
+When Redis is down or slower than ``timeout_s``, batches go to the spool and the writer tries
+Redis again with backoff (0.1 s doubling to 5 s); once it answers, the spool is replayed first.
+Reports read the rollups of whole UTC days: their period is widened to whole days.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from gateway.ledger.record import LedgerRecord, encode
+from gateway.ledger.report import Group
+from gateway.ledger.spool import Spool
+from gateway.ledger.store import Ledger, LedgerUnavailable, whole_days
+from gateway.ledger.sums import NAMES, Sums, day_of, main_key, tag_keys
+
+log = logging.getLogger(__name__)
+
+WRITE = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+if ARGV[3] == '0' then
+  redis.call('XADD', KEYS[2], '*', 'r', ARGV[2])
+else
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'r', ARGV[2])
+end
+redis.call('ZADD', KEYS[6], ARGV[4], ARGV[4])
+if ARGV[5] ~= '0' then
+  redis.call('INCRBY', KEYS[5], ARGV[5])
+  redis.call('EXPIRE', KEYS[5], ARGV[6])
+end
+local i = 8
+for _ = 1, tonumber(ARGV[7]) do
+  redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+while i < #ARGV do
+  redis.call('HINCRBY', KEYS[4], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+return 1
+"""
+_ERRORS = (RedisError, OSError, TimeoutError)
+
+
+class RedisLedger(Ledger):
+    kind = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        spool: Spool,
+        *,
+        key_prefix: str = "gateway:ledger:",
+        timeout_s: float = 1.0,
+        dedupe_ttl_s: int = 7 * 86_400,
+        spend_ttl_s: int = 40 * 86_400,
+        stream_maxlen: int = 0,
+        max_connections: int = 8,
+        client: aioredis.Redis | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(spool, **options)
+        self.prefix = key_prefix
+        self.timeout_s = timeout_s
+        self.dedupe_ttl_s = dedupe_ttl_s
+        self.spend_ttl_s = spend_ttl_s
+        self.stream_maxlen = stream_maxlen
+        self._owns_client = client is None
+        self.redis = client or aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),  # the writer retries, with the spool in between
+            max_connections=max_connections,
+        )
+        self._script = self.redis.register_script(WRITE)
+        self._up = True
+        self._retry_at = 0.0
+        self._backoff = 0.0
+        self._spooled_here: set[str] = set()
+        """Ids this process spooled: their cost stays in "unstored" until replayed."""
+        self._last_spend: dict[tuple[str, int], int] = {}
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "ledger": "redis",
+            "redis": "up" if self._up else "down",
+            "queued": len(self._queue),
+            "spooled": self.spool.count(),
+        }
+
+    async def _open(self) -> None:
+        await asyncio.to_thread(self.spool.count)  # count what an earlier run left
+        if self.spool.count():
+            await self._replay()
+
+    async def _close(self) -> None:
+        if self._owns_client:
+            await self.redis.aclose()
+
+    # -- writing ----------------------------------------------------------------------------
+
+    async def _write(self, batch: list[LedgerRecord]) -> None:
+        if not self._up and time.monotonic() < self._retry_at:
+            await self._to_spool(batch)
+            return
+        if self.spool.count() and not await self._replay():
+            await self._to_spool(batch)
+            return
+        try:
+            await self._send(batch)
+        except _ERRORS as exc:
+            self._down(exc)
+            await self._to_spool(batch)
+            return
+        self._stored(batch, {})
+
+    async def _send(self, records: Iterable[LedgerRecord]) -> None:
+        async with asyncio.timeout(self.timeout_s * 2):
+            pipe = self.redis.pipeline(transaction=False)
+            for record in records:
+                keys, args = self._script_call(record)
+                await self._script(keys=keys, args=args, client=pipe)
+            await pipe.execute()
+        if not self._up:
+            log.warning("ledger: Redis is back")
+        self._up, self._backoff = True, 0.0
+
+    def _script_call(self, record: LedgerRecord) -> tuple[list[str], list[Any]]:
+        sums = Sums.of(record)
+        day, tenant, model, route, cache = main_key(record)
+        p = self.prefix
+        keys = [
+            f"{p}seen:{record.request_id}",
+            f"{p}stream",
+            f"{p}roll:{day}",
+            f"{p}rolltag:{day}",
+            f"{p}spend:{tenant}:{day}",
+            f"{p}days",
+        ]
+        values = [(n, v) for n, v in zip(NAMES, sums.values(), strict=True) if v]
+        args: list[Any] = [
+            self.dedupe_ttl_s,
+            encode(record),
+            self.stream_maxlen,
+            day,
+            sums.cost,
+            self.spend_ttl_s,
+            len(values),
+        ]
+        group = [tenant, model, route, cache]
+        for name, value in values:
+            args += [_field([*group, name]), value]
+        for tag_key in tag_keys(record):
+            tag_group = [tag_key[1], *group]
+            for name, value in values:
+                args += [_field([*tag_group, name]), value]
+        return keys, args
+
+    async def _to_spool(self, batch: list[LedgerRecord]) -> None:
+        await asyncio.to_thread(self.spool.append, batch)
+        self._spooled_here.update(record.request_id for record in batch)
+
+    def _down(self, exc: BaseException) -> None:
+        if self._up:
+            log.warning("ledger: Redis unreachable (%r); spooling records", exc)
+        self._up = False
+        self._backoff = min(5.0, max(0.1, self._backoff * 2))
+        self._retry_at = time.monotonic() + self._backoff
+
+    async def _replay(self) -> bool:
+        """Send every spooled record to Redis, once each; False when Redis failed."""
+        for path in await asyncio.to_thread(self.spool.claim):
+            records = await asyncio.to_thread(self.spool.read, path)
+            try:
+                for start in range(0, len(records), self.max_batch):
+                    await self._send(records[start : start + self.max_batch])
+            except _ERRORS as exc:
+                self._down(exc)
+                return False
+            await asyncio.to_thread(self.spool.remove, path, len(records))
+            mine = [r for r in records if r.request_id in self._spooled_here]
+            self._spooled_here.difference_update(r.request_id for r in mine)
+            self._stored(mine, {})
+            log.info("ledger: replayed %d spooled records from %s", len(records), path.name)
+        return True
+
+    def _idle_timeout(self) -> float | None:
+        if self._up and not self.spool.count():
+            return None
+        return max(0.05, self._retry_at - time.monotonic())
+
+    async def _upkeep(self) -> None:
+        if self.spool.count():
+            await self._replay()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def _spend_nanos(self, tenant: str, days: range) -> int:
+        keys = [f"{self.prefix}spend:{tenant}:{day}" for day in days]
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                values = await self.redis.mget(keys)
+            stored = {day: int(v) if v else 0 for day, v in zip(days, values, strict=True)}
+            self._last_spend.update({(tenant, day): v for day, v in stored.items()})
+        except _ERRORS as exc:
+            # Budgets keep working on what was last seen plus what this replica spent since.
+            log.warning("ledger: spend from Redis failed (%r); using the last known", exc)
+            stored = {day: self._last_spend.get((tenant, day), 0) for day in days}
+        with self._lock:
+            return sum(stored.values()) + self._unstored_nanos(tenant, days)
+
+    def _window(self, since: float, until: float) -> tuple[float, float]:
+        return whole_days(since, until)
+
+    async def _groups(
+        self, since: float, until: float, *, tagged: bool, tenant: str | None, tag: str | None
+    ) -> list[Group]:
+        first, stop = day_of(since), day_of(until)
+        try:
+            async with asyncio.timeout(self.timeout_s * 10):
+                found: list[Any] = await self.redis.zrange(
+                    f"{self.prefix}days", first, stop - 1, byscore=True
+                )
+                days = [int(d) for d in found]
+                pipe = self.redis.pipeline(transaction=False)
+                for day in days:
+                    pipe.hgetall(f"{self.prefix}{'rolltag' if tagged else 'roll'}:{day}")
+                hashes = await pipe.execute()
+        except _ERRORS as exc:
+            raise LedgerUnavailable(f"The ledger's Redis cannot be read: {exc!r}.") from exc
+        groups: list[Group] = []
+        for day, fields in zip(days, hashes, strict=True):
+            sums: dict[tuple[str, ...], Sums] = {}
+            for raw, value in fields.items():
+                *group, name = msgspec.json.decode(raw)
+                key = tuple(group)
+                if key not in sums:
+                    sums[key] = Sums()
+                setattr(sums[key], name, int(value))
+            for key, s in sums.items():
+                if tagged:
+                    label, group_tenant, model, route, cache = key
+                    if tag is not None and label != tag:
+                        continue
+                else:
+                    label, (group_tenant, model, route, cache) = None, key
+                if tenant is not None and group_tenant != tenant:
+                    continue
+                groups.append(Group(day, label, group_tenant, model, route, cache, s))
+        return groups
+
+    async def records(self, count: int = 1000, start: str = "-") -> list[LedgerRecord]:
+        """Records from the stream in write order (for export, calibration and tests)."""
+        entries: list[Any] = (
+            await self.redis.xrange(f"{self.prefix}stream", start, "+", count=count) or []
+        )
+        return [msgspec.json.decode(fields[b"r"], type=LedgerRecord) for _, fields in entries]
+
+
+def _field(parts: list[str]) -> bytes:
+    return msgspec.json.encode(parts)

@@ -1,0 +1,16 @@
+"""The long-lived resources a request uses besides the policy, owned by the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.background import Background
+from gateway.exact_cache import ExactCache
+from gateway.ledger.store import Ledger
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    ledger: Ledger
+    exact: ExactCache
+    background: Background

@@ -1,0 +1,156 @@
+"""Every request leaves one exact ledger record; budgets act on what was spent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import OTHER_KEY, TENANT_KEY, Gateway, policy_text
+from tests.fake_upstream import FakeUpstream, Fault
+
+MESSAGES = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "price this request exactly"},
+]
+FRESH = {"cache-control": "no-cache, no-store"}
+
+
+def by_id(records: list, request_id: str):  # type: ignore[no-untyped-def]
+    [record] = [r for r in records if r.request_id == request_id]
+    return record
+
+
+def test_stream_and_non_stream_of_the_same_request_cost_the_same(gateway: Gateway) -> None:
+    client = gateway.client()
+    plain = client.chat.completions.with_raw_response.create(
+        model="auto", messages=MESSAGES, extra_headers={**FRESH, "x-gateway-tags": "run=a"}
+    )
+    with client.chat.completions.with_streaming_response.create(
+        model="auto",
+        messages=MESSAGES,
+        stream=True,
+        extra_headers={**FRESH, "x-gateway-tags": "run=b"},
+    ) as response:
+        chunks = list(response.parse())
+        stream_id = response.headers["x-gateway-request-id"]
+    assert all(c.usage is None for c in chunks)  # the client did not ask for usage
+    records = gateway.records(2)
+    one, two = by_id(records, plain.headers["x-gateway-request-id"]), by_id(records, stream_id)
+    # 6 prompt words at $2.50/M, 6 answer words at $10/M; the baseline is the same model
+    assert one.cost_usd == two.cost_usd == Decimal("0.000075")
+    assert one.cost_usd == Decimal(plain.headers["x-gateway-cost-usd"])
+    assert (one.input_tokens, one.output_tokens) == (two.input_tokens, two.output_tokens) == (6, 6)
+    assert one.baseline_cost_usd == two.baseline_cost_usd == one.cost_usd
+    assert not one.estimated and not two.estimated
+    assert (one.stream, two.stream) == (False, True)
+    assert (one.tags, two.tags) == ({"run": "a"}, {"run": "b"})
+    assert two.ttft_ms is not None and 0 < two.ttft_ms <= two.latency_ms
+    assert (one.tenant, one.route, one.model, one.cache, one.status) == (
+        "team-a",
+        "default",
+        "main",
+        "bypass",  # no-cache: the cache was not read
+        200,
+    )
+
+
+def test_fallback_is_priced_at_the_model_that_answered_against_the_baseline(
+    gateway: Gateway, primary: FakeUpstream
+) -> None:
+    primary.script(*[Fault(status=503)] * 3)
+    raw = gateway.client().chat.completions.with_raw_response.create(
+        model="auto", messages=MESSAGES
+    )
+    record = by_id(gateway.records(1), raw.headers["x-gateway-request-id"])
+    assert record.model == "backup"
+    assert record.cost_usd == Decimal("0.0000018")  # 6 * 0.10 + 6 * 0.20, per million
+    assert record.baseline_cost_usd == Decimal("0.000075")  # the same tokens on main
+
+
+def test_missing_usage_is_estimated_and_marked(gateway: Gateway, primary: FakeUpstream) -> None:
+    primary.script(Fault(no_usage=True), Fault(no_usage=True))
+    plain = gateway.client().chat.completions.with_raw_response.create(
+        model="auto", messages=MESSAGES, extra_headers=FRESH
+    )
+    with gateway.client().chat.completions.with_streaming_response.create(
+        model="auto", messages=MESSAGES, stream=True, extra_headers=FRESH
+    ) as response:
+        list(response.parse())
+        stream_id = response.headers["x-gateway-request-id"]
+    records = gateway.records(2)
+    for request_id in (plain.headers["x-gateway-request-id"], stream_id):
+        record = by_id(records, request_id)
+        assert record.estimated
+        assert record.input_tokens == 9  # 35 bytes of text / 4, rounded up
+        assert record.output_tokens == 10  # "primary says: price this request exactly": 40 / 4
+        assert record.cost_usd is not None
+
+
+def test_cache_hits_cost_nothing_and_keep_their_baseline(gateway: Gateway) -> None:
+    first = gateway.client().chat.completions.with_raw_response.create(
+        model="auto", messages=MESSAGES
+    )
+    hit = gateway.client().chat.completions.with_raw_response.create(
+        model="auto", messages=MESSAGES
+    )
+    records = gateway.records(2)
+    original, cached = (by_id(records, r.headers["x-gateway-request-id"]) for r in (first, hit))
+    assert (cached.cache, cached.route, cached.cost_usd) == ("exact", "cache", Decimal(0))
+    assert cached.baseline_cost_usd == original.baseline_cost_usd == Decimal("0.000075")
+
+
+def test_failures_are_recorded_with_their_status(gateway: Gateway, primary: FakeUpstream) -> None:
+    primary.script(Fault(status=400))
+    with pytest.raises(openai.BadRequestError):
+        gateway.client().chat.completions.create(model="auto", messages=MESSAGES)  # type: ignore[arg-type]
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        content=b"{broken",
+        headers={"authorization": f"Bearer {TENANT_KEY}"},
+    )
+    assert response.status_code == 400
+    records = gateway.records(2)
+    assert sorted(r.status for r in records) == [400, 400]
+    assert all(r.cost_usd is None and r.tenant == "team-a" for r in records)
+    assert by_id(records, response.headers["x-gateway-request-id"]).route is None
+
+
+BUDGET = """\
+tenants:
+  team-a: {api_keys: ["sk-test-tenant-a-0123456789"], daily_budget_usd: 0.00001,
+           on_budget_exceeded: reject}
+  team-b: {api_keys: ["sk-test-tenant-b-0123456789"], monthly_budget_usd: 0.00001,
+           on_budget_exceeded: downgrade}
+admin: {api_keys: ["sk-test-admin-0123456789abc"]}
+"""
+
+
+def test_budgets_reject_or_downgrade(
+    start_gateway: Callable[..., Gateway], primary: FakeUpstream, backup: FakeUpstream
+) -> None:
+    text = policy_text(primary, backup, tenants=False) + BUDGET
+    gw = start_gateway(text)
+    client_a, client_b = gw.client(), gw.client(OTHER_KEY)
+    client_a.chat.completions.create(model="auto", messages=MESSAGES, extra_headers=FRESH)  # type: ignore[arg-type]
+    gw.records(1)
+    with pytest.raises(openai.RateLimitError) as info:
+        client_a.chat.completions.create(model="auto", messages=MESSAGES, extra_headers=FRESH)  # type: ignore[arg-type]
+    assert info.value.code == "budget_exceeded"
+    assert "daily budget" in info.value.message and "resets at" in info.value.message
+    assert int(info.value.response.headers["retry-after"]) > 0
+    first = client_b.chat.completions.with_raw_response.create(
+        model="main", messages=MESSAGES, extra_headers=FRESH
+    )
+    assert first.headers["x-gateway-model"] == "main"
+    gw.records(3)
+    later = client_b.chat.completions.with_raw_response.create(
+        model="main", messages=MESSAGES, extra_headers=FRESH
+    )
+    assert (later.headers["x-gateway-route"], later.headers["x-gateway-model"]) == (
+        "budget-downgrade",
+        "backup",
+    )
