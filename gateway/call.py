@@ -13,6 +13,7 @@ A stream counts as started, and can no longer fall back, once its first chunk ha
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
@@ -107,18 +108,41 @@ async def _first_success(
                 raise
 
         try:
-            async for retry in _retrying(policy.models[name].retries):
-                with retry:
-                    return name, await once()
+            return name, await _with_retries(policy.models[name].retries, once)
         except AttemptFailed as exc:
             last = exc
     assert last is not None  # every candidate failed, so at least one attempt did
     raise _unavailable(last, attempts)
 
 
-def _retrying(retries: Retries) -> AsyncRetrying:
+async def _with_retries(retries: Retries, once: Callable[[], Awaitable[T]]) -> T:
+    """The first attempt directly, the retries through tenacity.
+
+    Building tenacity's machinery costs about 0.1 to 0.3 ms, more than the rest of the gateway's
+    work on a request, so the common case (the first attempt succeeds) does without it.
+    """
+    started = time.monotonic()
+    try:
+        return await once()
+    except AttemptFailed as exc:
+        delay = exc.retry_after if exc.retry_after is not None else retries.backoff_initial_s
+        if (
+            not exc.retryable
+            or retries.max_attempts < 2
+            or time.monotonic() - started + delay > retries.budget_s
+        ):
+            raise
+    await asyncio.sleep(delay)
+    remaining = retries.budget_s - (time.monotonic() - started)
+    async for retry in _retrying(retries, retries.max_attempts - 1, remaining):
+        with retry:
+            return await once()
+    raise AssertionError("unreachable: tenacity re-raises the last failure")
+
+
+def _retrying(retries: Retries, attempts: int, budget_s: float) -> AsyncRetrying:
     backoff = wait_exponential_jitter(
-        multiplier=retries.backoff_initial_s, max=retries.backoff_max_s
+        multiplier=retries.backoff_initial_s, max=retries.backoff_max_s, exp_base=2
     )
 
     def wait(state: RetryCallState) -> float:
@@ -128,7 +152,7 @@ def _retrying(retries: Retries) -> AsyncRetrying:
         return float(backoff(state))
 
     return AsyncRetrying(
-        stop=stop_after_attempt(retries.max_attempts) | stop_before_delay(retries.budget_s),
+        stop=stop_after_attempt(attempts) | stop_before_delay(budget_s),
         wait=wait,
         retry=retry_if_exception(lambda e: isinstance(e, AttemptFailed) and e.retryable),
         reraise=True,

@@ -9,6 +9,7 @@ machines a keep-alive request costs httpx about 1.7 ms of CPU and aiohttp about 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import time
 from collections.abc import AsyncGenerator
@@ -67,6 +68,7 @@ class OpenAICompatible:
                         continue  # SSE comments, event names and blank separators
                     data = line[5:].strip()
                     if data == b"[DONE]":
+                        await _drain(response)
                         return
                     yield data
         except TimeoutError as exc:
@@ -77,6 +79,14 @@ class OpenAICompatible:
 
     async def aclose(self) -> None:
         await self._session.close()
+
+
+async def _drain(response: aiohttp.ClientResponse) -> None:
+    """Read what follows ``[DONE]`` (the end of the chunked body), so the connection goes back
+    to the pool instead of being closed; a server that keeps it open past a moment loses it."""
+    with contextlib.suppress(TimeoutError, aiohttp.ClientError):
+        async with asyncio.timeout(0.5):
+            await response.read()
 
 
 async def _raise_for_status(response: aiohttp.ClientResponse) -> None:
