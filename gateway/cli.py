@@ -56,6 +56,7 @@ def serve(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every change at INFO
     settings = Settings.from_env(policy_path=policy)
     loaded = _load_or_exit(settings.policy_path)
     if not loaded.policy.tenants and not allow_open and not _is_loopback(host):

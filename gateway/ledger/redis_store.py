@@ -143,8 +143,12 @@ class RedisLedger(Ledger):
         self._stored(batch, {})
 
     async def _send(self, records: Iterable[LedgerRecord]) -> None:
-        async with asyncio.timeout(self.timeout_s * 2):
-            pipe = self.redis.pipeline(transaction=False)
+        # socket_timeout bounds each read; this bounds the whole batch. Leaving the pipeline's
+        # block releases (or, after a timeout, drops) its connection.
+        async with (
+            asyncio.timeout(self.timeout_s * 2),
+            self.redis.pipeline(transaction=False) as pipe,
+        ):
             for record in records:
                 keys, args = self._script_call(record)
                 await self._script(keys=keys, args=args, client=pipe)
@@ -250,10 +254,10 @@ class RedisLedger(Ledger):
                     f"{self.prefix}days", first, stop - 1, byscore=True
                 )
                 days = [int(d) for d in found]
-                pipe = self.redis.pipeline(transaction=False)
-                for day in days:
-                    pipe.hgetall(f"{self.prefix}{'rolltag' if tagged else 'roll'}:{day}")
-                hashes = await pipe.execute()
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for day in days:
+                        pipe.hgetall(f"{self.prefix}{'rolltag' if tagged else 'roll'}:{day}")
+                    hashes = await pipe.execute()
         except _ERRORS as exc:
             raise LedgerUnavailable(f"The ledger's Redis cannot be read: {exc!r}.") from exc
         groups: list[Group] = []

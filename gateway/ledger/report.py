@@ -251,7 +251,7 @@ def render_table(report: Report) -> Table:
         title += f", tag {report.tag}"
     table = Table(title=title, show_footer=False, header_style="bold")
     for name in report.by:
-        table.add_column(name)
+        table.add_column(name, overflow="fold")
     for name, justify in (
         ("requests", "right"),
         ("input tok", "right"),
@@ -266,7 +266,7 @@ def render_table(report: Report) -> Table:
         ("$/Mtok", "right"),
         ("unpriced", "right"),
     ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for row in report.rows:
         table.add_row(*[row.group.get(name) or "-" for name in report.by], *_cells(row))
     if report.rows:
