@@ -38,22 +38,27 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] |
     request.state.request_id = request_id
     runtime = _store(request).current
     services: Services = request.app.state.services
-    tenant = auth.tenant_of(runtime.tenants, request.headers.get("authorization"))
-    try:
-        raw = await _read_body(request, runtime.policy.limits.max_body_bytes)
-        chat = normalize.chat_request(
-            raw,
-            request_id=request_id,
-            tenant=tenant,
-            tags_header=request.headers.get("x-gateway-tags"),
-            session_id=request.headers.get("x-session-id"),
-            cache_control=request.headers.get("cache-control"),
-            arrived=arrived,
-        )
-        result = await pipeline.run(runtime, services, chat)
-    except GatewayError as exc:
-        services.ledger.record(account.failure(request_id, tenant, arrived, exc.status_code))
-        raise
+    trace = services.telemetry.start_request(request.headers, request_id)
+    with trace.activate():  # an error escaping it ends the request's span with its status
+        tenant = auth.tenant_of(runtime.tenants, request.headers.get("authorization"))
+        try:
+            raw = await _read_body(request, runtime.policy.limits.max_body_bytes)
+            chat = normalize.chat_request(
+                raw,
+                request_id=request_id,
+                tenant=tenant,
+                tags_header=request.headers.get("x-gateway-tags"),
+                session_id=request.headers.get("x-session-id"),
+                cache_control=request.headers.get("cache-control"),
+                arrived=arrived,
+            )
+            trace.describe(chat)
+            result = await pipeline.run(runtime, services, chat, trace)
+        except GatewayError as exc:
+            record = account.failure(request_id, tenant, arrived, exc.status_code)
+            services.ledger.record(record)
+            services.telemetry.request_done(trace, record)
+            raise
     headers = respond.headers(result)
     if isinstance(result, Completed):
         return Response(result.body, media_type=JSON, headers=headers)

@@ -17,11 +17,14 @@ from gateway.policy.schema import Policy
 from gateway.policy.store import PolicyStore
 from gateway.services import Services
 from gateway.settings import Settings
+from gateway.telemetry import Telemetry
+from gateway.telemetry import metrics as metrics_endpoint
 
 
 def create_app(settings: Settings) -> Litestar:
     store = PolicyStore(settings)
-    state = State({"store": store})
+    telemetry = Telemetry(settings.telemetry)
+    state = State({"store": store, "telemetry": telemetry})
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -29,7 +32,9 @@ def create_app(settings: Settings) -> Litestar:
         ledger = open_ledger(settings.redis_url, settings.data_dir)
         await ledger.start()
         exact = ExactCache(_exact_store(settings, runtime.policy))
-        services = state.services = Services(ledger, exact, Background())
+        if isinstance(exact.store, MemoryStore):
+            telemetry.metrics.set_cache_size("exact", exact.store.__len__)
+        services = state.services = Services(ledger, exact, Background(), telemetry)
         watcher = asyncio.create_task(store.watch()) if settings.watch_policy else None
         try:
             yield
@@ -42,9 +47,10 @@ def create_app(settings: Settings) -> Litestar:
             await ledger.aclose()
             await exact.store.aclose()
             await store.aclose()
+            await telemetry.aclose()
 
     return Litestar(
-        route_handlers=api.ROUTES,
+        route_handlers=[*api.ROUTES, metrics_endpoint],
         lifespan=[lifespan],
         exception_handlers=api.EXCEPTION_HANDLERS,
         state=state,

@@ -28,6 +28,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from gateway import telemetry
 from gateway.errors import UpstreamClientError, UpstreamUnavailable
 from gateway.normalize import ChatRequest
 from gateway.policy.schema import Retries
@@ -87,11 +88,15 @@ async def _first_success(
     policy = runtime.policy
     for name in (decision.model, *policy.models[decision.model].fallbacks):
         provider = runtime.providers[name]
+        if last is not None:
+            telemetry.fallback(attempts[-1]["model"], name)
 
         async def once(name: str = name, provider: Provider = provider) -> T:
             started = time.monotonic()
+            number = 1 + sum(a["model"] == name for a in attempts)
             try:
-                return await attempt(provider)
+                with telemetry.attempt(name, policy.models[name], number):
+                    return await attempt(provider)
             except AttemptFailed as exc:
                 attempts.append(
                     {

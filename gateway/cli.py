@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import json
 import logging
@@ -34,6 +35,11 @@ PolicyOption = Annotated[
 ]
 
 
+class LogFormat(enum.StrEnum):
+    json = "json"
+    text = "text"
+
+
 @app.command()
 def serve(
     policy: PolicyOption = None,
@@ -47,15 +53,17 @@ def serve(
         ),
     ] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_format: Annotated[
+        LogFormat, typer.Option(help="json: one JSON object a line; text: for people.")
+    ] = LogFormat.json,
 ) -> None:
     """Run the gateway (uvicorn with uvloop and httptools)."""
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.telemetry import configure_logging
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(log_level, log_format.value)
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every change at INFO
     settings = Settings.from_env(policy_path=policy)
     loaded = _load_or_exit(settings.policy_path)
@@ -74,6 +82,7 @@ def serve(
         http="httptools",
         access_log=False,
         log_level=log_level,
+        log_config=None,  # uvicorn's lines go through the gateway's formatter too
         lifespan="on",
         server_header=False,
     )

@@ -132,6 +132,9 @@ class MemoryStore:
     def __init__(self, max_entries: int, ttl_s: float) -> None:
         self._entries: TTLCache[str, bytes] = TTLCache(maxsize=max_entries, ttl=ttl_s)
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
     async def get(self, key: str) -> bytes | None:
         return self._entries.get(key)
 

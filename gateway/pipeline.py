@@ -19,6 +19,7 @@ from decimal import Decimal
 from gateway import account, budget, cached_answer, call, route
 from gateway.cached_answer import CachedAnswer
 from gateway.call import Started
+from gateway.embed import cache_text
 from gateway.exact_cache import Outcome
 from gateway.ledger.record import LedgerRecord
 from gateway.normalize import ChatRequest
@@ -26,6 +27,7 @@ from gateway.policy.store import Runtime
 from gateway.providers import AttemptFailed, Usage
 from gateway.route import Decision
 from gateway.services import Services
+from gateway.telemetry import RequestTrace
 
 CACHE_ROUTE = "cache"
 
@@ -53,55 +55,93 @@ class Streaming:
     """Known before the stream only for a cache hit (zero)."""
 
 
-async def run(runtime: Runtime, services: Services, request: ChatRequest) -> Completed | Streaming:
+async def run(
+    runtime: Runtime, services: Services, request: ChatRequest, trace: RequestTrace
+) -> Completed | Streaming:
     policy = runtime.policy
-    outcome, hit = await services.exact.lookup(request, runtime)
+    with trace.stage("exact_cache") as span:
+        outcome, hit = await services.exact.lookup(request, runtime)
+        span.set_attribute("gateway.cache", outcome)
     if hit is not None:
-        return _from_cache(services, request, hit, outcome)
-    decision = await budget.enforce(runtime, services.ledger, request) or route.choose(
-        policy, request, runtime.sessions
-    )
+        return _from_cache(runtime, services, request, hit, outcome, trace)
+    with trace.stage("route") as span:
+        decision = await budget.enforce(runtime, services.ledger, request) or route.choose(
+            policy, request, runtime.sessions
+        )
+        span.set_attribute("gateway.route", decision.route)
     if request.stream:
-        model, started = await call.stream(runtime, decision, request)
+        with trace.stage("call"):  # up to the first chunk; the rest streams after the response
+            model, started = await call.stream(runtime, decision, request)
         _remember_session(runtime, decision, model)
-        chunks = _metered(runtime, services, request, decision, model, started, outcome)
+        chunks = _metered(runtime, services, request, decision, model, started, outcome, trace)
         return Streaming(request, decision.route, model, chunks, outcome)
-    model, reply = await call.complete(runtime, decision, request)
+    with trace.stage("call"):
+        model, reply = await call.complete(runtime, decision, request)
     _remember_session(runtime, decision, model)
-    usage, text_bytes = account.reply_usage(reply.body)
-    usage, estimated = account.counted(usage, request, text_bytes)
-    record = account.record(
-        policy,
-        request,
-        route=decision.route,
-        model=model,
-        usage=usage,
-        estimated=estimated,
-        cache=outcome,
-    )
-    services.ledger.record(record)
-    answer = cached_answer.from_reply(
-        reply.body,
-        model=model,
-        usage=usage,
-        cost_usd=record.cost_usd,
-        baseline_cost_usd=record.baseline_cost_usd,
-        created=time.time(),
-    )
+    with trace.stage("ledger"):
+        usage, text_bytes = account.reply_usage(reply.body)
+        usage, estimated = account.counted(usage, request, text_bytes)
+        record = account.record(
+            policy,
+            request,
+            route=decision.route,
+            model=model,
+            usage=usage,
+            estimated=estimated,
+            cache=outcome,
+        )
+        answer = cached_answer.from_reply(
+            reply.body,
+            model=model,
+            usage=usage,
+            cost_usd=record.cost_usd,
+            baseline_cost_usd=record.baseline_cost_usd,
+            created=time.time(),
+        )
+        _finish(runtime, services, trace, request, record, answer.content if answer else None)
     _store(runtime, services, request, answer)
     return Completed(request, decision.route, model, reply.body, record.cost_usd, outcome)
 
 
 def _from_cache(
-    services: Services, request: ChatRequest, answer: CachedAnswer, outcome: Outcome
+    runtime: Runtime,
+    services: Services,
+    request: ChatRequest,
+    answer: CachedAnswer,
+    outcome: Outcome,
+    trace: RequestTrace,
 ) -> Completed | Streaming:
-    services.ledger.record(account.cache_hit(request, answer, outcome))
+    with trace.stage("ledger"):
+        record = account.cache_hit(request, answer, outcome)
+        _finish(runtime, services, trace, request, record, answer.content)
     if request.stream:
         chunks = _replay(cached_answer.chunks(answer, request.wants_usage))
         return Streaming(request, CACHE_ROUTE, answer.model, chunks, outcome, Decimal(0))
     return Completed(
         request, CACHE_ROUTE, answer.model, cached_answer.completion(answer), Decimal(0), outcome
     )
+
+
+def _finish(
+    runtime: Runtime,
+    services: Services,
+    trace: RequestTrace,
+    request: ChatRequest,
+    record: LedgerRecord,
+    completion: str | None,
+) -> None:
+    """The end of every answered request: its ledger record, span, metrics and log line."""
+    services.ledger.record(record)
+    if runtime.policy.telemetry.log_prompts:
+        services.telemetry.request_done(
+            trace,
+            record,
+            prompt=cache_text(request.body["messages"]),
+            completion=completion,
+            include_text=True,
+        )
+    else:
+        services.telemetry.request_done(trace, record)
 
 
 async def _replay(chunks: list[bytes]) -> AsyncGenerator[bytes, None]:
@@ -117,6 +157,7 @@ async def _metered(
     model: str,
     started: Started,
     outcome: Outcome,
+    trace: RequestTrace,
 ) -> AsyncGenerator[bytes, None]:
     meter = account.StreamMeter(request.wants_usage)
     status = account.CLIENT_CLOSED
@@ -141,7 +182,7 @@ async def _metered(
             ttft_at=started.first_at,
             cache=outcome,
         )
-        services.ledger.record(record)
+        _finish(runtime, services, trace, request, record, "".join(meter.pieces))
         if status == 200:
             _store(runtime, services, request, _streamed_answer(meter, model, usage, record))
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from gateway.background import Background
 from gateway.exact_cache import ExactCache
 from gateway.ledger.store import Ledger
+from gateway.telemetry import Telemetry
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,3 +15,4 @@ class Services:
     ledger: Ledger
     exact: ExactCache
     background: Background
+    telemetry: Telemetry

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from gateway.telemetry.config import TelemetryConfig
 
 DEFAULT_POLICY = Path("policies/default.yaml")
 
@@ -26,6 +28,8 @@ class Settings:
     """Admin key used when the policy names none (`GATEWAY_ADMIN_KEY`)."""
     watch_policy: bool = True
     """Reload the policy when its file changes."""
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    """Traces and metrics export, from the standard ``OTEL_*`` variables."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -35,6 +39,7 @@ class Settings:
             "data_dir": Path(env.get("GATEWAY_DATA_DIR") or ".gateway"),
             "admin_key": env.get("GATEWAY_ADMIN_KEY") or None,
             "redis_url": env.get("GATEWAY_REDIS_URL") or None,
+            "telemetry": TelemetryConfig.from_env(env),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

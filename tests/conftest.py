@@ -15,6 +15,7 @@ from litestar import Litestar
 from gateway.app import create_app
 from gateway.ledger.record import LedgerRecord
 from gateway.settings import Settings
+from gateway.telemetry import TelemetryConfig
 from tests.fake_upstream import FakeUpstream
 from tests.servers import ServerThread
 
@@ -130,7 +131,13 @@ def start_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     """Start a gateway on a policy text; stopped at the end of the test."""
     started: list[Gateway] = []
 
-    def start(text: str, *, watch: bool = False, redis_url: str | None = None) -> Gateway:
+    def start(
+        text: str,
+        *,
+        watch: bool = False,
+        redis_url: str | None = None,
+        telemetry: TelemetryConfig | None = None,
+    ) -> Gateway:
         path = tmp_path / f"policy-{len(started)}.yaml"
         path.write_text(text)
         settings = Settings(
@@ -138,6 +145,7 @@ def start_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
             data_dir=tmp_path / f"data-{len(started)}",
             watch_policy=watch,
             redis_url=redis_url,
+            telemetry=telemetry or TelemetryConfig(),
         )
         app = create_app(settings)
         gateway = Gateway(ServerThread(app).start(), path, app)

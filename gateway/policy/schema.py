@@ -239,6 +239,13 @@ class CacheConfig(Strict):
     exact: ExactCacheConfig = ExactCacheConfig()
 
 
+class TelemetryPolicy(Strict):
+    log_prompts: bool = Field(
+        default=False,
+        description="Put prompt and completion text in the request log lines (off: never).",
+    )
+
+
 class Policy(Strict):
     """The whole policy file."""
 
@@ -255,6 +262,7 @@ class Policy(Strict):
     limits: Limits = Limits()
     routing: Routing = Routing()
     cache: CacheConfig = CacheConfig()
+    telemetry: TelemetryPolicy = TelemetryPolicy()
 
 
 Problem = tuple[tuple[str | int, ...], str]

@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import email.utils
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import aiohttp
 import msgspec
 
+from gateway import telemetry
 from gateway.policy.schema import ModelConfig
 from gateway.providers import AttemptFailed, Reply
 
@@ -47,7 +48,9 @@ class OpenAICompatible:
     async def complete(self, body: dict[str, Any]) -> Reply:
         try:
             async with asyncio.timeout(self._config.timeouts.total_s):
-                async with self._session.post(self._url, data=self._payload(body)) as response:
+                async with self._session.post(
+                    self._url, data=self._payload(body), headers=_trace_headers()
+                ) as response:
                     await _raise_for_status(response)
                     content = await response.read()
         except TimeoutError as exc:
@@ -59,7 +62,9 @@ class OpenAICompatible:
     async def stream(self, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
         deadline = time.monotonic() + self._config.timeouts.total_s
         try:
-            async with self._session.post(self._url, data=self._payload(body)) as response:
+            async with self._session.post(
+                self._url, data=self._payload(body), headers=_trace_headers()
+            ) as response:
                 await _raise_for_status(response)
                 async for line in response.content:
                     if time.monotonic() > deadline:
@@ -79,6 +84,11 @@ class OpenAICompatible:
 
     async def aclose(self) -> None:
         await self._session.close()
+
+
+def _trace_headers() -> Mapping[str, str] | None:
+    """``traceparent`` (and ``tracestate``) so the upstream joins the request's trace."""
+    return telemetry.upstream_headers() or None
 
 
 async def _drain(response: aiohttp.ClientResponse) -> None:

@@ -1,0 +1,219 @@
+"""Per-request cost of the gateway's telemetry: tracing on versus off, side by side.
+
+One synthetic request goes through exactly the telemetry calls the request path makes (the
+root span with the request's attributes, a span per stage: exact cache, embed, semantic cache,
+classify, route, call with one attempt and its ``traceparent`` for the upstream, ledger; then
+``request_done``: the span's end, the Prometheus metrics and the JSON log line), with no other
+work, so that the figure is the telemetry's own cost. Modes, interleaved round by round so
+that drift hits them all alike:
+
+- ``none``: the same code shape with no telemetry calls at all (the floor);
+- ``off, spans only``: tracing off, the span calls alone (what "off" costs the span API);
+- ``off``: tracing off (the default): the silent trace, the Prometheus metrics, the log line;
+- ``on``: tracing on, a BatchSpanProcessor exporting over OTLP/HTTP protobuf to a real
+  receiver on 127.0.0.1 (so the exporter thread's CPU competes as it would in production);
+- ``on+otlp-metrics``: ``on`` plus the OTLP metric instruments (a periodic reader, 1 s).
+
+The log line goes to a real JSON handler writing to /dev/null.
+
+    .venv/bin/python bench/telemetry/run.py [--requests 3000] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import statistics
+import sys
+import time
+import timeit
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from types import MappingProxyType
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from gateway.ledger.record import LedgerRecord
+from gateway.normalize import ChatRequest
+from gateway.policy.schema import ModelConfig
+from gateway.telemetry import (
+    Telemetry,
+    TelemetryConfig,
+    attempt,
+    configure_logging,
+    upstream_headers,
+)
+from tests.integration.telemetry.receiver import OtlpReceiver
+
+STAGES = ("exact_cache", "embed", "semantic_cache", "classify", "route")
+CONFIG = ModelConfig(
+    provider="openai_compatible", base_url="http://127.0.0.1:8001/v1", model="smollm2"
+)
+HEADERS = {"content-type": "application/json", "authorization": "Bearer sk-x"}
+
+
+def request(i: int) -> ChatRequest:
+    return ChatRequest(
+        request_id=f"req_{i:032x}",
+        tenant="team-a",
+        model="auto",
+        stream=False,
+        wants_usage=False,
+        body=MappingProxyType(
+            {
+                "model": "auto",
+                "messages": [{"role": "user", "content": "Say hello"}],
+                "temperature": 0.2,
+                "max_tokens": 64,
+            }
+        ),
+        tags=MappingProxyType({}),
+        has_tools=False,
+        has_images=False,
+        prompt_tokens=3,
+    )
+
+
+def record(chat: ChatRequest) -> LedgerRecord:
+    return LedgerRecord(
+        time=time.time(),
+        request_id=chat.request_id,
+        tenant="team-a",
+        route="default",
+        model="local-small",
+        cache="miss",
+        input_tokens=12,
+        output_tokens=30,
+        cost_usd=Decimal("0.00000084"),
+        baseline_cost_usd=Decimal("0.000330"),
+        latency_ms=12.5,
+        difficulty=0.3,
+    )
+
+
+def with_telemetry(telemetry: Telemetry, done: bool = True) -> Callable[[int], None]:
+    """The request's telemetry calls; ``done=False`` ends the span only (no metrics, no log)."""
+
+    def one(i: int) -> None:
+        chat = request(i)
+        trace = telemetry.start_request(HEADERS, chat.request_id)
+        with trace.activate():
+            trace.describe(chat)
+            for stage in STAGES:
+                with trace.stage(stage):  # type: ignore[arg-type]
+                    pass
+            with trace.stage("call"), attempt("local-small", CONFIG, 1):
+                upstream_headers()
+            with trace.stage("ledger"):
+                finished = record(chat)
+            if done:
+                telemetry.request_done(trace, finished)
+            else:
+                trace.end(finished)
+
+    return one
+
+
+def bare(i: int) -> None:
+    chat = request(i)
+    for _stage in STAGES:
+        pass
+    record(chat)
+
+
+def measure(fn: Callable[[int], None], n: int, start: int) -> tuple[list[float], list[float]]:
+    """Wall time and this thread's CPU time of each request, in microseconds."""
+    wall, cpu = [], []
+    clock, thread_clock = time.perf_counter_ns, time.thread_time_ns
+    for i in range(start, start + n):
+        t0, c0 = clock(), thread_clock()
+        fn(i)
+        cpu.append((thread_clock() - c0) / 1000)
+        wall.append((clock() - t0) / 1000)
+    return wall, cpu
+
+
+def calibrate() -> float:
+    """µs for ``sum(range(1000))``: how fast this machine is right now (load slows it)."""
+    return min(timeit.repeat("sum(range(1000))", number=2000, repeat=5)) / 2000 * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=2000, help="per mode and round")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    # Room for every span of a round, so that none is dropped and all are encoded and counted.
+    os.environ["OTEL_BSP_MAX_QUEUE_SIZE"] = str(args.requests * 12)
+
+    devnull = open(os.devnull, "w")  # noqa: SIM115
+    configure_logging("info", "json", devnull)
+    before = calibrate()
+    with OtlpReceiver() as receiver:
+        on = Telemetry(TelemetryConfig(otlp_endpoint=receiver.endpoint, metrics=False))
+        on_metrics = Telemetry(
+            TelemetryConfig(otlp_endpoint=receiver.endpoint, metric_interval_s=1.0)
+        )
+        off = Telemetry()
+        modes: dict[str, tuple[Callable[[int], None], Telemetry | None]] = {
+            "none": (bare, None),
+            "off, spans only": (with_telemetry(off, done=False), off),
+            "off": (with_telemetry(off), off),
+            "on": (with_telemetry(on), on),
+            "on+otlp-metrics": (with_telemetry(on_metrics), on_metrics),
+        }
+        for fn, telemetry in modes.values():  # warm up: imports, label children, caches
+            measure(fn, 300, 0)
+            if telemetry is not None:
+                telemetry.force_flush()
+        wall: dict[str, list[float]] = {name: [] for name in modes}
+        cpu: dict[str, list[float]] = {name: [] for name in modes}
+        process: dict[str, list[float]] = {name: [] for name in modes}
+        gc.collect()
+        for r in range(args.rounds):
+            for name, (fn, telemetry) in modes.items():
+                p0 = time.process_time_ns()
+                w, c = measure(fn, args.requests, (r + 1) * 1_000_000)
+                if telemetry is not None:
+                    telemetry.force_flush()  # the export's encoding counts for its mode
+                process[name].append((time.process_time_ns() - p0) / 1000 / args.requests)
+                wall[name] += w
+                cpu[name] += c
+        on.shutdown()
+        on_metrics.shutdown()
+        spans = len(receiver.spans())
+        metric_posts = len(receiver.metrics)
+    logging.getLogger().handlers.clear()
+    devnull.close()
+    after = calibrate()
+
+    expected = (args.rounds * args.requests + 300) * 9 * 2
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f}; sum(range(1000)) took {before:.1f} / {after:.1f} us "
+        f"(before / after: how fast the machine was; lower is faster)"
+    )
+    print(
+        f"{args.rounds} rounds x {args.requests} requests per mode; {spans} of {expected} spans "
+        f"received over OTLP/HTTP; {metric_posts} OTLP metric exports"
+    )
+    print(
+        f"{'mode':<18}{'wall p50':>9}{'p90':>8}{'p99':>9}{'cpu p50':>9}{'+cpu p50':>10}"
+        f"{'process cpu/req':>17}"
+    )
+    floor = statistics.median(cpu["none"])
+    for name in modes:
+        q = statistics.quantiles(wall[name], n=100)
+        c50 = statistics.median(cpu[name])
+        print(
+            f"{name:<18}{statistics.median(wall[name]):>9.1f}{q[89]:>8.1f}{q[98]:>9.1f}"
+            f"{c50:>9.1f}{c50 - floor:>10.1f}{statistics.median(process[name]):>17.1f}"
+        )
+    print("(microseconds; +cpu p50: above 'none'; process cpu/req: all threads, exports included)")
+
+
+if __name__ == "__main__":
+    main()
