@@ -3,18 +3,18 @@
 Keys (under a prefix, ``gateway:ledger:`` by default):
 
 - ``stream``: every record (field ``r``, the record's JSON), in the order written;
-- ``roll:{day}``: a hash per UTC day of the `Sums` of each main group, field
-  ``["tenant","model","route","cache","metric"]`` (JSON) → integer (money in nano-USD);
-- ``rolltag:{day}``: the same per tag group, field ``["k=v","tenant",...,"metric"]``;
+- ``roll:{day}``: a hash per UTC day with one field per main group,
+  ``["tenant","model","route","cache"]`` (JSON) → its `Sums` packed as integers (see `WRITE`);
+- ``rolltag:{day}``: the same per tag group, field ``["k=v","tenant","model","route","cache"]``;
 - ``spend:{tenant}:{day}``: the tenant's cost that day (nano-USD), for budgets; expires after
   ``spend_ttl_s``;
 - ``days``: a sorted set of the days that have rollups;
 - ``seen:{request_id}``: set when a record is written, for ``dedupe_ttl_s``.
 
-One Lua script writes a record: ``SET seen NX``, and only if it was not set, ``XADD`` and every
-``HINCRBY``/``INCRBY``, atomically. A record written twice (a replay of the spool, or a retry
-after a timeout whose write did in fact land) is counted once, as long as the replay comes
-within ``dedupe_ttl_s``.
+One Lua script writes a record: ``SET seen NX``, and only if it was not set, ``XADD``, the
+spend ``INCRBY`` and the rollup updates, atomically. A record written twice (a replay of the
+spool, or a retry after a timeout whose write did in fact land) is counted once, as long as
+the replay comes within ``dedupe_ttl_s``.
 
 When Redis is down or slower than ``timeout_s``, batches go to the spool and the writer tries
 Redis again with backoff (0.1 s doubling to 5 s); once it answers, the spool is replayed first.
@@ -39,10 +39,14 @@ from gateway.ledger.record import LedgerRecord, encode
 from gateway.ledger.report import Group
 from gateway.ledger.spool import Spool
 from gateway.ledger.store import Ledger, LedgerUnavailable, whole_days
-from gateway.ledger.sums import NAMES, Sums, day_of, main_key, tag_keys
+from gateway.ledger.sums import Sums, day_of, main_key, tag_keys
 
 log = logging.getLogger(__name__)
 
+# A group's sums are one hash field holding 14 integers, comma-separated: the `Sums` fields
+# in order, each money field as two limbs (whole dollars, nano-dollars in [0, 1e9)). Lua
+# numbers are doubles, exact to 2**53, so the limbs keep the sums exact however large they
+# grow; the carry keeps the nano limb in range, also for negative savings.
 WRITE = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
 if ARGV[3] == '0' then
@@ -55,17 +59,31 @@ if ARGV[5] ~= '0' then
   redis.call('INCRBY', KEYS[5], ARGV[5])
   redis.call('EXPIRE', KEYS[5], ARGV[6])
 end
-local i = 8
-for _ = 1, tonumber(ARGV[7]) do
-  redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1])
-  i = i + 2
+local K = 14
+local delta = {}
+for i = 1, K do delta[i] = tonumber(ARGV[7 + i]) end
+local function add(hash, field)
+  local v = {}
+  local old = redis.call('HGET', hash, field)
+  if old then
+    local i = 1
+    for x in string.gmatch(old, '[^,]+') do v[i] = tonumber(x) + delta[i]; i = i + 1 end
+  else
+    for i = 1, K do v[i] = delta[i] end
+  end
+  for _, lo in ipairs({7, 10, 14}) do
+    local carry = math.floor(v[lo] / 1e9)
+    v[lo] = v[lo] - carry * 1e9
+    v[lo - 1] = v[lo - 1] + carry
+  end
+  for i = 1, K do v[i] = string.format('%d', v[i]) end
+  redis.call('HSET', hash, field, table.concat(v, ','))
 end
-while i < #ARGV do
-  redis.call('HINCRBY', KEYS[4], ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
+add(KEYS[3], ARGV[7])
+for i = 8 + K, #ARGV do add(KEYS[4], ARGV[i]) end
 return 1
 """
+_NANO = 10**9
 _ERRORS = (RedisError, OSError, TimeoutError)
 
 
@@ -169,7 +187,6 @@ class RedisLedger(Ledger):
             f"{p}spend:{tenant}:{day}",
             f"{p}days",
         ]
-        values = [(n, v) for n, v in zip(NAMES, sums.values(), strict=True) if v]
         args: list[Any] = [
             self.dedupe_ttl_s,
             encode(record),
@@ -177,15 +194,10 @@ class RedisLedger(Ledger):
             day,
             sums.cost,
             self.spend_ttl_s,
-            len(values),
+            _field([tenant, model, route, cache]),
+            *_pack(sums),
         ]
-        group = [tenant, model, route, cache]
-        for name, value in values:
-            args += [_field([*group, name]), value]
-        for tag_key in tag_keys(record):
-            tag_group = [tag_key[1], *group]
-            for name, value in values:
-                args += [_field([*tag_group, name]), value]
+        args += [_field([tag_key[1], tenant, model, route, cache]) for tag_key in tag_keys(record)]
         return keys, args
 
     async def _to_spool(self, batch: list[LedgerRecord]) -> None:
@@ -217,7 +229,7 @@ class RedisLedger(Ledger):
         return True
 
     def _idle_timeout(self) -> float | None:
-        if self._up and not self.spool.count():
+        if not self.spool.count():
             return None
         return max(0.05, self._retry_at - time.monotonic())
 
@@ -230,6 +242,8 @@ class RedisLedger(Ledger):
     async def _spend_nanos(self, tenant: str, days: range) -> int:
         keys = [f"{self.prefix}spend:{tenant}:{day}" for day in days]
         try:
+            if not self._up and time.monotonic() < self._retry_at:
+                raise ConnectionError("Redis is down; not retried before its backoff")
             async with asyncio.timeout(self.timeout_s):
                 values = await self.redis.mget(keys)
             stored = {day: int(v) if v else 0 for day, v in zip(days, values, strict=True)}
@@ -262,14 +276,8 @@ class RedisLedger(Ledger):
             raise LedgerUnavailable(f"The ledger's Redis cannot be read: {exc!r}.") from exc
         groups: list[Group] = []
         for day, fields in zip(days, hashes, strict=True):
-            sums: dict[tuple[str, ...], Sums] = {}
             for raw, value in fields.items():
-                *group, name = msgspec.json.decode(raw)
-                key = tuple(group)
-                if key not in sums:
-                    sums[key] = Sums()
-                setattr(sums[key], name, int(value))
-            for key, s in sums.items():
+                key = msgspec.json.decode(raw)
                 if tagged:
                     label, group_tenant, model, route, cache = key
                     if tag is not None and label != tag:
@@ -278,7 +286,7 @@ class RedisLedger(Ledger):
                     label, (group_tenant, model, route, cache) = None, key
                 if tenant is not None and group_tenant != tenant:
                     continue
-                groups.append(Group(day, label, group_tenant, model, route, cache, s))
+                groups.append(Group(day, label, group_tenant, model, route, cache, _unpack(value)))
         return groups
 
     async def records(self, count: int = 1000, start: str = "-") -> list[LedgerRecord]:
@@ -291,3 +299,22 @@ class RedisLedger(Ledger):
 
 def _field(parts: list[str]) -> bytes:
     return msgspec.json.encode(parts)
+
+
+def _pack(sums: Sums) -> list[int]:
+    """A record's sums as the script's 14 deltas (money split into dollars and nanos)."""
+    cost_hi, cost_lo = divmod(sums.cost, _NANO)
+    base_hi, base_lo = divmod(sums.base, _NANO)
+    save_hi, save_lo = divmod(sums.save, _NANO)
+    return [
+        *(sums.n, sums.input, sums.cached, sums.output, sums.ptok, cost_hi, cost_lo),
+        *(sums.nocost, base_hi, base_lo, sums.nobase, sums.both, save_hi, save_lo),
+    ]
+
+
+def _unpack(value: bytes) -> Sums:
+    v = [int(x) for x in value.split(b",")]
+    return Sums(
+        *(v[0], v[1], v[2], v[3], v[4], v[5] * _NANO + v[6]),
+        *(v[7], v[8] * _NANO + v[9], v[10], v[11], v[12] * _NANO + v[13]),
+    )

@@ -147,6 +147,7 @@ class SQLiteLedger(Ledger):
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute("PRAGMA cache_size = -32768")  # 32 MiB: the indexes of millions of rows
             conn.executescript(SCHEMA)
             self._conn = conn
         return self._conn
@@ -167,9 +168,9 @@ class SQLiteLedger(Ledger):
         counted: dict[SpendKey, int] = {}
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for record in batch:
-                if conn.execute(_INSERT, _row(record)).rowcount != 1:
-                    continue  # already stored: a replay
+            fresh = _not_stored(conn, batch)  # a replayed record is counted once
+            conn.executemany(_INSERT, [_row(record) for record in fresh])
+            for record in fresh:
                 sums = Sums.of(record)
                 key = main_key(record)
                 main.setdefault(key, Sums()).add(sums)
@@ -329,6 +330,25 @@ class SQLiteLedger(Ledger):
                 (since, until),
             ).fetchall()
         return [_record(row) for row in rows]
+
+
+def _not_stored(conn: sqlite3.Connection, batch: list[LedgerRecord]) -> list[LedgerRecord]:
+    """The records of a batch whose request_id is not in the table yet, each once."""
+    ids = list({record.request_id for record in batch})
+    stored: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        rows = conn.execute(
+            f"SELECT request_id FROM records WHERE request_id IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        )
+        stored.update(rid for (rid,) in rows)
+    fresh = []
+    for record in batch:
+        if record.request_id not in stored:
+            stored.add(record.request_id)
+            fresh.append(record)
+    return fresh
 
 
 def _group(row: tuple[Any, ...]) -> Group:

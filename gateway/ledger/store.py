@@ -149,11 +149,12 @@ class Ledger(abc.ABC):
     # the records of that interval form one batch (one SQLite transaction, one Redis
     # pipeline), then writes the queue in batches of max_batch until it is empty. A failed
     # batch goes back to the head of the queue and is retried with backoff (0.05 s doubling
-    # to 5 s); when closing, it goes to the spool instead. While idle, it wakes every
+    # to 5 s); when closing, it goes to the spool instead (and only if the spool's disk fails
+    # too, three times, is it given up, logged record by record). While idle, it wakes every
     # `_idle_timeout` seconds for the store's upkeep (Redis: replay the spool when Redis is
     # back).
     async def _run(self) -> None:
-        backoff = 0.0
+        backoff, failures = 0.0, 0
         while True:
             if not self._queue:
                 self._release_flushers()
@@ -163,7 +164,10 @@ class Ledger(abc.ABC):
                 try:
                     await asyncio.wait_for(self._wake.wait(), self._idle_timeout())
                 except TimeoutError:
-                    await self._upkeep()
+                    try:
+                        await self._upkeep()
+                    except Exception:
+                        log.exception("ledger: upkeep failed; trying again later")
                     continue
                 if not (self._closing or self._hurry):
                     await asyncio.sleep(self.flush_interval_s)
@@ -174,8 +178,18 @@ class Ledger(abc.ABC):
                     await self._write_or_spool(batch)
                 else:
                     await self._write(batch)
-                backoff = 0.0
+                backoff, failures = 0.0, 0
             except Exception:
+                failures += 1
+                if self._closing and failures >= 3:
+                    # Both the store and the spool's disk failed at shutdown: nothing is left
+                    # to write to. Say exactly what is lost rather than hang the shutdown.
+                    log.critical(
+                        "ledger: LOST %d records (store and spool both failed): %s",
+                        len(batch),
+                        ", ".join(record.request_id for record in batch),
+                    )
+                    continue
                 log.exception("ledger: writing %d records failed; retrying", len(batch))
                 self._queue.extendleft(reversed(batch))
                 backoff = min(5.0, max(0.05, backoff * 2))

@@ -71,11 +71,34 @@ class Sums:
     """Sum of (baseline - cost) over the requests where both are known, nano-USD."""
 
     def add(self, other: Sums) -> None:
-        for name in NAMES:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        # Spelled out: this runs for every record and every group of a report.
+        self.n += other.n
+        self.input += other.input
+        self.cached += other.cached
+        self.output += other.output
+        self.ptok += other.ptok
+        self.cost += other.cost
+        self.nocost += other.nocost
+        self.base += other.base
+        self.nobase += other.nobase
+        self.both += other.both
+        self.save += other.save
 
     def values(self) -> tuple[int, ...]:
-        return tuple(getattr(self, name) for name in NAMES)
+        """In the order of `NAMES`."""
+        return (
+            self.n,
+            self.input,
+            self.cached,
+            self.output,
+            self.ptok,
+            self.cost,
+            self.nocost,
+            self.base,
+            self.nobase,
+            self.both,
+            self.save,
+        )
 
     @classmethod
     def of(cls, record: LedgerRecord) -> Sums:
