@@ -28,7 +28,7 @@ def create_app(settings: Settings) -> Litestar:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        runtime = store.start()
+        runtime = await store.start()
         ledger = open_ledger(settings.redis_url, settings.data_dir)
         await ledger.start()
         exact = ExactCache(_exact_store(settings, runtime.policy))

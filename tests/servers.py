@@ -40,13 +40,13 @@ class ServerThread:
 
     def start(self) -> ServerThread:
         self._thread.start()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 300  # a policy with a local model loads it first
         while not self._server.started:
             if not self._thread.is_alive():
                 self._sock.close()
                 raise RuntimeError("the server thread died during start-up")
             if time.monotonic() > deadline:
-                raise TimeoutError("the server did not start within 30 s")
+                raise TimeoutError("the server did not start within 300 s")
             time.sleep(0.01)
         return self
 

@@ -121,17 +121,36 @@ class Retries(Strict):
     backoff_max_s: Seconds = 5.0
 
 
+class EngineOptions(Strict):
+    """How ``provider: local_engine`` runs its model (see ``local-engine serve --help``)."""
+
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    max_batch_tokens: int | None = Field(default=None, ge=1)
+    max_queue: int = Field(default=256, ge=0, description="Waiting requests before 503.")
+    cache_dir: str | None = Field(
+        default=None,
+        description="Where converted models are kept (default: $GATEWAY_DATA_DIR/models).",
+    )
+
+
 class ModelConfig(Strict):
     """A model the gateway can send requests to."""
 
-    provider: Literal["openai_compatible"] = Field(
+    provider: Literal["openai_compatible", "local_engine"] = Field(
         description="openai_compatible speaks the OpenAI Chat Completions API: OpenAI, vLLM, TGI, "
-        "SGLang, Ollama, TensorRT-LLM and Triton front ends, the bundled local-engine."
+        "SGLang, Ollama, TensorRT-LLM and Triton front ends, the bundled local-engine server. "
+        "local_engine runs the bundled engine inside the gateway's own process."
     )
-    base_url: Annotated[str, StringConstraints(pattern=r"^https?://")] = Field(
-        description="The API root, e.g. https://api.openai.com/v1"
+    base_url: Annotated[str, StringConstraints(pattern=r"^https?://")] | None = Field(
+        default=None, description="The API root, e.g. https://api.openai.com/v1"
     )
-    model: str = Field(min_length=1, description="The model name the provider expects.")
+    model: str = Field(
+        min_length=1,
+        description="The model name the provider expects; for local_engine a Hugging Face id, "
+        "a local path, or smollm2-135m-instruct (bundled, offline).",
+    )
+    engine: EngineOptions = EngineOptions()
     api_key: str | None = Field(default=None, description="Use ${ENV_VAR}, never a literal key.")
     price: Price | None = None
     fallbacks: tuple[Name, ...] = Field(default=(), description="Tried in order when this fails.")
@@ -274,6 +293,8 @@ def validate(policy: Policy) -> list[Problem]:
     problems: list[Problem] = []
     known = policy.models.keys()
     for name, model in policy.models.items():
+        if model.provider == "openai_compatible" and model.base_url is None:
+            problems.append((("models", name), "openai_compatible needs a base_url"))
         for i, fallback in enumerate(model.fallbacks):
             if fallback not in known:
                 problems.append((("models", name, "fallbacks", i), f"unknown model {fallback!r}"))

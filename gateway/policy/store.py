@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from pathlib import Path
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from gateway.auth import KeyRing
 from gateway.policy.load import LoadedPolicy, PolicyError, load_policy
 from gateway.policy.schema import ModelConfig, Policy
 from gateway.providers import Provider
+from gateway.providers.local_engine import InProcessEngine
 from gateway.providers.openai_compatible import OpenAICompatible
 from gateway.sessions import Sessions
 from gateway.settings import Settings
@@ -76,9 +78,9 @@ class PolicyStore:
             raise RuntimeError("the policy store has not been started")
         return self._current
 
-    def start(self) -> Runtime:
+    async def start(self) -> Runtime:
         """Load the policy for start-up; raises `PolicyError`, since there is no old one to keep."""
-        self._current = self._compile(load_policy(self._settings.policy_path))
+        self._current = await self._compile(load_policy(self._settings.policy_path))
         for warning in self._current.loaded.warnings:
             log.warning("policy: %s", warning)
         return self._current
@@ -95,7 +97,7 @@ class PolicyStore:
                     exc,
                 )
                 raise
-            self._current = self._compile(loaded)
+            self._current = await self._compile(loaded)
             await self._retire_unused()
             log.info("policy reloaded: %s (version %s)", loaded.path, loaded.digest)
             return self._current
@@ -114,9 +116,9 @@ class PolicyStore:
         self._pools.clear()
         self._retired.clear()
 
-    def _compile(self, loaded: LoadedPolicy) -> Runtime:
+    async def _compile(self, loaded: LoadedPolicy) -> Runtime:
         policy = loaded.policy
-        providers = {name: self._provider(config) for name, config in policy.models.items()}
+        providers = {name: await self._provider(config) for name, config in policy.models.items()}
         admin_keys = list(policy.admin.api_keys) if policy.admin else []
         if not admin_keys and self._settings.admin_key:
             admin_keys = [self._settings.admin_key]
@@ -139,11 +141,16 @@ class PolicyStore:
             sessions = self._sessions = Sessions(ttl_s, max_sessions)
         return sessions
 
-    def _provider(self, config: ModelConfig) -> Provider:
-        """The pool for this exact configuration; an unchanged model keeps its warm connections."""
+    async def _provider(self, config: ModelConfig) -> Provider:
+        """The provider for this exact configuration; an unchanged model keeps its warm pool
+        (or its loaded local model) across reloads."""
         key = config.model_dump_json()
         if key not in self._pools:
-            self._pools[key] = OpenAICompatible(config)
+            if config.provider == "local_engine":
+                cache_dir = config.engine.cache_dir or self._settings.data_dir / "models"
+                self._pools[key] = await InProcessEngine.start(config, Path(cache_dir))
+            else:
+                self._pools[key] = OpenAICompatible(config)
         return self._pools[key]
 
     async def _retire_unused(self) -> None:
