@@ -14,6 +14,7 @@ from rich.console import Console
 
 from gateway.policy.load import PolicyError, load_policy
 from gateway.policy.schema import Policy
+from gateway.router.cli import router_app
 from gateway.settings import Settings
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ app = typer.Typer(
 )
 policy_app = typer.Typer(no_args_is_help=True, help="Check and describe policy files.")
 app.add_typer(policy_app, name="policy")
+app.add_typer(router_app, name="router")
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 PolicyOption = Annotated[

@@ -9,10 +9,11 @@ or while the previous forward pass runs, goes into the next forward pass, up to 
 texts. torch releases the GIL inside its kernels, so the event loop keeps serving meanwhile.
 
 fp32 or int8: ``quantize=True`` applies ``torch.ao.quantization.quantize_dynamic`` (int8 Linear
-layers). Measured on the 2-core dev machine (bench/router/RESULTS.md) it is faster, but its
-vectors drift from fp32 (cosine to fp32 mean 0.94, minimum 0.88 on MMLU-length prompts), which
-moves semantic-cache scores, so the default is fp32; the classifier head records which variant it
-was trained on and ``Classifier`` refuses a mismatch.
+layers). Measured on the shared 2-core dev machine (bench/router/RESULTS.md) it gains less than
+hoped (single short query p50 33 ms vs 43 ms; batches of 32 at about the same rate), and its
+vectors drift from fp32 (cosine to fp32: mean 0.93, minimum 0.89 over 200 MMLU/GSM8K prompts),
+which would move semantic-cache scores around a 0.90 threshold. So the default is fp32. The
+classifier head records which variant it was trained on and refuses vectors from another.
 
 Vectors are float32 rows of unit length, so a dot product is the cosine similarity.
 """

@@ -1,0 +1,1 @@
+"""The difficulty router: training, evaluation and calibration of the classifier head."""

@@ -1,0 +1,304 @@
+"""``gateway router``: train the difficulty head, score prompts, evaluate routing, calibrate the
+policy's threshold.
+
+Mounted by ``gateway.cli`` as ``app.add_typer(router_app, name="router")``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gateway.router.data import VALIDATION_FRACTION
+
+router_app = typer.Typer(
+    no_args_is_help=True,
+    help="Train, evaluate and calibrate the difficulty classifier that routes requests.",
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+HeadOption = Annotated[
+    Path | None,
+    typer.Option("--head", help="Head artifact [default: the committed gateway/data one]."),
+]
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="Embedding model id or path [default: the one the head was trained with].",
+        show_default=False,
+    ),
+]
+CacheOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir",
+        help="Where embeddings of data sets are cached [default: $GATEWAY_DATA_DIR/router-cache].",
+        show_default=False,
+    ),
+]
+NoProgress = Annotated[bool, typer.Option("--no-progress", help="No progress bar.")]
+
+
+def _cache_dir(given: Path | None) -> Path:
+    return given or Path(os.environ.get("GATEWAY_DATA_DIR", ".gateway")) / "router-cache"
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"error: {message}")
+    return typer.Exit(code)
+
+
+@router_app.command()
+def train(
+    data: Annotated[Path, typer.Option("--data", help="Labelled rows (routellm_train.jsonl).")],
+    out_path: Annotated[
+        Path, typer.Option("--out", help="Where to write the head artifact (.npz).")
+    ] = Path("gateway/data/router_head.npz"),
+    model: Annotated[str, typer.Option(help="Embedding model id or path.")] = "all-MiniLM-L6-v2",
+    max_seq_length: Annotated[int, typer.Option(help="Tokens embedded per prompt.")] = 128,
+    quantize: Annotated[bool, typer.Option(help="Embed with int8 dynamic quantization.")] = False,
+    validation_fraction: Annotated[
+        float, typer.Option(help="Held out per benchmark and subject, by id hash; 0 trains on all.")
+    ] = VALIDATION_FRACTION,
+    cache_dir: CacheOption = None,
+    no_progress: NoProgress = False,
+) -> None:
+    """Train the difficulty head on labelled rows and write the artifact."""
+    from gateway.embed import Embedder
+    from gateway.router.data import cached_embeddings, load_labelled, split
+    from gateway.router.train import fit
+
+    rows = load_labelled(data)
+    train_rows, held = split(rows, validation_fraction) if validation_fraction > 0 else (rows, [])
+    if not train_rows:
+        raise _fail(f"{data}: no usable rows")
+    err.print(f"{len(train_rows)} training rows, {len(held)} held out for validation")
+    embedder = Embedder.load(model, max_seq_length=max_seq_length, quantize=quantize, threads=0)
+    vectors = cached_embeddings(
+        embedder, [r.prompt for r in rows], _cache_dir(cache_dir), progress=not no_progress
+    )
+    index = {r.id: i for i, r in enumerate(rows)}
+    head = fit(
+        train_rows,
+        vectors[[index[r.id] for r in train_rows]],
+        embedder.signature,
+        progress=not no_progress,
+    )
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    head.save(out_path)
+    err.print(f"wrote {out_path} ({out_path.stat().st_size / 1e6:.2f} MB)")
+    if held:
+        from gateway.router.evaluate import evaluate_rows
+
+        results = evaluate_rows(head, held, vectors[[index[r.id] for r in held]])
+        out.print(results_table(results, title="held-out validation rows"))
+
+
+@router_app.command()
+def score(
+    in_path: Annotated[Path, typer.Option("--in", help="Rows {id, prompt} or {id, messages}.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Rows {id, difficulty, category}.")],
+    head: HeadOption = None,
+    model: ModelOption = None,
+    batch_size: Annotated[int, typer.Option(help="Prompts per forward pass.")] = 64,
+    no_progress: NoProgress = False,
+) -> None:
+    """Score prompts: difficulty in [0, 1] and category, one output row per input row."""
+    from gateway.router.evaluate import load_classifier, read_prompts, score_prompts
+
+    prompts = read_prompts(in_path)
+    classifier, embedder = load_classifier(head, model)
+    judgements = score_prompts(
+        classifier, embedder, prompts, batch_size=batch_size, progress=not no_progress
+    )
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with out_path.open("w", encoding="utf-8") as f:
+        for prompt, judgement in zip(prompts, judgements, strict=True):
+            row = {
+                "id": prompt.id,
+                "difficulty": round(judgement.difficulty, 6),
+                "category": judgement.category,
+            }
+            f.write(json.dumps(row) + "\n")
+    err.print(f"wrote {len(prompts)} rows to {out_path}")
+
+
+@router_app.command("eval")
+def eval_(
+    data: Annotated[Path, typer.Option("--data", help="Labelled rows (routellm_train fields).")],
+    head: HeadOption = None,
+    model: ModelOption = None,
+    include_train: Annotated[
+        bool,
+        typer.Option(help="Also evaluate on rows the head was trained on (optimistic figures)."),
+    ] = False,
+    cache_dir: CacheOption = None,
+    no_progress: NoProgress = False,
+) -> None:
+    """APGR, CPT(50%), CPT(80%) and the strong share for 95% quality, beside a random router.
+
+    Rows the head was trained on are left out unless --include-train is given.
+    """
+    from gateway.router.data import cached_embeddings, load_labelled
+    from gateway.router.evaluate import evaluate_rows, load_classifier
+
+    rows = load_labelled(data)
+    classifier, embedder = load_classifier(head, model)
+    seen = classifier.head.trained_on(rows)
+    if seen.any() and not include_train:
+        err.print(
+            f"leaving out {int(seen.sum())} rows the head was trained on "
+            "(--include-train keeps them)"
+        )
+        rows = [r for r, s in zip(rows, seen, strict=True) if not s]
+    if not rows:
+        raise _fail(f"{data}: no rows to evaluate")
+    vectors = cached_embeddings(
+        embedder, [r.prompt for r in rows], _cache_dir(cache_dir), progress=not no_progress
+    )
+    results = evaluate_rows(classifier.head, rows, vectors)
+    out.print(results_table(results, title=str(data)))
+
+
+def results_table(results: dict[str, Any], title: str) -> Table:
+    """Rows per benchmark: ours beside the random router."""
+    table = Table(title=f"routing quality: {title}", title_justify="left")
+    for column in ("benchmark", "router", "n", "APGR", "CPT(50%)", "CPT(80%)", "strong @95%"):
+        table.add_column(column, justify="left" if column in ("benchmark", "router") else "right")
+    for name, (ours, rand) in results.items():
+        for label, r in (("classifier", ours), ("random", rand)):
+            table.add_row(
+                name if label == "classifier" else "",
+                label,
+                str(r.n),
+                f"{r.apgr:.3f}",
+                _pct(r.cpt50),
+                _pct(r.cpt80),
+                _pct(r.share95),
+                end_section=label == "random",
+            )
+    return table
+
+
+def _pct(value: float) -> str:
+    return "n/a" if value != value else f"{value:.1%}"
+
+
+@router_app.command()
+def calibrate(
+    prompts_path: Annotated[
+        Path,
+        typer.Option(
+            "--prompts",
+            help="Rows {id, prompt} or {id, messages}, or scored rows {id, difficulty, category, "
+            "input_tokens}; optional output_tokens per row.",
+        ),
+    ],
+    target_strong_share: Annotated[
+        float | None,
+        typer.Option(help="At most this share of prompts to the strong model (0..1)."),
+    ] = None,
+    target_cost_per_mtok: Annotated[
+        float | None, typer.Option(help="At most this projected USD per million tokens.")
+    ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            help="Policy file [env: GATEWAY_POLICY, default: policies/default.yaml].",
+            show_default=False,
+        ),
+    ] = None,
+    write: Annotated[
+        bool, typer.Option("--write", help="Update the threshold in the policy file in place.")
+    ] = False,
+    output_tokens: Annotated[
+        int, typer.Option(help="Assumed output tokens per prompt (when a row gives none).")
+    ] = 256,
+    head: HeadOption = None,
+    model: ModelOption = None,
+    no_progress: NoProgress = False,
+) -> None:
+    """Set the difficulty threshold for a target share of strong calls or cost per Mtok."""
+    from gateway.router.calibrate import (
+        CalibrationError,
+        candidate_path,
+        read_policy,
+        write_threshold,
+    )
+    from gateway.router.calibrate import calibrate as run_calibration
+    from gateway.router.evaluate import calibration_prompts
+
+    if (target_strong_share is None) == (target_cost_per_mtok is None):
+        raise _fail("give one of --target-strong-share or --target-cost-per-mtok", 2)
+    if target_strong_share is not None and not 0 <= target_strong_share <= 1:
+        raise _fail("--target-strong-share is a share between 0 and 1", 2)
+    path = policy or Path(os.environ.get("GATEWAY_POLICY", "policies/default.yaml"))
+    try:
+        _, routes = read_policy(path)
+        prompts, token_note = calibration_prompts(
+            prompts_path, head, model, output_tokens, progress=not no_progress
+        )
+        result = run_calibration(
+            routes,
+            prompts,
+            target_strong_share=target_strong_share,
+            target_cost_per_mtok=target_cost_per_mtok,
+        )
+    except (CalibrationError, ValueError, KeyError) as exc:
+        raise _fail(str(exc)) from None
+    out.print(
+        f"{len(prompts)} prompts; input tokens {token_note}; output tokens: logged where rows "
+        f"give them, else {output_tokens} assumed per prompt"
+    )
+    out.print(
+        f"strong model: {routes.strong} (rule {routes.rule_name!r}, difficulty {routes.bound}); "
+        f"default model: {routes.weak or '(none)'}"
+    )
+    if routes.skipped_rules:
+        out.print(
+            f"rules taken as not matching (tenant, tags or model conditions): "
+            f"{', '.join(routes.skipped_rules)}"
+        )
+    table = Table(title="projection", title_justify="left")
+    table.add_column("")
+    table.add_column("threshold", justify="right")
+    table.add_column("strong share", justify="right")
+    table.add_column("USD / Mtok", justify="right")
+    table.add_column("shares")
+    for label, p in (("current", result.current), ("calibrated", result.chosen)):
+        table.add_row(
+            label,
+            f"{routes.bound} {p.threshold:g}",
+            f"{p.strong_share:.1%}",
+            f"{p.cost_per_mtok:.4f}",
+            ", ".join(f"{m} {s:.1%}" for m, s in p.shares.items()),
+        )
+    out.print(table)
+    base = result.chosen.baseline_cost_per_mtok
+    if base:
+        out.print(
+            f"all to {routes.baseline or routes.strong}: {base:.4f} USD/Mtok; calibrated saves "
+            f"{1 - result.chosen.cost_per_mtok / base:.1%}"
+        )
+    if not result.reachable:
+        raise _fail("no threshold meets the target; the closest one is shown", 1)
+    if write:
+        from gateway.policy.load import PolicyError, load_policy
+
+        try:
+            write_threshold(path, result.chosen.threshold, load_policy)
+        except PolicyError as exc:
+            problems = str(exc).replace(str(candidate_path(path)), str(path))
+            err.print(
+                f"error: the calibrated policy would not load; {path} is unchanged:\n{problems}"
+            )
+            raise typer.Exit(1) from None
+        out.print(f"wrote {routes.bound}: {result.chosen.threshold:g} to {path}")
