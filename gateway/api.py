@@ -12,7 +12,6 @@ from typing import Any
 
 from litestar import Request, Response, delete, get, post
 from litestar.exceptions import HTTPException
-from litestar.response import Stream
 from litestar.types import ExceptionHandlersMap
 
 from gateway import account, auth, normalize, pipeline, respond
@@ -32,7 +31,7 @@ def _store(request: Request[Any, Any, Any]) -> PolicyStore:
 
 
 @post("/v1/chat/completions", status_code=200)
-async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stream:
+async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes]:
     arrived = (time.time(), time.monotonic())
     request_id = normalize.new_request_id()
     request.state.request_id = request_id
@@ -63,9 +62,7 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] |
     if isinstance(result, Completed):
         return Response(result.body, media_type=JSON, headers=headers)
     headers["cache-control"] = "no-cache"
-    return Stream(
-        respond.sse(result.chunks, request_id), media_type="text/event-stream", headers=headers
-    )
+    return respond.SSEResponse(respond.sse(result.chunks, request_id), headers)
 
 
 async def _read_body(request: Request[Any, Any, Any], limit: int) -> bytes:
