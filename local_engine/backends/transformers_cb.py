@@ -1,0 +1,177 @@
+"""The default backend: transformers' continuous batching (`ContinuousBatchingManager`).
+
+NOTE on scheduling. The manager owns a paged KV cache and a background thread that loops:
+take new and cancelled requests from its queues, let the FIFO scheduler pick the next batch
+under a token budget (``max_batch_tokens``: prefill chunks of waiting requests plus one decode
+token per running request), run one forward pass over that ragged batch, append one token to
+each request. A request therefore joins the running batch at the next token boundary after it
+is added, and leaves it (its cache blocks freed) as soon as it finishes or is cancelled. This
+module adds only what serving needs around it:
+
+* every request is added with ``streaming=True`` and a result handler that the manager calls on
+  the event loop (``call_soon_threadsafe``) after each step; `generate` turns those outputs
+  into `TokenEvent`s;
+* closing `generate` early (a client disconnected, a stop sequence matched) cancels the
+  request in the manager, which frees its slot and cache blocks at the next step;
+* per-request sampling (temperature, top_p, seed) is done by the processors of
+  `local_engine.sampling`, installed on the manager before its batch processor is built.
+
+Written against transformers 5.24 (``manager.logit_processor``, ``output_router`` and
+``batch_processor.cache`` are internals of that version).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import torch
+from transformers import GenerationConfig
+from transformers.generation.configuration_utils import ContinuousBatchingConfig
+from transformers.generation.continuous_batching.model_runner import (
+    infer_max_single_request_tokens,
+)
+
+from local_engine.backends import BackendError, GenParams, TokenEvent
+from local_engine.sampling import sampling_processors
+
+log = logging.getLogger("local_engine")
+
+PAGE_SIZE = 256  # tokens per cache page (transformers' default)
+
+
+class TransformersBackend:
+    def __init__(
+        self,
+        model: Any,
+        *,
+        eos_token_ids: frozenset[int],
+        max_batch_tokens: int | None,
+        max_running: int,
+        kv_cache_tokens: int | None,
+    ) -> None:
+        self._model = model
+        self.eos_token_ids = eos_token_ids
+        config = model.config.get_text_config()
+        self.context_length: int = int(getattr(config, "max_position_embeddings", 2048))
+        self.max_request_tokens = self.context_length
+        self._cb_config = ContinuousBatchingConfig(
+            page_size=PAGE_SIZE,
+            num_blocks=None if kv_cache_tokens is None else math.ceil(kv_cache_tokens / PAGE_SIZE),
+            max_batch_tokens=max_batch_tokens,
+            max_requests_per_batch=max_running,
+        )
+        self._manager: Any = None
+
+    # ------------------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._start)
+
+    def _start(self) -> None:
+        generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
+            do_sample=False,  # sampling is done by our processors, see local_engine.sampling
+            eos_token_id=sorted(self.eos_token_ids),
+            pad_token_id=min(self.eos_token_ids) if self.eos_token_ids else None,
+        )
+        manager = self._model.init_continuous_batching(
+            generation_config=generation_config,
+            continuous_batching_config=self._cb_config,
+        )
+        manager.logit_processor = sampling_processors()
+        manager.warmup()  # builds the batch processor and its cache now, not in the thread
+        cache = manager.batch_processor.cache
+        self.max_request_tokens = min(self.context_length, infer_max_single_request_tokens(cache))
+        log.info(
+            "continuous batching ready: cache %d blocks of %d tokens, max_batch_tokens %d",
+            cache.num_blocks,
+            PAGE_SIZE,
+            cache.max_batch_tokens,
+        )
+        with torch.inference_mode():
+            manager.start()
+        self._manager = manager
+
+    async def aclose(self) -> None:
+        manager, self._manager = self._manager, None
+        if manager is not None:
+            await asyncio.to_thread(manager.stop, block=True, timeout=60, hard_stop=True)
+            await asyncio.to_thread(manager.destroy)
+
+    def is_running(self) -> bool:
+        return self._manager is not None and bool(self._manager.is_running())
+
+    # ---------------------------------------------------------------------------- requests
+
+    async def generate(
+        self, request_id: str, prompt_ids: list[int], params: GenParams
+    ) -> AsyncGenerator[TokenEvent, None]:
+        manager = self._manager
+        if manager is None or not manager.is_running():
+            raise BackendError("the generation loop is not running")
+        outputs: asyncio.Queue[Any] = asyncio.Queue()
+        manager.register_result_handler(request_id, outputs.put_nowait)
+        kwargs: dict[str, Any] = {"temperature": float(params.temperature), "top_p": params.top_p}
+        if params.seed is not None:
+            kwargs["seed"] = int(params.seed)
+        added = manager.add_request(
+            prompt_ids,
+            request_id=request_id,
+            max_new_tokens=params.max_tokens,
+            streaming=True,
+            eos_token_id=sorted(self.eos_token_ids),
+            **kwargs,
+        )
+        finished = added is None
+        try:
+            if added is None:
+                raise BackendError("the generation loop is not accepting requests")
+            while True:
+                output = await self._next_output(manager, outputs)
+                if output.error is not None:
+                    finished = True
+                    raise BackendError(output.error)
+                finished = output.is_finished()
+                yield TokenEvent(output.generated_tokens, finished)
+                if finished:
+                    return
+        finally:
+            if not finished:
+                manager.cancel_request(request_id)  # frees its slot and blocks at the next step
+            with manager.output_router._lock:
+                manager.output_router.result_handlers.pop(request_id, None)
+
+    @staticmethod
+    async def _next_output(manager: Any, outputs: asyncio.Queue[Any]) -> Any:
+        """The newest output (they are cumulative), waiting while the loop is alive."""
+        while True:
+            try:
+                output = await asyncio.wait_for(outputs.get(), timeout=1.0)
+            except TimeoutError:
+                if not manager.is_running():
+                    raise BackendError("the generation loop stopped") from None
+                continue
+            while not outputs.empty() and not output.is_finished():
+                output = outputs.get_nowait()
+            return output
+
+    def kv_cache_usage(self) -> float:
+        manager = self._manager
+        processor = getattr(manager, "batch_processor", None)
+        if processor is None:
+            return 0.0
+        with contextlib.suppress(Exception):  # read from another thread: best effort
+            return float(1.0 - processor.cache.compute_free_capacity())
+        return 0.0
+
+    def active_requests(self) -> int:
+        """Requests the scheduler holds (running or waiting inside the manager)."""
+        processor = getattr(self._manager, "batch_processor", None)
+        if processor is None:
+            return 0
+        scheduler = processor.scheduler
+        return len(scheduler.active_requests) + len(scheduler.waiting_requests)
