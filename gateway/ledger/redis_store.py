@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -160,11 +160,12 @@ class RedisLedger(Ledger):
             return
         self._stored(batch, {})
 
-    async def _send(self, records: Iterable[LedgerRecord]) -> None:
-        # socket_timeout bounds each read; this bounds the whole batch. Leaving the pipeline's
-        # block releases (or, after a timeout, drops) its connection.
+    async def _send(self, records: Sequence[LedgerRecord]) -> None:
+        # socket_timeout bounds each read; this bounds the whole batch (about 50 µs of Redis
+        # time per record, with a wide margin). Leaving the pipeline's block releases (or,
+        # after a timeout, drops) its connection.
         async with (
-            asyncio.timeout(self.timeout_s * 2),
+            asyncio.timeout(self.timeout_s * 2 + 0.002 * len(records)),
             self.redis.pipeline(transaction=False) as pipe,
         ):
             for record in records:
@@ -259,7 +260,14 @@ class RedisLedger(Ledger):
         return whole_days(since, until)
 
     async def _groups(
-        self, since: float, until: float, *, tagged: bool, tenant: str | None, tag: str | None
+        self,
+        since: float,
+        until: float,
+        *,
+        tagged: bool,
+        tenant: str | None,
+        tag: str | None,
+        by: tuple[str, ...] = (),
     ) -> list[Group]:
         first, stop = day_of(since), day_of(until)
         try:

@@ -2,14 +2,16 @@
 
 Tables:
 
-- ``records``: one row per request (``request_id`` is the primary key, so a record written
-  twice is stored once), indexed by time;
+- ``records``: one row per request, clustered by time (``WITHOUT ROWID``, primary key
+  ``(time, request_id)``, so a period's records lie together on disk), with a unique index on
+  ``request_id`` (a record written twice is stored once);
 - ``rollup`` and ``rollup_tag``: the `Sums` of each main group and tag group (see
   `gateway.ledger.sums`), updated in the same transaction as the records.
 
 A report over whole UTC days reads only the rollups (a few rows per day, whatever the traffic);
 the partial days at either end of its period are summed from ``records`` by time, so a report
-is exact to the second and still takes milliseconds over millions of records.
+is exact to the second and reads at most two days of records. SQLite does the grouping (by the
+report's columns), so Python folds only the rows of the report.
 
 Writes run in one dedicated thread that owns the write connection, and commit with
 ``synchronous=FULL`` (a batch is on disk when it counts as stored); reports open their own
@@ -57,7 +59,7 @@ _KNOWN = frozenset(
 _SUM_COLUMNS = ", ".join(f"{name} INTEGER NOT NULL" for name in NAMES)
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS records (
-    request_id TEXT PRIMARY KEY,
+    request_id TEXT NOT NULL,
     time REAL NOT NULL,
     day INTEGER NOT NULL,
     tenant TEXT NOT NULL,
@@ -76,9 +78,10 @@ CREATE TABLE IF NOT EXISTS records (
     status INTEGER NOT NULL,
     stream INTEGER NOT NULL,
     estimated INTEGER NOT NULL,
-    extra TEXT
-);
-CREATE INDEX IF NOT EXISTS records_time ON records (time);
+    extra TEXT,
+    PRIMARY KEY (time, request_id)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS records_id ON records (request_id);
 CREATE TABLE IF NOT EXISTS rollup (
     day INTEGER NOT NULL, tenant TEXT NOT NULL, model TEXT NOT NULL, route TEXT NOT NULL,
     cache TEXT NOT NULL, {_SUM_COLUMNS},
@@ -101,6 +104,8 @@ _UPSERT_TAG = (
     f"INSERT INTO rollup_tag VALUES ({', '.join('?' * (6 + len(NAMES)))}) "
     f"ON CONFLICT (day, tag, tenant, model, route, cache) DO UPDATE SET {_ADD}"
 )
+DIMS = ("day", "tag", "tenant", "model", "route", "cache")
+"""The columns of a `Group`, in order."""
 # The same sums as `Sums.of`, over records (for the partial days at the ends of a period).
 _RECORD_SUMS = """
     COUNT(*), SUM(input_tokens), SUM(cached_input_tokens), SUM(output_tokens),
@@ -110,7 +115,6 @@ _RECORD_SUMS = """
     SUM(cost_nusd IS NOT NULL AND baseline_nusd IS NOT NULL),
     COALESCE(SUM(baseline_nusd - cost_nusd), 0)
 """
-_GROUP_COLUMNS = "day, tenant, COALESCE(model, ''), COALESCE(route, ''), cache"
 
 
 class SQLiteLedger(Ledger):
@@ -240,84 +244,40 @@ class SQLiteLedger(Ledger):
         return conn
 
     async def _groups(
-        self, since: float, until: float, *, tagged: bool, tenant: str | None, tag: str | None
-    ) -> list[Group]:
-        return await asyncio.to_thread(self._groups_sync, since, until, tagged, tenant, tag)
-
-    def _groups_sync(
-        self, since: float, until: float, tagged: bool, tenant: str | None, tag: str | None
-    ) -> list[Group]:
-        conn = self._reader()
-        if conn is None:
-            return []
-        with contextlib.closing(conn):
-            first = -(-since // DAY_S) * DAY_S  # the start of the first whole day
-            last = until // DAY_S * DAY_S  # the end of the last whole day
-            if first >= last:
-                return self._scan(conn, since, until, tagged, tenant, tag)
-            return [
-                *self._scan(conn, since, first, tagged, tenant, tag),
-                *self._rollups(conn, day_of(first), day_of(last), tagged, tenant, tag),
-                *self._scan(conn, last, until, tagged, tenant, tag),
-            ]
-
-    @staticmethod
-    def _rollups(
-        conn: sqlite3.Connection,
-        first: int,
-        stop: int,
+        self,
+        since: float,
+        until: float,
+        *,
         tagged: bool,
         tenant: str | None,
         tag: str | None,
+        by: tuple[str, ...] = DIMS,
     ) -> list[Group]:
-        where: list[str] = ["day >= ?", "day < ?"]
-        params: list[Any] = [first, stop]
-        if tenant is not None:
-            where.append("tenant = ?")
-            params.append(tenant)
-        if tag is not None:
-            where.append("tag = ?")
-            params.append(tag)
-        table, tag_column = ("rollup_tag", "tag") if tagged else ("rollup", "NULL")
-        rows = conn.execute(
-            f"SELECT day, {tag_column}, tenant, model, route, cache, {', '.join(NAMES)} "
-            f"FROM {table} WHERE {' AND '.join(where)}",
-            params,
-        )
-        return [_group(row) for row in rows]
+        return await asyncio.to_thread(self._groups_sync, since, until, tagged, tenant, tag, by)
 
-    @staticmethod
-    def _scan(
-        conn: sqlite3.Connection,
+    def _groups_sync(
+        self,
         since: float,
         until: float,
         tagged: bool,
         tenant: str | None,
         tag: str | None,
+        by: tuple[str, ...] = DIMS,
     ) -> list[Group]:
-        if since >= until:
+        conn = self._reader()
+        if conn is None:
             return []
-        where: list[str] = ["time >= ?", "time < ?"]
-        params: list[Any] = [since, until]
-        if tenant is not None:
-            where.append("tenant = ?")
-            params.append(tenant)
-        if not tagged:
-            source, tag_column, group = "records", "NULL", _GROUP_COLUMNS
-        else:
-            source = "records LEFT JOIN json_each(records.tags) AS t"
-            tag_column = "COALESCE(t.key || '=' || t.value, '')"
-            group = f"{_GROUP_COLUMNS}, 2"
-            if tag is not None:
-                key, _, value = tag.partition("=")
-                where.append("t.key = ? AND t.value = ?")
-                params.extend([key, value])
-        rows = conn.execute(
-            f"SELECT day, {tag_column}, tenant, COALESCE(model, ''), COALESCE(route, ''), cache, "
-            f"{_RECORD_SUMS} FROM {source} WHERE {' AND '.join(where)} GROUP BY {group}",
-            params,
-        )
-        return [_group(row) for row in rows]
+        query = _Query(tagged, tenant, tag, by)
+        with contextlib.closing(conn):
+            first = -(-since // DAY_S) * DAY_S  # the start of the first whole day
+            last = until // DAY_S * DAY_S  # the end of the last whole day
+            if first >= last:
+                return query.scan(conn, since, until)
+            return [
+                *query.scan(conn, since, first),
+                *query.rollups(conn, day_of(first), day_of(last)),
+                *query.scan(conn, last, until),
+            ]
 
     def records(self, since: float = 0.0, until: float = float("inf")) -> list[LedgerRecord]:
         """Stored records by time, for export and calibration (blocking)."""
@@ -330,6 +290,77 @@ class SQLiteLedger(Ledger):
                 (since, until),
             ).fetchall()
         return [_record(row) for row in rows]
+
+
+class _Query:
+    """The SQL of a report: grouped in SQLite by the report's columns (and always by cache,
+    which the savings split needs), so Python folds a few rows, not every group of every day.
+    Columns a report does not group by are returned as constants."""
+
+    def __init__(
+        self, tagged: bool, tenant: str | None, tag: str | None, by: tuple[str, ...]
+    ) -> None:
+        self.tagged, self.tenant, self.tag = tagged, tenant, tag
+        self.keep = {*by, "cache"}
+        if not tagged:
+            self.keep.discard("tag")
+
+    def _select(self, columns: dict[str, str]) -> tuple[str, str]:
+        constants = {"day": "0", "tag": "NULL", "tenant": "''", "model": "''", "route": "''"}
+        select = ", ".join(columns[d] if d in self.keep else constants.get(d, "''") for d in DIMS)
+        group = ", ".join(str(i + 1) for i, d in enumerate(DIMS) if d in self.keep)
+        return select, group
+
+    def rollups(self, conn: sqlite3.Connection, first: int, stop: int) -> list[Group]:
+        where: list[str] = ["day >= ?", "day < ?"]
+        params: list[Any] = [first, stop]
+        if self.tenant is not None:
+            where.append("tenant = ?")
+            params.append(self.tenant)
+        if self.tag is not None:
+            where.append("tag = ?")
+            params.append(self.tag)
+        columns = {d: d for d in DIMS}
+        select, group = self._select(columns)
+        table = "rollup_tag" if self.tagged else "rollup"
+        sums = ", ".join(f"SUM({name})" for name in NAMES)
+        rows = conn.execute(
+            f"SELECT {select}, {sums} FROM {table} WHERE {' AND '.join(where)} GROUP BY {group}",
+            params,
+        )
+        return [_group(row) for row in rows]
+
+    def scan(self, conn: sqlite3.Connection, since: float, until: float) -> list[Group]:
+        if since >= until:
+            return []
+        where: list[str] = ["time >= ?", "time < ?"]
+        params: list[Any] = [since, until]
+        if self.tenant is not None:
+            where.append("tenant = ?")
+            params.append(self.tenant)
+        columns = {
+            "day": "day",
+            "tag": "NULL",
+            "tenant": "tenant",
+            "model": "COALESCE(model, '')",
+            "route": "COALESCE(route, '')",
+            "cache": "cache",
+        }
+        source = "records"
+        if self.tagged:
+            source = "records LEFT JOIN json_each(records.tags) AS t"
+            columns["tag"] = "COALESCE(t.key || '=' || t.value, '')"
+            if self.tag is not None:
+                key, _, value = self.tag.partition("=")
+                where.append("t.key = ? AND t.value = ?")
+                params.extend([key, value])
+        select, group = self._select(columns)
+        rows = conn.execute(
+            f"SELECT {select}, {_RECORD_SUMS} FROM {source} WHERE {' AND '.join(where)} "
+            f"GROUP BY {group}",
+            params,
+        )
+        return [_group(row) for row in rows]
 
 
 def _not_stored(conn: sqlite3.Connection, batch: list[LedgerRecord]) -> list[LedgerRecord]:

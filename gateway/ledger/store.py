@@ -104,10 +104,10 @@ class Ledger(abc.ABC):
         since, until = self._window(since, until)
         by = tuple(by)
         tagged = "tag" in by or tag is not None
-        rows = await self._groups(since, until, tagged=tagged, tenant=tenant, tag=tag)
+        rows = await self._groups(since, until, tagged=tagged, tenant=tenant, tag=tag, by=by)
         totals = None
         if "tag" in by and tag is None:  # a record with several tags: count it once in totals
-            totals = await self._groups(since, until, tagged=False, tenant=tenant, tag=None)
+            totals = await self._groups(since, until, tagged=False, tenant=tenant, tag=None, by=())
         return fold(rows, totals, since=since, until=until, by=by, tenant=tenant, tag=tag)
 
     @abc.abstractmethod
@@ -257,8 +257,16 @@ class Ledger(abc.ABC):
 
     @abc.abstractmethod
     async def _groups(
-        self, since: float, until: float, *, tagged: bool, tenant: str | None, tag: str | None
-    ) -> list[Group]: ...
+        self,
+        since: float,
+        until: float,
+        *,
+        tagged: bool,
+        tenant: str | None,
+        tag: str | None,
+        by: tuple[str, ...],
+    ) -> list[Group]:
+        """Group sums over the period; a store may pre-aggregate over columns not in ``by``."""
 
     def _idle_timeout(self) -> float | None:
         return None

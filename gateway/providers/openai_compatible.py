@@ -26,6 +26,7 @@ from gateway.providers import AttemptFailed, Reply
 class OpenAICompatible:
     def __init__(self, config: ModelConfig) -> None:
         self._config = config
+        assert config.base_url is not None  # the policy's validation guarantees it
         self._url = config.base_url.rstrip("/") + "/chat/completions"
         t = config.timeouts
         headers = {"content-type": "application/json", **config.headers}
