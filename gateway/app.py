@@ -12,13 +12,13 @@ from litestar.datastructures import State
 from gateway import api
 from gateway.background import Background
 from gateway.exact_cache import ExactCache, MemoryStore, RedisStore, Store
+from gateway.ledger import http as ledger_http
 from gateway.ledger.store import open_ledger
 from gateway.policy.schema import Policy
 from gateway.policy.store import PolicyStore
 from gateway.services import Services
 from gateway.settings import Settings
-from gateway.telemetry import Telemetry
-from gateway.telemetry import metrics as metrics_endpoint
+from gateway.telemetry import Telemetry, metrics_endpoint
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -50,7 +50,7 @@ def create_app(settings: Settings) -> Litestar:
             await telemetry.aclose()
 
     return Litestar(
-        route_handlers=[*api.ROUTES, metrics_endpoint],
+        route_handlers=[*api.ROUTES, *ledger_http.ROUTES, metrics_endpoint],
         lifespan=[lifespan],
         exception_handlers=api.EXCEPTION_HANDLERS,
         state=state,

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from gateway.ledger.cli import register as register_ledger_commands
 from gateway.policy.load import PolicyError, load_policy
 from gateway.policy.schema import Policy
 from gateway.router.cli import router_app
@@ -25,6 +26,7 @@ app = typer.Typer(
 policy_app = typer.Typer(no_args_is_help=True, help="Check and describe policy files.")
 app.add_typer(policy_app, name="policy")
 app.add_typer(router_app, name="router")
+register_ledger_commands(app)  # gateway report, gateway replay
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 PolicyOption = Annotated[

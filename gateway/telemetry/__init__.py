@@ -9,28 +9,55 @@ The call stage uses the module functions `attempt`, `fallback` and `upstream_hea
 act on the current request's trace. Tracing is off unless an OTLP endpoint is configured.
 """
 
-from gateway.telemetry.config import TelemetryConfig
-from gateway.telemetry.core import Telemetry
-from gateway.telemetry.http import metrics
-from gateway.telemetry.logs import (
-    REQUEST_LOGGER,
-    JsonFormatter,
-    TextFormatter,
-    configure_logging,
-    log_request,
-)
-from gateway.telemetry.metrics import Metrics
-from gateway.telemetry.tracing import (
-    STAGE_SPANS,
-    RecordingTrace,
-    RequestTrace,
-    Stage,
-    attempt,
-    current,
-    fallback,
-    upstream_headers,
-)
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.telemetry.config import TelemetryConfig
+    from gateway.telemetry.core import Telemetry
+    from gateway.telemetry.http import metrics as metrics_endpoint
+    from gateway.telemetry.logs import (
+        REQUEST_LOGGER,
+        JsonFormatter,
+        TextFormatter,
+        configure_logging,
+        log_request,
+    )
+    from gateway.telemetry.metrics import Metrics
+    from gateway.telemetry.tracing import (
+        STAGE_SPANS,
+        RecordingTrace,
+        RequestTrace,
+        Stage,
+        attempt,
+        current,
+        fallback,
+        upstream_headers,
+    )
+
+# Names are imported on first use: the settings (and so every CLI command) need only
+# TelemetryConfig, not OpenTelemetry, Litestar and prometheus_client, which take a second.
+_HOMES = {
+    "TelemetryConfig": "config",
+    "Telemetry": "core",
+    "metrics_endpoint": "http",
+    "REQUEST_LOGGER": "logs",
+    "JsonFormatter": "logs",
+    "TextFormatter": "logs",
+    "configure_logging": "logs",
+    "log_request": "logs",
+    "Metrics": "metrics",
+    "STAGE_SPANS": "tracing",
+    "RecordingTrace": "tracing",
+    "RequestTrace": "tracing",
+    "Stage": "tracing",
+    "attempt": "tracing",
+    "current": "tracing",
+    "fallback": "tracing",
+    "upstream_headers": "tracing",
+}
 __all__ = [
     "REQUEST_LOGGER",
     "STAGE_SPANS",
@@ -47,6 +74,15 @@ __all__ = [
     "current",
     "fallback",
     "log_request",
-    "metrics",
+    "metrics_endpoint",
     "upstream_headers",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'gateway.telemetry' has no attribute {name!r}")
+    # The endpoint is exported under another name: the submodule `metrics` takes its own.
+    source = "metrics" if name == "metrics_endpoint" else name
+    return getattr(importlib.import_module(f"gateway.telemetry.{home}"), source)

@@ -23,7 +23,7 @@ from gateway import normalize
 from gateway.ledger.record import LedgerRecord
 from gateway.policy.schema import ModelConfig
 from gateway.providers import AttemptFailed
-from gateway.telemetry import Telemetry, attempt, fallback, metrics, upstream_headers
+from gateway.telemetry import Telemetry, attempt, fallback, metrics_endpoint, upstream_headers
 from tests.fake_upstream import FakeUpstream
 from tests.servers import ServerThread
 
@@ -115,7 +115,7 @@ def build_app(telemetry: Telemetry, primary: FakeUpstream, backup: FakeUpstream)
             )
         return Response(body, media_type="application/json")
 
-    return Litestar([chat, metrics], state=State({"telemetry": telemetry}), debug=False)
+    return Litestar([chat, metrics_endpoint], state=State({"telemetry": telemetry}), debug=False)
 
 
 @pytest.fixture

@@ -1,0 +1,116 @@
+"""Admin endpoints for cost: the report as JSON or CSV, and the dashboard page.
+
+Both need the admin key. The dashboard is one self-contained HTML page (Chart.js, MIT, is
+inlined from ``static/``: no CDN is reachable from where gateways usually run); it fetches
+``/admin/reports/cost`` with the key as a bearer header. Since a browser cannot send a header
+when it opens a page, ``GET /admin/dashboard`` also takes the key as ``?key=``; the page then
+keeps it in ``sessionStorage`` and removes it from the address bar.
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+import time
+from importlib import resources
+from typing import Any
+
+from litestar import Request, Response, get
+
+from gateway import auth
+from gateway.errors import BadRequest
+from gateway.ledger.store import Ledger
+from gateway.ledger.window import iso, parse_by, parse_when
+
+_FORMATS = {"json": "application/json", "csv": "text/csv; charset=utf-8"}
+
+
+def _require_admin(request: Request[Any, Any, Any], authorization: str | None) -> None:
+    auth.require_admin(request.app.state.store.current.admins, authorization)
+
+
+@get("/admin/reports/cost")
+async def cost_report(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Query: since, until (``7d``, ISO, unix), by (``model,route``), tenant, tag, format."""
+    _require_admin(request, request.headers.get("authorization"))
+    query = request.query_params
+    now = time.time()
+    since = _when(query.get("since") or "7d", now, "since")
+    until = _when(query.get("until") or "now", now, "until")
+    if since >= until:
+        raise BadRequest("'since' must be before 'until'.", param="since")
+    try:
+        by = parse_by(query.getall("by", []))
+    except ValueError as exc:
+        raise BadRequest(str(exc), param="by") from None
+    form = (query.get("format") or "json").lower()
+    if form not in _FORMATS:
+        raise BadRequest("'format' must be json or csv.", param="format")
+    tag = query.get("tag") or None
+    if tag is not None and "=" not in tag:
+        raise BadRequest("'tag' must be key=value.", param="tag")
+    ledger = _ledger(request)
+    await ledger.flush(timeout_s=2.0)  # include what was recorded a moment ago
+    report = await ledger.report(since, until, by, tenant=query.get("tenant") or None, tag=tag)
+    headers = {
+        "x-gateway-report-since": iso(report.since),
+        "x-gateway-report-until": iso(report.until),
+        "cache-control": "no-store",
+    }
+    if form == "csv":
+        headers["content-disposition"] = 'attachment; filename="cost-report.csv"'
+        return Response(report.to_csv().encode(), media_type=_FORMATS[form], headers=headers)
+    return Response(report.to_json(), media_type=_FORMATS[form], headers=headers)
+
+
+@get("/admin/dashboard")
+async def dashboard(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """The cost dashboard; the key as ``Authorization: Bearer`` or ``?key=``."""
+    authorization = request.headers.get("authorization")
+    key = request.query_params.get("key")
+    if not authorization and key:
+        authorization = f"Bearer {key}"
+    _require_admin(request, authorization)
+    nonce = secrets.token_urlsafe(16)
+    page = _page().replace("__NONCE__", nonce)
+    return Response(
+        page.encode(),
+        media_type="text/html; charset=utf-8",
+        headers={
+            "content-security-policy": (
+                f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; "
+                "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; "
+                "frame-ancestors 'none'"
+            ),
+            "cache-control": "no-store",
+            "referrer-policy": "no-referrer",
+            "x-content-type-options": "nosniff",
+        },
+    )
+
+
+@functools.cache
+def _page() -> str:
+    static = resources.files("gateway.ledger") / "static"
+    template = (static / "dashboard.html").read_text(encoding="utf-8")
+    chart_js = (static / "chart.umd.min.js").read_text(encoding="utf-8")
+    return template.replace("/*__CHART_JS__*/", chart_js)
+
+
+def _ledger(request: Request[Any, Any, Any]) -> Ledger:
+    """The app's ledger: ``state.services.ledger`` (the gateway) or ``state.ledger``."""
+    state = request.app.state
+    services = state.get("services")
+    ledger: Ledger = services.ledger if services is not None else state["ledger"]
+    return ledger
+
+
+def _when(text: str, now: float, name: str) -> float:
+    try:
+        return parse_when(text, now)
+    except ValueError as exc:
+        raise BadRequest(str(exc), param=name) from None
+
+
+ROUTES = [cost_report, dashboard]
+"""Mount with ``Litestar(route_handlers=[*api.ROUTES, *ledger_http.ROUTES])``."""
