@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from pathlib import Path
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import msgspec
 import watchfiles
