@@ -25,6 +25,7 @@ from gateway.ledger.record import LedgerRecord
 from gateway.normalize import ChatRequest
 from gateway.policy.schema import Policy
 from gateway.providers import PromptTokensDetails, Usage
+from gateway.tokens import TokenCounter
 
 CLIENT_CLOSED = 499
 """Status recorded for a stream whose client went away (nginx's convention)."""
@@ -86,26 +87,29 @@ class StreamMeter:
         return self.wants_usage or answer.usage is None or bool(answer.choices)
 
     @property
-    def text_bytes(self) -> int:
-        return sum(len(p.encode()) for p in self.pieces)
+    def text(self) -> str:
+        return "".join(self.pieces)
 
 
-def reply_usage(body: bytes) -> tuple[Usage | None, int]:
-    """The usage of a non-streamed answer, and its text's size for when there is none."""
+def reply_usage(body: bytes) -> tuple[Usage | None, str]:
+    """The usage of a non-streamed answer, and its text for when there is none."""
     try:
         answer = msgspec.json.decode(body, type=_Answer)
     except msgspec.MsgspecError:
-        return None, len(body)
-    text = sum(len((c.message.content or "").encode()) for c in answer.choices if c.message)
-    return answer.usage, text
+        return None, ""
+    return answer.usage, "".join(c.message.content or "" for c in answer.choices if c.message)
 
 
-def counted(usage: Usage | None, request: ChatRequest, completion_bytes: int) -> tuple[Usage, bool]:
-    """The provider's usage, or an estimate (and True) when it sent none."""
+def counted(
+    usage: Usage | None, request: ChatRequest, completion: str, counter: TokenCounter | None = None
+) -> tuple[Usage, bool]:
+    """The provider's usage; else the model's tokenizer's count; else an estimate (and True)."""
     if usage is not None:
         return usage, False
-    prompt, completion = request.prompt_tokens, estimate_tokens(completion_bytes)
-    return Usage(prompt, completion, prompt + completion), True
+    if counter is not None:
+        return counter.usage(request.body["messages"], completion), False
+    prompt, output = request.prompt_tokens, estimate_tokens(len(completion.encode()))
+    return Usage(prompt, output, prompt + output), True
 
 
 def baseline_usd(policy: Policy, model: str, usage: Usage) -> Decimal | None:

@@ -79,8 +79,8 @@ async def run(
         model, reply = await call.complete(runtime, decision, request)
     _remember_session(runtime, decision, model)
     with trace.stage("ledger"):
-        usage, text_bytes = account.reply_usage(reply.body)
-        usage, estimated = account.counted(usage, request, text_bytes)
+        usage, text = account.reply_usage(reply.body)
+        usage, estimated = account.counted(usage, request, text, runtime.token_counters.get(model))
         record = account.record(
             policy,
             request,
@@ -170,7 +170,9 @@ async def _metered(
         status = 502
         raise
     finally:
-        usage, estimated = account.counted(meter.usage, request, meter.text_bytes)
+        usage, estimated = account.counted(
+            meter.usage, request, meter.text, runtime.token_counters.get(model)
+        )
         record = account.record(
             runtime.policy,
             request,
@@ -182,7 +184,7 @@ async def _metered(
             ttft_at=started.first_at,
             cache=outcome,
         )
-        _finish(runtime, services, trace, request, record, "".join(meter.pieces))
+        _finish(runtime, services, trace, request, record, meter.text)
         if status == 200:
             _store(runtime, services, request, _streamed_answer(meter, model, usage, record))
 

@@ -315,5 +315,3 @@ def register(app: typer.Typer) -> None:
     """Add ``report`` and ``replay`` to the main ``gateway`` command."""
     app.command("report")(report)
     app.command("replay")(replay)
-
-

@@ -151,6 +151,11 @@ class ModelConfig(Strict):
         "a local path, or smollm2-135m-instruct (bundled, offline).",
     )
     engine: EngineOptions = EngineOptions()
+    tokenizer: str | None = Field(
+        default=None,
+        description="A Hugging Face tokenizer id or local directory, to count tokens exactly "
+        "when the provider sends no usage (else they are estimated and marked so).",
+    )
     api_key: str | None = Field(default=None, description="Use ${ENV_VAR}, never a literal key.")
     price: Price | None = None
     fallbacks: tuple[Name, ...] = Field(default=(), description="Tried in order when this fails.")

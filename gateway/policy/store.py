@@ -26,6 +26,7 @@ from gateway.providers.local_engine import InProcessEngine
 from gateway.providers.openai_compatible import OpenAICompatible
 from gateway.sessions import Sessions
 from gateway.settings import Settings
+from gateway.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ class Runtime:
     admins: KeyRing
     sessions: Sessions
     routing_tags: frozenset[str]
+    token_counters: Mapping[str, TokenCounter]
+    """The tokenizers of the models that name one, by model."""
     """Tag names that routing rules test: they choose the model, so they key the cache."""
     loaded_at: float = field(default_factory=time.time)
     models_body: bytes = b""
@@ -70,6 +73,7 @@ class PolicyStore:
         self._retired: list[tuple[float, Provider]] = []
         self._current: Runtime | None = None
         self._sessions: Sessions | None = None
+        self._counters: dict[str, TokenCounter] = {}
         self._lock = asyncio.Lock()
 
     @property
@@ -127,12 +131,25 @@ class PolicyStore:
             providers=providers,
             tenants=KeyRing({name: t.api_keys for name, t in policy.tenants.items()}),
             admins=KeyRing({"admin": admin_keys}),
+            token_counters=await self._token_counters(policy),
             routing_tags=frozenset(
                 k for r in policy.routes if r.when and r.when.tags for k in r.when.tags
             ),
             sessions=self._sessions_for(policy.routing.session_ttl_s, policy.routing.max_sessions),
             models_body=_models_body(loaded, int(time.time())),
         )
+
+    async def _token_counters(self, policy: Policy) -> dict[str, TokenCounter]:
+        """Loaded once per tokenizer (a reload reuses them), in a thread: it reads files."""
+        counters = {}
+        for name, model in policy.models.items():
+            if model.tokenizer is not None:
+                if model.tokenizer not in self._counters:
+                    self._counters[model.tokenizer] = await asyncio.to_thread(
+                        TokenCounter, model.tokenizer
+                    )
+                counters[name] = self._counters[model.tokenizer]
+        return counters
 
     def _sessions_for(self, ttl_s: float, max_sessions: int) -> Sessions:
         """Sessions survive a reload unless their limits changed."""

@@ -48,7 +48,7 @@ def test_stream_meter_keeps_usage_and_hides_it_unless_asked(wants_usage: bool) -
     ]
     assert len(shown) == (4 if wants_usage else 3)
     assert meter.usage == Usage(10, 3, 13)
-    assert meter.text_bytes == len("Hé there".encode())
+    assert meter.text == "Hé there"
 
 
 def test_stream_meter_passes_unknown_events_on() -> None:
@@ -80,9 +80,9 @@ def test_a_stream_asks_upstream_for_usage_but_remembers_the_client_did_not() -> 
 
 
 def test_missing_usage_is_estimated_and_marked() -> None:
-    usage, estimated = account.counted(None, request(), completion_bytes=9)
+    usage, estimated = account.counted(None, request(), "nine char")
     assert estimated and usage == Usage(3, 3, 6)  # 12 bytes / 4; 9 bytes / 4 rounded up
-    usage, estimated = account.counted(Usage(1, 2, 3), request(), completion_bytes=9)
+    usage, estimated = account.counted(Usage(1, 2, 3), request(), "nine char")
     assert not estimated and usage == Usage(1, 2, 3)
 
 
@@ -90,9 +90,9 @@ def test_reply_usage() -> None:
     body = json.dumps(
         {"choices": [{"message": {"role": "assistant", "content": "four"}}], "usage": USAGE}
     ).encode()
-    assert account.reply_usage(body) == (Usage(10, 3, 13), 4)
+    assert account.reply_usage(body) == (Usage(10, 3, 13), "four")
     no_usage = json.dumps({"choices": [{"message": {"content": "four"}}]}).encode()
-    assert account.reply_usage(no_usage) == (None, 4)
+    assert account.reply_usage(no_usage) == (None, "four")
 
 
 def policy(baseline: str | None = "large", small_price: dict[str, Any] | None = None) -> Policy:

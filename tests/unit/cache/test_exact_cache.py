@@ -121,6 +121,7 @@ def runtime(cache: dict[str, Any] | None = None, version: str = "p") -> Runtime:
         admins=KeyRing({}),
         sessions=Sessions(1, 1),
         routing_tags=frozenset(),
+        token_counters={},
     )
 
 
