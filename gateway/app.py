@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 
 from litestar import Litestar
@@ -36,6 +37,10 @@ def create_app(settings: Settings) -> Litestar:
             telemetry.metrics.set_cache_size("exact", exact.store.__len__)
         services = state.services = Services(ledger, exact, Background(), telemetry)
         watcher = asyncio.create_task(store.watch()) if settings.watch_policy else None
+        # Everything loaded so far (policy, models, pools) lives as long as the process: keep
+        # the collector from scanning it again and again, which shows up as latency spikes.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -11,7 +11,7 @@
    time order as a gateway writes them (4 tenants, 4 models, 5 routes, 4 cache outcomes, 0-2
    tags each) under ``--out`` (default
    bench/results/ledger, git-ignored), then times reports over it: in process, and as a user
-   runs it (``python -m gateway.ledger.cli report --since 7d``, a fresh process, start-up
+   runs it (``python -m gateway report --since 7d``, a fresh process, start-up
    included). For comparison, the same report summed from the raw records without rollups.
 3. The same records into Redis (own key prefix, deleted at the end) and the same reports from
    its rollups.
@@ -274,7 +274,7 @@ async def run(args: argparse.Namespace, redis_n: int) -> None:
     env = {**os.environ, "GATEWAY_DATA_DIR": str(out / "sqlite")}
     env.pop("GATEWAY_REDIS_URL", None)
     for label, seconds, requests in await report_times(sqlite, now):
-        cli = [sys.executable, "-m", "gateway.ledger.cli", "report", *label.split(), "-f", "json"]
+        cli = [sys.executable, "-m", "gateway", "report", *label.split(), "-f", "json"]
 
         def run_cli(cli: list[str] = cli) -> None:
             subprocess.run(cli, env=env, cwd=ROOT, check=True, capture_output=True)
@@ -282,7 +282,7 @@ async def run(args: argparse.Namespace, redis_n: int) -> None:
         lines.append(f"| `{label}` | {seconds:.3f} s | {timed(run_cli):.2f} s | {requests:,} |")
     startup = timed(
         lambda: subprocess.run(
-            [sys.executable, "-m", "gateway.ledger.cli", "report", "--help"],
+            [sys.executable, "-m", "gateway", "report", "--help"],
             env=env,
             cwd=ROOT,
             check=True,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import http.server
 import importlib.metadata
 import json
 import os
@@ -32,6 +33,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -61,7 +63,13 @@ TARGET_ADDED_P99_MS = 3.0  # at concurrency 1
 TARGET_RPS_RATIO = 30.0  # gateway max RPS / LiteLLM max RPS
 BODY_BYTES = 200
 MODELS = {"non-stream": "mock", "stream": "mock-stream"}
-LABELS = {"direct": "direct (nginx)", "gateway": "gateway", "litellm": "LiteLLM"}
+LABELS = {
+    "direct": "direct (nginx)",
+    "gateway": "gateway",
+    "traced": "gateway, tracing on",
+    "litellm": "LiteLLM",
+}
+TARGET_TRACING_P50_MS = 0.3
 
 # --------------------------------------------------------------------------- processes
 
@@ -260,22 +268,46 @@ def from_template(name: str, dest: Path, upstream_port: int) -> Path:
     return dest
 
 
-def start_gateway(args: argparse.Namespace, tmp: Path, procs: Procs, up_port: int) -> Target:
+class _OtlpSink(http.server.BaseHTTPRequestHandler):
+    """Accepts OTLP/HTTP exports (and drops them), so the traced gateway really exports."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def start_otlp_sink() -> str:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _OtlpSink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def start_gateway(args: argparse.Namespace, tmp: Path, procs: Procs, up_port: int,
+                  name: str = "gateway", otlp: str | None = None) -> Target:
     port = free_port()
     # The policy gets a folder of its own: the gateway watches the policy's folder for changes.
-    (tmp / "policy").mkdir()
-    policy = from_template("policy.yaml", tmp / "policy" / "policy.yaml", up_port)
+    (tmp / name).mkdir()
+    policy = from_template("policy.yaml", tmp / name / "policy.yaml", up_port)
     cmd = [*shlex.split(args.gateway_cmd), "--policy", str(policy)]
     cmd += ["--host", "127.0.0.1", "--port", str(port), *shlex.split(args.gateway_args)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env["GATEWAY_DATA_DIR"] = str(tmp / "gateway-data")
-    log = tmp / "gateway.log"
+    env["GATEWAY_DATA_DIR"] = str(tmp / f"{name}-data")
+    if otlp:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp
+        env["OTEL_METRICS_EXPORTER"] = "none"
+    log = tmp / f"{name}.log"
     print(f"[bench] gateway: {shlex.join(cmd)}", file=sys.stderr)
     proc = procs.start(cmd, log, cwd=tmp, env=env)
     base = f"http://127.0.0.1:{port}/v1"
     wait_port(port, proc, 60, "gateway", log)
     wait_chat(base, proc, 60, "gateway", log)
-    return Target("gateway", "gateway", {"non-stream": base, "stream": base}, proc)
+    return Target(name, LABELS[name], {"non-stream": base, "stream": base}, proc)
 
 
 def litellm_version() -> str | None:
@@ -487,6 +519,14 @@ def verdicts(points: list[Point], args: argparse.Namespace) -> list[tuple[str, s
                  f"{a99:.3f} ms", verdict(ok, a99 <= TARGET_ADDED_P99_MS))
             )  # fmt: skip
     for mode in args.modes:
+        g, t = by.get(("gateway", mode, 1)), by.get(("traced", mode, 1))
+        if g and t:
+            added = t.p50_ms - g.p50_ms
+            out.append(
+                (f"{mode}, c=1: tracing on adds ≤ {TARGET_TRACING_P50_MS:g} ms p50",
+                 f"{added:.3f} ms", verdict(g.valid and t.valid, added <= TARGET_TRACING_P50_MS))
+            )  # fmt: skip
+    for mode in args.modes:
         gs = [p for p in points if p.target == "gateway" and p.mode == mode]
         ls = [p for p in points if p.target == "litellm" and p.mode == mode]
         if gs and ls:
@@ -627,6 +667,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--modes", default="non-stream,stream", help="non-stream,stream (default both)")
     add("--skip-litellm", action="store_true", help="don't start or measure LiteLLM")
     add("--skip-gateway", action="store_true", help="don't start or measure the gateway")
+    add("--tracing", action="store_true",
+        help="also measure a second gateway exporting every trace over OTLP/HTTP")
     add("--threads", type=int, default=1, help="wrk threads (default 1, at most c)")
     add("--timeout", type=float, default=10.0, help="wrk request timeout, s (default 10)")
     add("--cache-control", default="", help="a Cache-Control header to send (default none)")
@@ -685,6 +727,9 @@ def main(argv: list[str] | None = None) -> int:
         targets = [Target("direct", LABELS["direct"], urls, nginx)]
         if not args.skip_gateway:
             targets.append(start_gateway(args, tmp, procs, up_port))
+            if args.tracing:
+                otlp = start_otlp_sink()
+                targets.append(start_gateway(args, tmp, procs, up_port, "traced", otlp))
         if not args.skip_litellm:
             targets.append(start_litellm(args, tmp, procs, up_port))
             meta["labels"]["litellm"] = targets[-1].label
