@@ -16,6 +16,7 @@ from gateway.ledger.cli import register as register_ledger_commands
 from gateway.policy.load import PolicyError, load_policy
 from gateway.policy.schema import Policy
 from gateway.router.cli import router_app
+from gateway.semantic.cli import app as cache_app
 from gateway.settings import Settings
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app = typer.Typer(
 policy_app = typer.Typer(no_args_is_help=True, help="Check and describe policy files.")
 app.add_typer(policy_app, name="policy")
 app.add_typer(router_app, name="router")
+app.add_typer(cache_app, name="cache")
 register_ledger_commands(app)  # gateway report, gateway replay
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 

@@ -1,0 +1,157 @@
+"""Semantic-cache speed: lookup latency (embedding + search + guard) at concurrency 1, lookups/s
+at concurrency 32, and FAISS search time at 10k and 1M entries (synthetic vectors).
+
+    . .venv/bin/activate && python bench/cache/latency.py [--million] [--out FILE]
+
+Lookups use the gateway's real embedding stage (gateway.embed.Embedder, all-MiniLM-L6-v2 fp32,
+micro-batched in a worker thread) and an in-process SemanticCache holding the stored side of
+2,000 QQP test pairs (their vectors from the on-disk cache); the queries are the other side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from bench.cache.vectors import VectorStore  # noqa: E402
+from gateway.semantic import DEFAULT_THRESHOLD, SemanticCache, evaluate  # noqa: E402
+from gateway.semantic.index import IndexConfig, LocalIndex, StoredEntry  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "cache"
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q) * 1000)
+
+
+async def lookups(args: argparse.Namespace) -> dict[str, object]:
+    from gateway.embed import Embedder
+
+    pairs = evaluate.split(evaluate.load_pairs(DATA / "qqp_pairs_dev.jsonl"), "test")
+    stored = pairs[: args.entries]
+    vectors = VectorStore().get([p.stored for p in stored])
+    embedder = await asyncio.to_thread(Embedder.load, quantize=args.quantize)
+    cache = await SemanticCache.open(None, namespace="bench")
+    for p, v in zip(stored, vectors, strict=True):
+        await cache.store("bench", "fp", v, p.stored, b"answer")
+    queries = [p.query for p in pairs[: args.queries]]
+    await embedder.embed(queries[:8])  # warm up
+
+    async def one(text: str) -> float:
+        t0 = time.perf_counter()
+        vector = (await embedder.embed([text]))[0]
+        await cache.lookup("bench", "fp", vector, text, DEFAULT_THRESHOLD)
+        return time.perf_counter() - t0
+
+    c1 = [await one(q) for q in queries[: args.c1_queries]]
+    search_only = []
+    qv = VectorStore().get(queries[:200])
+    for text, v in zip(queries[:200], qv, strict=True):
+        t0 = time.perf_counter()
+        await cache.lookup("bench", "fp", v, text, DEFAULT_THRESHOLD)
+        search_only.append(time.perf_counter() - t0)
+
+    async def worker(items: list[str], out: list[float]) -> None:
+        for text in items:
+            out.append(await one(text))
+
+    c32: list[float] = []
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(queries[i::32], c32) for i in range(32)))
+    elapsed = time.perf_counter() - started
+    await cache.aclose()
+    await embedder.aclose()
+    return {
+        "entries": len(stored),
+        "embedder": {"quantized": args.quantize, "max_seq_length": embedder.max_seq_length},
+        "c1": {"n": len(c1), "p50_ms": pct(c1, 50), "p95_ms": pct(c1, 95)},
+        "cache_lookup_only_c1": {
+            "n": len(search_only),
+            "p50_ms": pct(search_only, 50),
+            "p95_ms": pct(search_only, 95),
+        },
+        "c32": {
+            "n": len(c32),
+            "lookups_per_s": len(c32) / elapsed,
+            "p50_ms": pct(c32, 50),
+            "p95_ms": pct(c32, 95),
+        },
+    }
+
+
+def faiss_search(n: int, dim: int = 384, queries: int = 500) -> dict[str, object]:
+    """Build a LocalIndex partition of ``n`` random unit vectors (flat up to the default
+    approximate_after, HNSW above) and time single-query searches of perturbed stored rows."""
+    rng = np.random.default_rng(0)
+    config = IndexConfig(dim=dim, max_entries=max(n, 1), ttl_s=1e9)
+    index = LocalIndex(config)
+    started = time.perf_counter()
+    chunk = 50_000
+    sample: list[np.ndarray] = []
+    for start in range(0, n, chunk):
+        rows = rng.standard_normal((min(chunk, n - start), dim), dtype=np.float32)
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+        if len(sample) < queries:
+            sample.extend(rows[: queries - len(sample)])
+        index.add(
+            (StoredEntry(start + i + 1, "t", "f", "", b"", time.time()), rows[i])
+            for i in range(len(rows))
+        )
+    build_s = time.perf_counter() - started
+    faiss.omp_set_num_threads(1)  # as in the cache's worker thread (see LocalIndex)
+    timings, found = [], 0
+    for i, row in enumerate(sample):
+        noisy = row + 0.05 * rng.standard_normal(dim, dtype=np.float32) / np.sqrt(dim)
+        noisy /= np.linalg.norm(noisy)
+        t0 = time.perf_counter()
+        result = index.search("t", "f", noisy[None, :].astype(np.float32), 0.9)[0]
+        timings.append(time.perf_counter() - t0)
+        found += bool(result) and result[0].entry.entry_id == i + 1
+    return {
+        "entries": n,
+        "kind": "hnsw" if index.approximate_partitions() else "flat",
+        "build_s": round(build_s, 1),
+        "search_p50_ms": pct(timings, 50),
+        "search_p95_ms": pct(timings, 95),
+        "recall_of_near_duplicate": found / len(sample),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--entries", type=int, default=2000)
+    parser.add_argument("--queries", type=int, default=1024)
+    parser.add_argument("--c1-queries", type=int, default=300)
+    parser.add_argument("--quantize", action="store_true", help="int8 embedder")
+    parser.add_argument("--million", action="store_true", help="also the 1M-entry search")
+    parser.add_argument("--skip-lookups", action="store_true")
+    parser.add_argument("--skip-faiss", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latency.json")
+    args = parser.parse_args()
+    result: dict[str, object] = {}
+    if not args.skip_lookups:
+        result["lookups"] = asyncio.run(lookups(args))
+        print(json.dumps(result["lookups"], indent=1), flush=True)
+    sizes = [] if args.skip_faiss else [10_000] + ([1_000_000] if args.million else [])
+    result["faiss"] = []
+    for n in sizes:
+        r = faiss_search(n)
+        result["faiss"].append(r)  # type: ignore[attr-defined]
+        print(json.dumps(r), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""Semantic-cache quality: our hit decision (cosine threshold AND meaning guard) side by side
+with GPTCache's (same model, its default similarity evaluation), in one run.
+
+    . .venv/bin/activate && python bench/cache/quality.py [--out bench/results/quality.json]
+
+Data: ../shared/data/cache/qqp_pairs_dev.jsonl, split deterministically (even rows = dev, used
+to design the guard and pick the default threshold; odd rows = test, reported here) and
+gptcache_mock_paraphrases.jsonl (999 positives; 999 negatives built by pairing each paraphrase
+with another row's origin). Protocol: store the first text, look up with the second; a hit is
+right iff the pair is labelled the same question.
+
+Vectors come from bench/cache/vectors.py (embedded once, cached on disk). GPTCache runs in its
+own venv (bench/.venv-gptcache) through bench/cache/gptcache_side.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from bench.cache.vectors import VectorStore  # noqa: E402
+from gateway.semantic import DEFAULT_THRESHOLD, evaluate, guard  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "cache"
+GPTCACHE_PY = ROOT / "bench" / ".venv-gptcache" / "bin" / "python"
+THRESHOLDS = [round(float(t), 4) for t in np.arange(0.60, 0.9951, 0.005)]
+
+
+def scores_for(store: VectorStore, pairs: list[evaluate.Pair]) -> np.ndarray:
+    a = store.get([p.stored for p in pairs])
+    b = store.get([p.query for p in pairs])
+    return np.einsum("ij,ij->i", a, b).astype(np.float32)
+
+
+def gptcache_side(job: dict[str, object]) -> dict[str, object]:
+    proc = subprocess.run(
+        [str(GPTCACHE_PY), str(ROOT / "bench" / "cache" / "gptcache_side.py")],
+        input=json.dumps(job),
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit("gptcache side failed (its stderr is above)")
+    return json.loads(proc.stdout)
+
+
+def recall_at_precision(points: list[evaluate.Point], precision: float) -> float:
+    ok = [p.recall for p in points if p.hits and p.precision >= precision]
+    return max(ok) if ok else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality.json")
+    parser.add_argument("--confirm", type=int, default=100, help="pairs run end to end in GPTCache")
+    parser.add_argument("--latency-entries", type=int, default=500)
+    parser.add_argument("--latency-queries", type=int, default=100)
+    parser.add_argument("--render", type=Path, help="print the tables of a saved report, no run")
+    args = parser.parse_args()
+    if args.render:
+        for name, result in json.loads(args.render.read_text())["sets"].items():
+            print_set(name, result)
+        return
+    store = VectorStore()
+    qqp = evaluate.load_pairs(DATA / "qqp_pairs_dev.jsonl")
+    sets = {
+        "qqp_test": evaluate.split(qqp, "test"),
+        "qqp_dev": evaluate.split(qqp, "dev"),
+        "paraphrases": evaluate.load_pairs(DATA / "gptcache_mock_paraphrases.jsonl"),
+    }
+    report: dict[str, object] = {"default_threshold": DEFAULT_THRESHOLD, "sets": {}}
+    for name, pairs in sets.items():
+        labels = np.array([p.label for p in pairs])
+        scores = scores_for(store, pairs)
+        started = time.perf_counter()
+        accepted = evaluate.decide(pairs, scores, guard.check)
+        guard_us = (time.perf_counter() - started) / max(1, int((scores >= 0.5).sum())) * 1e6
+        ours = evaluate.sweep(labels, scores, accepted, THRESHOLDS)
+        raw = evaluate.sweep(labels, scores, np.ones_like(accepted), THRESHOLDS)
+        job = {
+            "vectors": str(store.path),
+            "pairs": [[p.stored, p.query] for p in pairs],
+            "check_vectors": [p.query for p in pairs[:50]],
+            "confirm": [[p.stored, p.query] for p in pairs[: args.confirm]]
+            if name != "qqp_dev"
+            else [],
+            "latency_entries": [p.stored for p in pairs[: args.latency_entries]]
+            if name == "qqp_test"
+            else [],
+            "latency_queries": [p.query for p in pairs[: args.latency_queries]]
+            if name == "qqp_test"
+            else [],
+        }
+        theirs_raw = gptcache_side(job)
+        gscores = np.array(theirs_raw["scores"], dtype=np.float32)
+        # GPTCache hits when score >= 4 * similarity_threshold: sweep similarity_threshold.
+        g_thresholds = [round(float(t), 4) for t in np.arange(0.50, 0.9976, 0.0025)]
+        theirs = evaluate.sweep(labels, gscores / 4.0, np.ones_like(accepted), g_thresholds)
+        predicted = [bool(s >= 3.2) for s in gscores[: len(theirs_raw["confirm"])]]
+        reasons: dict[str, dict[str, int]] = {}
+        for p, s in zip(pairs, scores, strict=True):
+            if s >= 0.8:
+                v = guard.check(p.query, p.stored)
+                if not v.ok:
+                    r = reasons.setdefault(
+                        str(v.reason), {"vetoed_negatives": 0, "vetoed_positives": 0}
+                    )
+                    r["vetoed_positives" if p.label else "vetoed_negatives"] += 1
+        default = next(p for p in ours if abs(p.threshold - DEFAULT_THRESHOLD) < 1e-6)
+        g_default = next(p for p in theirs if abs(p.threshold - 0.8) < 1e-6)
+        comparison = []
+        for gp in theirs:
+            if gp.hits:
+                comparison.append(
+                    {
+                        "precision": gp.precision,
+                        "gptcache_recall": gp.recall,
+                        "ours_recall": recall_at_precision(ours, gp.precision),
+                    }
+                )
+        report["sets"][name] = {  # type: ignore[index]
+            "pairs": len(pairs),
+            "positives": int(labels.sum()),
+            "ours": [_point(p) for p in ours],
+            "threshold_only": [_point(p) for p in raw],
+            "gptcache": [_point(p) for p in theirs],
+            "ours_at_default": _point(default),
+            "gptcache_at_default": _point(g_default),
+            "guard_vetoes_above_0.8": reasons,
+            "guard_us_per_pair": guard_us,
+            "gptcache_confirm_agreement": (
+                sum(a == b for a, b in zip(predicted, theirs_raw["confirm"], strict=True))
+                / max(1, len(predicted))
+            ),
+            "gptcache_vector_min_cosine": theirs_raw["vector_agreement_min_cosine"],
+            "gptcache_latency": theirs_raw.get("latency"),
+            "recall_at_equal_precision": comparison,
+        }
+        print_set(name, report["sets"][name])  # type: ignore[index]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(f"\nwritten {args.out}")
+
+
+def _point(p: evaluate.Point) -> dict[str, float]:
+    return {
+        "threshold": p.threshold,
+        "precision": round(p.precision, 4),
+        "recall": round(p.recall, 4),
+        "f1": round(p.f1, 4),
+        "hits": p.hits,
+    }
+
+
+def print_set(name: str, r: dict[str, Any]) -> None:
+    print(f"\n## {name}: {r['pairs']} pairs, {r['positives']} positive")
+    print("\nOurs (cosine threshold AND guard), and the cosine threshold alone:\n")
+    print("| threshold | precision | recall | F1 | cosine-only precision | cosine-only recall |")
+    print("|---|---|---|---|---|---|")
+    ours = {p["threshold"]: p for p in r["ours"]}
+    raw = {p["threshold"]: p for p in r["threshold_only"]}
+    for t in (0.70, 0.75, 0.78, 0.80, 0.82, 0.85, 0.88, 0.90, 0.92, 0.95):
+        o, c = ours.get(round(t, 4)), raw.get(round(t, 4))
+        if o and c:
+            print(
+                f"| {t:.2f} | {o['precision']:.3f} | {o['recall']:.3f} | {o['f1']:.3f} | "
+                f"{c['precision']:.3f} | {c['recall']:.3f} |"
+            )
+    print(
+        "\nGPTCache (similarity_threshold t: hit when 4 - squared L2 >= 4t, i.e. cosine >= 2t-1):\n"
+    )
+    print("| similarity_threshold | precision | recall | F1 |")
+    print("|---|---|---|---|")
+    theirs = {p["threshold"]: p for p in r["gptcache"]}
+    for t in (0.70, 0.80, 0.85, 0.88, 0.90, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98):
+        g = theirs.get(round(t, 4))
+        if g:
+            print(f"| {t:.2f} | {g['precision']:.3f} | {g['recall']:.3f} | {g['f1']:.3f} |")
+    print("\nRecall at equal precision (best threshold of each):\n")
+    print("| precision at least | GPTCache recall | our recall |")
+    print("|---|---|---|")
+    for target in (0.60, 0.65, 0.70, 0.75, 0.80, 0.85, 0.88, 0.90, 0.92, 0.95):
+        g_best = max(
+            (
+                c["gptcache_recall"]
+                for c in r["recall_at_equal_precision"]
+                if c["precision"] >= target
+            ),
+            default=0.0,
+        )
+        o_best = max(
+            (p["recall"] for p in r["ours"] if p["hits"] and p["precision"] >= target), default=0.0
+        )
+        print(f"| {target:.2f} | {g_best:.3f} | {o_best:.3f} |")
+    print(f"\nours at default: {r['ours_at_default']}")
+    print(f"GPTCache at its default 0.8: {r['gptcache_at_default']}")
+    print(f"guard vetoes above cosine 0.8: {r['guard_vetoes_above_0.8']}")
+    print(
+        f"guard: {r['guard_us_per_pair']:.1f} µs per pair; GPTCache end-to-end agreement with "
+        f"the score rule: {r['gptcache_confirm_agreement']:.3f}; vector agreement min cosine "
+        f"{r['gptcache_vector_min_cosine']:.4f}"
+    )
+    if r.get("gptcache_latency"):
+        print(f"GPTCache get() latency: {r['gptcache_latency']}")
+
+
+if __name__ == "__main__":
+    main()
