@@ -96,8 +96,9 @@ async def readyz(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """Ready once the policy is loaded; ``degraded`` (still serving) when a store is down."""
     runtime = _store(request).current
     services: Services = request.app.state.services
-    stores = {**services.exact.store.health(), "ledger": services.ledger.health()}
-    degraded = "degraded" in str(stores) or "down" in str(stores)
+    cache, ledger = services.exact.store.health(), services.ledger.health()
+    stores = {**cache, "ledger": ledger}
+    degraded = cache["exact_cache"] == "degraded" or ledger.get("redis") == "down"
     return {
         "status": "degraded" if degraded else "ready",
         "policy": {

@@ -132,3 +132,15 @@ def test_two_gateways_share_the_redis_cache(
     assert ask(two).headers["x-gateway-cache"] == "exact"
     assert httpx.get(f"{two.url}/readyz").json()["stores"]["exact_cache"] == "redis"
     httpx.delete(f"{one.url}/admin/cache", headers={"authorization": f"Bearer {ADMIN_KEY}"})
+
+
+def test_unreachable_redis_degrades_but_serves(
+    start_gateway: Callable[..., Gateway], primary: FakeUpstream, backup: FakeUpstream
+) -> None:
+    gw = start_gateway(policy_text(primary, backup), redis_url="redis://127.0.0.1:9/0")
+    first = ask(gw)
+    assert first.headers["x-gateway-cache"] == "bypass"
+    assert first.parse().choices[0].message.content == "primary says: what is a cache"
+    ready = httpx.get(f"{gw.url}/readyz").json()
+    assert ready["status"] == "degraded"
+    assert ready["stores"]["exact_cache"] == "degraded"
