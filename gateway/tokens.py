@@ -21,9 +21,10 @@ class TokenCounter:
         self._tokenizer = AutoTokenizer.from_pretrained(name_or_path)
 
     def usage(self, messages: Sequence[Mapping[str, Any]], completion: str) -> Usage:
+        conversation: Any = [dict(m) for m in messages]  # message contents may be lists
         prompt = len(
             self._tokenizer.apply_chat_template(
-                list(messages), add_generation_prompt=True, tokenize=True, return_dict=False
+                conversation, add_generation_prompt=True, tokenize=True, return_dict=False
             )
         )
         output = len(self._tokenizer.encode(completion, add_special_tokens=False))

@@ -288,8 +288,14 @@ def start_otlp_sink() -> str:
     return f"http://127.0.0.1:{server.server_address[1]}"
 
 
-def start_gateway(args: argparse.Namespace, tmp: Path, procs: Procs, up_port: int,
-                  name: str = "gateway", otlp: str | None = None) -> Target:
+def start_gateway(
+    args: argparse.Namespace,
+    tmp: Path,
+    procs: Procs,
+    up_port: int,
+    name: str = "gateway",
+    otlp: str | None = None,
+) -> Target:
     port = free_port()
     # The policy gets a folder of its own: the gateway watches the policy's folder for changes.
     (tmp / name).mkdir()
@@ -667,8 +673,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--modes", default="non-stream,stream", help="non-stream,stream (default both)")
     add("--skip-litellm", action="store_true", help="don't start or measure LiteLLM")
     add("--skip-gateway", action="store_true", help="don't start or measure the gateway")
-    add("--tracing", action="store_true",
-        help="also measure a second gateway exporting every trace over OTLP/HTTP")
+    add(
+        "--tracing",
+        action="store_true",
+        help="also measure a second gateway exporting every trace over OTLP/HTTP",
+    )
     add("--threads", type=int, default=1, help="wrk threads (default 1, at most c)")
     add("--timeout", type=float, default=10.0, help="wrk request timeout, s (default 10)")
     add("--cache-control", default="", help="a Cache-Control header to send (default none)")
