@@ -97,6 +97,7 @@ class Gateway:
     server: ServerThread
     policy_path: Path
     app: Litestar
+    data_dir: Path
     _clients: dict[str, openai.OpenAI] = field(default_factory=dict)
 
     def records(self, count: int, timeout_s: float = 10.0) -> list[LedgerRecord]:
@@ -148,7 +149,7 @@ def start_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
             telemetry=telemetry or TelemetryConfig(),
         )
         app = create_app(settings)
-        gateway = Gateway(ServerThread(app).start(), path, app)
+        gateway = Gateway(ServerThread(app).start(), path, app, settings.data_dir)
         started.append(gateway)
         return gateway
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
+from gateway.ledger import open_ledger
 from tests.conftest import OTHER_KEY, TENANT_KEY, Gateway, policy_text
 from tests.fake_upstream import FakeUpstream, Fault
+from tests.integration.ledger.conftest import RedisProcess
 
 MESSAGES = [
     {"role": "system", "content": "Be brief."},
@@ -154,3 +159,42 @@ def test_budgets_reject_or_downgrade(
         "budget-downgrade",
         "backup",
     )
+
+
+def test_every_request_is_in_the_redis_ledger_once_though_redis_stopped_mid_run(
+    start_gateway: Callable[..., Gateway],
+    primary: FakeUpstream,
+    backup: FakeUpstream,
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "redis").mkdir()
+    server = RedisProcess(tmp_path / "redis").start()
+    try:
+        gw = start_gateway(policy_text(primary, backup), redis_url=server.url)
+        sent: list[str] = []
+
+        def burst(n: int) -> None:
+            for _ in range(n):
+                raw = gw.client().chat.completions.with_raw_response.create(
+                    model="auto", messages=[{"role": "user", "content": f"q {len(sent)}"}]
+                )  # type: ignore[arg-type]
+                sent.append(raw.headers["x-gateway-request-id"])
+
+        burst(5)
+        server.kill()
+        burst(5)  # still answered: the cache is bypassed, the ledger spools
+        server.start()
+        burst(5)
+        gw.stop()  # flushes what is pending, to Redis or to the spool
+
+        async def stored() -> list[str]:
+            ledger = open_ledger(server.url, gw.data_dir)  # a restart replays any spool left
+            await ledger.start()
+            await ledger.flush()
+            records = await ledger.records()  # type: ignore[attr-defined]
+            await ledger.aclose()
+            return [r.request_id for r in records]
+
+        assert Counter(asyncio.run(stored())) == Counter(sent)  # every request, exactly once
+    finally:
+        server.stop()
