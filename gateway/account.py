@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -26,6 +27,9 @@ from gateway.normalize import ChatRequest
 from gateway.policy.schema import Policy
 from gateway.providers import PromptTokensDetails, Usage
 from gateway.tokens import TokenCounter
+
+if TYPE_CHECKING:
+    from gateway.classify import Judgement
 
 CLIENT_CLOSED = 499
 """Status recorded for a stream whose client went away (nginx's convention)."""
@@ -128,6 +132,7 @@ def record(
     status: int = 200,
     ttft_at: float | None = None,
     cache: str = "miss",
+    judgement: Judgement | None = None,
 ) -> LedgerRecord:
     now = time.monotonic()
     cost = cost_usd(usage, policy.models[model].price) if model and usage else None
@@ -148,6 +153,8 @@ def record(
         baseline_cost_usd=baseline,
         latency_ms=round((now - request.arrived_mono) * 1000, 3),
         ttft_ms=None if ttft_at is None else round((ttft_at - request.arrived_mono) * 1000, 3),
+        difficulty=None if judgement is None else judgement.difficulty,
+        category=None if judgement is None else judgement.category,
         status=status,
         stream=request.stream,
         estimated=estimated,

@@ -35,6 +35,9 @@ class LedgerRecord(msgspec.Struct, frozen=True, kw_only=True):
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     difficulty: float | None = None
+    """The classifier's score, when it ran (the policy routes by difficulty or category)."""
+    category: str | None = None
+    """The classifier's category, when it ran."""
     status: int = 200
     """The HTTP status the client got."""
     stream: bool = False

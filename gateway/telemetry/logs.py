@@ -113,6 +113,7 @@ def log_request(
         "latency_ms": record.latency_ms,
         "ttft_ms": record.ttft_ms,
         "difficulty": record.difficulty,
+        "category": record.category,
     }
     if record.tags:
         fields["tags"] = record.tags

@@ -105,6 +105,7 @@ def build_app(telemetry: Telemetry, primary: FakeUpstream, backup: FakeUpstream)
                     baseline_cost_usd=Decimal("0.0000675"),
                     latency_ms=round((time.monotonic() - arrived[1]) * 1000, 3),
                     difficulty=0.25,
+                    category="chat",
                 )
             telemetry.request_done(
                 trace,

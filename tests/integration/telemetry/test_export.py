@@ -233,6 +233,7 @@ def test_one_json_log_line_per_request_without_the_prompt(
         "baseline_cost_usd": 0.0000675,
         "ttft_ms": None,
         "difficulty": 0.25,
+        "category": "chat",
         "tags": {"team": "search"},
     }
 
