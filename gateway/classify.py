@@ -8,16 +8,15 @@ with ``gateway router train``. The category (code, math, reasoning, creative, ch
 comes from keyword rules: they are transparent, cheap and easy to adjust, and the training data
 (MMLU and GSM8K) has no category labels to learn from.
 
-The hot path is numpy only (no torch): p50 0.2-0.4 ms per short request on top of the
-embedding on the shared 2-core machine, about 0.7 ms for a 4,400-character prompt (the regexes
-read at most the first 4,000 characters); see bench/router/RESULTS.md.
+The hot path is numpy only (no torch); its figures on the shared 2-core machine are in
+bench/router/RESULTS.md (the regexes and the head read at most the first 4,000 characters).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +86,9 @@ class Features:
     choices: int
     """Lines that look like multiple-choice options (``A.``, ``(b)``...)."""
     category: str
+    text: str = field(default="", compare=False, repr=False)
+    """The cache text (its first 4,000 characters), which the head reads in ``classify()``, off
+    the event loop, so that computing features stays a few regex scans."""
 
     def vector(self) -> npt.NDArray[np.float32]:
         """The features the head reads (the ones the single-turn training data can teach)."""
@@ -139,6 +141,7 @@ def _features(
         numbers=len(_NUMBER.findall(head)),
         choices=len(_CHOICE.findall(head)),
         category=_category(head, has_code=has_code, has_math=has_math, has_tools=has_tools),
+        text=head,
     )
 
 
@@ -187,7 +190,9 @@ class Classifier:
 
     def classify(self, vector: npt.NDArray[np.float32], features: Features) -> Judgement:
         """Judge one request from its embedding (a unit-length row) and features."""
-        difficulty = self.head.difficulty(vector[None, :], features.vector()[None, :])
+        difficulty = self.head.difficulty(
+            vector[None, :], features.vector()[None, :], [features.text]
+        )
         return Judgement(float(difficulty[0]), features.category)
 
     def classify_many(
@@ -195,5 +200,5 @@ class Classifier:
     ) -> list[Judgement]:
         """Judge many requests at once (CLI, batch scoring)."""
         extra = np.stack([f.vector() for f in features]) if features else None
-        difficulty = self.head.difficulty(vectors, extra)
+        difficulty = self.head.difficulty(vectors, extra, [f.text for f in features])
         return [Judgement(float(d), f.category) for d, f in zip(difficulty, features, strict=True)]

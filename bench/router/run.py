@@ -57,7 +57,7 @@ def quality(data: Path, classifier: Classifier, embedder: Embedder) -> None:
     console.print(results_table(results, title="validation split (never used in training)"))
     # how much of that is noise: a bootstrap over the validation rows
     features = np.stack([features_of_text(r.prompt).vector() for r in validation])
-    scores = classifier.head.difficulty(vectors, features)
+    scores = classifier.head.difficulty(vectors, features, [r.prompt for r in validation])
     rng = np.random.default_rng(0)
     for name in ("mmlu", "gsm8k"):
         index = np.array([i for i, r in enumerate(validation) if r.benchmark == name])
@@ -76,6 +76,11 @@ def classify_latency(classifier: Classifier, embedder: Embedder) -> None:
     vectors = embedder.embed_sync([cache_text([m]) for m in messages])
     long_text = "Explain this code:\n```python\n" + "x = compute(x, 3) * 2\n" * 200 + "```"
     long_vector = embedder.embed_sync([long_text])[0]
+    choice_text = (
+        "Which of the following is NOT a function of the liver?\nA. Producing bile\n"
+        "B. Storing glycogen\nC. Producing insulin\nD. Detoxifying drugs\nAnswer:"
+    )
+    choice_vector = embedder.embed_sync([choice_text])[0]
 
     def short_call() -> None:
         for m, v in zip(messages, vectors, strict=True):
@@ -84,8 +89,13 @@ def classify_latency(classifier: Classifier, embedder: Embedder) -> None:
     def long_call() -> None:
         classifier.classify(long_vector, features_of([{"role": "user", "content": long_text}]))
 
+    def choice_call() -> None:
+        classifier.classify(choice_vector, features_of([{"role": "user", "content": choice_text}]))
+
     for _ in range(50):
         short_call()
+        choice_call()
+    choice = p50_ms(choice_call, 1000)
     short = p50_ms(short_call, 500) / len(messages)
     long = p50_ms(long_call, 500)
     v = vectors[0]
@@ -94,7 +104,8 @@ def classify_latency(classifier: Classifier, embedder: Embedder) -> None:
     console.print(
         f"classify() p50 beyond the embedding: {short:.3f} ms per short request "
         f"(features {short - head_only:.3f} ms + head {head_only:.3f} ms); "
-        f"{long:.3f} ms for a {len(long_text)}-character prompt"
+        f"{long:.3f} ms for a {len(long_text)}-character prompt; {choice:.3f} ms for a "
+        "multiple-choice question (the terms part runs)"
     )
 
 

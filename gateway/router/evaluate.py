@@ -106,7 +106,7 @@ def evaluate_rows(
 ) -> dict[str, tuple[metrics.Report, metrics.Report]]:
     """Per benchmark (and ``all`` when there are several): (the head's report, random's)."""
     features = np.stack([features_of_text(r.prompt).vector() for r in rows])
-    scores = head.difficulty(vectors, features)
+    scores = head.difficulty(vectors, features, [r.prompt for r in rows])
     weak = np.array([r.weak_score for r in rows])
     strong = np.array([r.strong_score for r in rows])
     benchmarks = np.array([r.benchmark for r in rows])

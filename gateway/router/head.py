@@ -1,24 +1,27 @@
-"""The difficulty head: numpy-only inference over the shared embedding and a few text features.
+"""The difficulty head: numpy-only inference over the shared embedding, a few text features and
+the prompt's words.
 
-Three parts, each chosen by cross-validation on the training split (see ``train.py`` and
-bench/router/RESULTS.md for the measurements):
+A prompt goes to one of two groups by its format: **choice** (multiple-choice options, like
+MMLU) or **open** (anything else; in the training data, GSM8K word problems). The groups fail
+the small model for different reasons, and one head for both let the 13x larger MMLU set drown
+out what little predicts GSM8K (cross-validated APGR on GSM8K 0.52 shared, 0.60 separate).
+Each group has its own parts, chosen by cross-validation on the training split (``train.py``;
+bench/router/RESULTS.md has the measurements):
 
 1. **linear**: two logistic regressions on ``[embedding, standardized features]``, one for
    "the small model answers correctly", one for "the large model does"; the part is the
    difference of their probabilities, the expected gain of sending the prompt to the large
-   model. Each is trained on every row (a 0/1 outcome per model), which uses more signal than
-   one regression on the rarer ``needs_strong`` label (18% of rows): cross-validated APGR on
-   MMLU 0.68 against 0.64-0.65.
-2. **neighbours**: the ``k`` labelled training prompts nearest in embedding space (cosine)
-   vote with their outcome (strong score minus weak score), an unweighted mean. MMLU subjects
-   differ a lot in how often the small model falls short, and a prompt's neighbours mostly
-   share its subject, so this carries what a linear head on the embedding misses. Keys are
-   stored in a PCA-reduced space as float16 to keep the artifact small and the lookup well
-   under a millisecond.
-3. **stacker**: a logistic regression over the parts' outputs, fitted on out-of-fold
+   model. Each is trained on every row of the group (a 0/1 outcome per model), which uses more
+   signal than one regression on the rarer ``needs_strong`` label (18% of rows).
+2. **terms** (choice group): the same logistic pair over the TF-IDF of the prompt's words and
+   bigrams (``gateway/router/text.py``). It adds what the embedding blurs: negations, the
+   "Statement 1 | Statement 2" format, the names of a subject's hard topics. It replaced the
+   earlier neighbour vote (kNN over the embedding), which adds nothing once it is there
+   (MMLU 0.710 with or without it) and cost most of the head's time.
+3. **stacker**: per group, a logistic regression over the parts' outputs, fitted on out-of-fold
    predictions, so that the difficulty is a calibrated probability that the small model falls
    short of the large one (ranking is what routing needs; calibration makes thresholds
-   readable).
+   readable). A part a group does not use has a zero weight and is not computed.
 
 The artifact is one ``.npz`` with a JSON ``meta`` entry (format version, the embedder it was
 trained with, feature names, training summary) and the arrays below.
@@ -37,7 +40,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-FORMAT = 1
+from gateway.router.text import problem_features, term_counts
+
+FORMAT = 2
+GROUPS = ("choice", "open")
+CHOICE_FEATURE = 4  # index of ``multiple_choice`` in ``Features.vector()``
 F32 = npt.NDArray[np.float32]
 
 
@@ -47,38 +54,48 @@ def id_hashes(ids: Sequence[str]) -> npt.NDArray[np.uint64]:
     )
 
 
+def groups_of(features: F32) -> npt.NDArray[np.int64]:
+    """The group of each row of ``Features.vector()`` rows: 0 choice, 1 open."""
+    return np.where(np.asarray(features)[:, CHOICE_FEATURE] >= 0.5, 0, 1).astype(np.int64)
+
+
+def dense_features(features: F32, texts: Sequence[str]) -> F32:
+    """``Features.vector()`` rows followed by the texts' ``problem_features``."""
+    extra = np.stack([problem_features(t) for t in texts]) if len(texts) else None
+    if extra is None:
+        extra = np.empty((0, len(problem_features(""))), np.float32)
+    out: F32 = np.hstack([np.asarray(features, np.float32), extra]).astype(np.float32)
+    return out
+
+
 @dataclass(frozen=True)
 class Head:
     meta: Mapping[str, Any]
     feature_mean: F32
     feature_std: F32
+    """Divides the centred features; includes each feature's weight relative to the embedding."""
     linear_w: F32
-    """(dim + features, 2) weights of the logits of "small correct" and "large correct"."""
+    """(groups, dim + features, 2) weights of the logits of "small correct", "large correct"."""
     linear_b: F32
-    knn_projection: F32
-    """(dim, reduced) PCA projection of the embedding for the neighbour lookup."""
-    knn_keys: npt.NDArray[np.float16]
-    """(examples, reduced) unit-length projected training embeddings."""
-    knn_values: npt.NDArray[np.float16]
-    """(examples,) outcome of each training prompt: strong score minus weak score."""
+    """(groups, 2)"""
+    vocabulary: npt.NDArray[np.uint32]
+    """(terms,) sorted CRC-32 hashes of the words and bigrams the terms part knows."""
+    idf: F32
+    """(terms,) inverse document frequency of each term in the training rows."""
+    terms_w: F32
+    """(terms, 2) weights of the logits of "small correct", "large correct" over TF-IDF rows."""
+    terms_b: F32
+    """(2,)"""
     stack_w: F32
-    stack_b: float
+    """(groups, 2) weights of the parts (linear, terms) in each group's stacker."""
+    stack_b: F32
+    """(groups,)"""
     train_ids: npt.NDArray[np.uint64] = field(default_factory=lambda: np.empty(0, np.uint64))
     """Hashes of the training rows' ids, so that ``eval`` can leave them out."""
-
-    def __post_init__(self) -> None:
-        # float32 copies of what every request reads: converting float16 keys per call would
-        # cost more than the whole lookup
-        object.__setattr__(self, "_keys", np.ascontiguousarray(self.knn_keys, np.float32))
-        object.__setattr__(self, "_values", np.asarray(self.knn_values, np.float32))
 
     @property
     def embedder(self) -> Mapping[str, Any]:
         return dict(self.meta["embedder"])
-
-    @property
-    def knn_k(self) -> int:
-        return int(self.meta["knn"]["k"])
 
     def check_embedder(self, signature: Mapping[str, Any]) -> None:
         want = self.embedder
@@ -90,36 +107,67 @@ class Head:
                 + ", ".join(f"{k} {signature.get(k)!r} (head: {want.get(k)!r})" for k in diff)
             )
 
-    def parts(self, vectors: F32, features: F32 | None) -> F32:
-        """(n, 2) inputs of the stacker: the linear expected gain, the neighbour vote."""
+    def linear_gain(self, vectors: F32, dense: F32, groups: npt.NDArray[np.int64]) -> F32:
+        """The linear part: P(large correct) - P(small correct), each row in its group."""
+        dim = vectors.shape[1]
+        scaled = (dense - self.feature_mean) / self.feature_std
+        w = self.linear_w[groups]  # (n, dim + features, 2)
+        logits = (
+            np.einsum("nd,ndk->nk", vectors, w[:, :dim])
+            + np.einsum("nf,nfk->nk", scaled, w[:, dim:])
+            + self.linear_b[groups]
+        )
+        p = 1.0 / (1.0 + np.exp(-logits))
+        gain: F32 = (p[:, 1] - p[:, 0]).astype(np.float32)
+        return gain
+
+    def terms_gain(self, text: str) -> float:
+        """The terms part for one text: P(large correct) - P(small correct)."""
+        hashed, tf = term_counts(text)
+        vocabulary = self.vocabulary
+        logits = self.terms_b.astype(np.float64)
+        if len(hashed) and len(vocabulary):
+            at = np.searchsorted(vocabulary, hashed)
+            at[at == len(vocabulary)] = 0
+            known = vocabulary[at] == hashed
+            at = at[known]
+            weight = tf[known] * self.idf[at]
+            norm = float(np.sqrt(weight @ weight))
+            if norm > 0:
+                logits = logits + (weight / norm) @ self.terms_w[at]
+        p = 1.0 / (1.0 + np.exp(-logits))
+        return float(p[1] - p[0])
+
+    def parts(self, vectors: F32, features: F32 | None, texts: Sequence[str] | None) -> F32:
+        """(n, 2) inputs of the stackers: the linear gain, the terms gain (0 where the row's
+        group does not use it)."""
         vectors = np.asarray(vectors, np.float32)
         n = vectors.shape[0]
         if features is None:
-            features = np.zeros((n, len(self.feature_mean)), np.float32)
-        scaled = (np.asarray(features, np.float32) - self.feature_mean) / self.feature_std
-        logits = (
-            vectors @ self.linear_w[: vectors.shape[1]]
-            + scaled @ self.linear_w[vectors.shape[1] :]
-            + self.linear_b
-        )
-        p = 1.0 / (1.0 + np.exp(-logits))
-        gain = p[:, 1] - p[:, 0]
-        return np.stack([gain, self.neighbour_vote(vectors)], axis=1).astype(np.float32)
+            features = np.zeros((n, CHOICE_FEATURE + 1), np.float32)
+        texts = [""] * n if texts is None else texts
+        if len(texts) != n:
+            raise ValueError(f"{n} vectors but {len(texts)} texts")
+        groups = groups_of(features)
+        out = np.zeros((n, 2), np.float32)
+        out[:, 0] = self.linear_gain(vectors, dense_features(features, texts), groups)
+        for i in np.flatnonzero(self.stack_w[groups, 1] != 0).tolist():
+            out[i, 1] = self.terms_gain(texts[i])
+        return out
 
-    def neighbour_vote(self, vectors: F32) -> F32:
-        keys: F32 = self._keys  # type: ignore[attr-defined]
-        values: F32 = self._values  # type: ignore[attr-defined]
-        k = min(self.knn_k, keys.shape[0])
-        reduced = vectors @ self.knn_projection
-        reduced /= np.maximum(np.linalg.norm(reduced, axis=1, keepdims=True), 1e-12)
-        sims = reduced @ keys.T
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        vote: F32 = values[top].mean(axis=1)
-        return vote
+    def difficulty(
+        self, vectors: F32, features: F32 | None, texts: Sequence[str] | None = None
+    ) -> F32:
+        """Probability that the small model falls short, per row of ``vectors``.
 
-    def difficulty(self, vectors: F32, features: F32 | None) -> F32:
-        """Probability that the small model falls short, per row of ``vectors``."""
-        z = self.parts(vectors, features) @ self.stack_w + self.stack_b
+        ``features`` are ``Features.vector()`` rows and ``texts`` the prompts (``Features.text``);
+        without them the head judges by the embedding alone, less well."""
+        vectors = np.asarray(vectors, np.float32)
+        if features is None:
+            features = np.zeros((vectors.shape[0], CHOICE_FEATURE + 1), np.float32)
+        groups = groups_of(features)
+        parts = self.parts(vectors, features, texts)
+        z = (parts * self.stack_w[groups]).sum(axis=1) + self.stack_b[groups]
         probability: F32 = (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
         return probability
 
@@ -127,22 +175,25 @@ class Head:
         """Which of these rows (anything with an ``id``) the head was trained on."""
         return np.isin(id_hashes([str(r.id) for r in rows]), self.train_ids)
 
+    _ARRAYS = (
+        "feature_mean",
+        "feature_std",
+        "linear_w",
+        "linear_b",
+        "vocabulary",
+        "idf",
+        "terms_w",
+        "terms_b",
+        "stack_w",
+        "stack_b",
+        "train_ids",
+    )
+
     def save(self, path: Path) -> None:
-        arrays = {
-            "meta": np.frombuffer(json.dumps(self.meta, sort_keys=True).encode(), np.uint8),
-            "feature_mean": self.feature_mean,
-            "feature_std": self.feature_std,
-            "linear_w": self.linear_w,
-            "linear_b": self.linear_b,
-            "knn_projection": self.knn_projection,
-            "knn_keys": self.knn_keys,
-            "knn_values": self.knn_values,
-            "stack_w": self.stack_w,
-            "stack_b": np.array([self.stack_b], np.float32),
-            "train_ids": self.train_ids,
-        }
+        arrays = {name: getattr(self, name) for name in self._ARRAYS}
+        arrays["meta"] = np.frombuffer(json.dumps(self.meta, sort_keys=True).encode(), np.uint8)
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
+        np.savez_compressed(buffer, **arrays)
         path.write_bytes(buffer.getvalue())
 
     @classmethod
@@ -150,17 +201,10 @@ class Head:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(z["meta"].tobytes())
             if meta.get("format") != FORMAT:
-                raise ValueError(f"{path}: router head format {meta.get('format')}, not {FORMAT}")
-            return cls(
-                meta=meta,
-                feature_mean=z["feature_mean"],
-                feature_std=z["feature_std"],
-                linear_w=z["linear_w"],
-                linear_b=z["linear_b"],
-                knn_projection=z["knn_projection"],
-                knn_keys=z["knn_keys"],
-                knn_values=z["knn_values"],
-                stack_w=z["stack_w"],
-                stack_b=float(z["stack_b"][0]),
-                train_ids=z["train_ids"],
-            )
+                raise ValueError(
+                    f"{path}: router head format {meta.get('format')}, not {FORMAT}; "
+                    "retrain it with `gateway router train`"
+                )
+            arrays = {name: z[name] for name in cls._ARRAYS}
+        arrays["terms_w"] = np.ascontiguousarray(arrays["terms_w"], np.float32)
+        return cls(meta=meta, **arrays)

@@ -1,16 +1,13 @@
 """Training the difficulty head (``gateway router train``): numpy only, deterministic.
 
 The label: ``needs_strong = strong_score > weak_score``, the event routing exists to catch.
-The neighbour vote uses the signed outcome ``strong - weak`` instead, because a prompt the
-small model gets right and the large one wrong (5-7% of rows) is evidence *against* sending
-its neighbours to the large model, which a 0/1 label would call neutral.
+The linear and terms parts model each model's correctness (two logistic regressions each)
+rather than the label itself; see ``head.py`` for why and for the groups (choice, open).
 
-The linear part models each model's correctness (two logistic regressions) rather than the
-label itself; see ``head.py`` for why.
-
-Overfitting guards: strong L2 on the linear part, hyperparameters chosen once by 5-fold
-cross-validation inside the training split (the validation split is never read here), and a
-stacker fitted on out-of-fold predictions only.
+Overfitting guards: L2 on every part, hyperparameters chosen once by 5-fold cross-validation
+inside the training split (the validation split is never read here), and stackers fitted on
+out-of-fold predictions only. The out-of-fold APGR per benchmark is kept in the artifact's
+``meta["cross_validated_apgr"]``.
 """
 
 from __future__ import annotations
@@ -24,16 +21,23 @@ import numpy.typing as npt
 
 from gateway.classify import FEATURE_NAMES, features_of_text
 from gateway.router.data import LabelledRow, id_hash
-from gateway.router.head import FORMAT, Head, id_hashes
+from gateway.router.head import FORMAT, GROUPS, Head, dense_features, groups_of, id_hashes
+from gateway.router.text import PROBLEM_FEATURES, terms, tfidf_rows
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
+Coords = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32]]
 
 # Chosen by 5-fold cross-validation on the training split (bench/router/RESULTS.md).
 LINEAR_L2 = 10.0
-KNN_DIMS = 64  # 128 cross-validates the same (MMLU 0.690 vs 0.688) at twice the lookup time
-KNN_K = 100
+FEATURE_WEIGHT = 0.3  # standardized features enter at this scale beside the unit embedding
+TERMS_L2 = 1.0  # scikit-learn's C = 1
+TERMS_MIN_ROWS = 2  # a term must occur in this many training rows to be kept
 STACK_L2 = 1.0
+STACK_PARTS = {"choice": (0, 1), "open": (0,)}  # the terms part does not help word problems
+# The word-problem features help the open group (GSM8K 0.57-0.59 against 0.52-0.56 without)
+# and cost the choice group (MMLU 0.670-0.682 against 0.684-0.689): it reads the first five.
+GROUP_FEATURES = {"choice": len(FEATURE_NAMES), "open": len(FEATURE_NAMES) + len(PROBLEM_FEATURES)}
 FOLDS = 5
 
 
@@ -58,35 +62,89 @@ def logistic_fit(
     return beta[:-1], float(beta[-1])
 
 
-def pca(x: F32, dims: int) -> F32:
-    """(dim, dims) projection onto the top principal directions (uncentred: the embeddings
-    are compared by cosine, which centring would change)."""
-    _, _, vt = np.linalg.svd(np.asarray(x, np.float64), full_matrices=False)
-    return vt[:dims].T.astype(np.float32)
+def sparse_logistic_fit(
+    coords: Coords, n: int, dim: int, y: npt.ArrayLike, l2: float, *, iterations: int = 30
+) -> tuple[F64, float]:
+    """The same for a sparse (row, column, value) matrix of ``n`` rows and ``dim`` columns, by
+    Newton's method with conjugate-gradient steps (the Hessian is never formed)."""
+    rows, cols = coords[0], coords[1]
+    vals = np.asarray(coords[2], np.float64)
+    target = np.asarray(y, np.float64)
+
+    def times(w: F64, b: float) -> F64:
+        out = np.bincount(rows, weights=vals * w[cols], minlength=n) + b
+        return np.asarray(out, np.float64)
+
+    def transposed(r: F64) -> F64:
+        out = np.bincount(cols, weights=vals * r[rows], minlength=dim)
+        return np.asarray(out, np.float64)
+
+    w, b = np.zeros(dim), 0.0
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-times(w, b)))
+        gw, gb = transposed(p - target) + l2 * w, float((p - target).sum())
+        h = p * (1 - p)
+        # conjugate gradient on H x = -g, over (weights, intercept)
+        xw, xb = np.zeros(dim), 0.0
+        rw, rb = -gw, -gb
+        pw, pb = rw.copy(), rb
+        rs = float(rw @ rw) + rb * rb
+        if rs < 1e-20:  # already at the optimum (or nothing to fit)
+            break
+        stop = 1e-10 * rs
+        for _ in range(50):
+            t = h * times(pw, pb)
+            aw, ab = transposed(t) + l2 * pw, float(t.sum())
+            alpha = rs / (float(pw @ aw) + pb * ab)
+            xw, xb = xw + alpha * pw, xb + alpha * pb
+            rw, rb = rw - alpha * aw, rb - alpha * ab
+            fresh = float(rw @ rw) + rb * rb
+            if fresh < stop:
+                break
+            pw, pb, rs = rw + fresh / rs * pw, rb + fresh / rs * pb, fresh
+        w, b = w + xw, b + xb
+        if max(float(np.abs(xw).max()), abs(xb)) < 1e-6:
+            break
+    return w, b
 
 
-def _unit(x: F32) -> F32:
-    unit: F32 = (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-    return unit
-
-
-def neighbour_vote(query: F32, keys: F32, values: F32, k: int) -> F32:
-    """Mean of ``values`` over the ``k`` most similar ``keys`` (unit rows)."""
-    out = np.empty(len(query), np.float32)
-    k = min(k, len(keys))
-    for start in range(0, len(query), 512):
-        sims = query[start : start + 512] @ keys.T
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        out[start : start + 512] = values[top].mean(axis=1)
+def _sigmoid(x: F64) -> F64:
+    out: F64 = 1.0 / (1.0 + np.exp(-x))
     return out
 
 
-def _gain(z: F32, wt: tuple[F64, float], ws: tuple[F64, float]) -> F64:
-    """Expected gain of the large model: P(large correct) - P(small correct)."""
-    small = 1.0 / (1.0 + np.exp(-(z @ wt[0] + wt[1])))
-    large = 1.0 / (1.0 + np.exp(-(z @ ws[0] + ws[1])))
-    out: F64 = large - small
-    return out
+class _Terms:
+    """The terms part fitted on some rows: vocabulary, idf, a logistic pair."""
+
+    def __init__(self, texts: Sequence[str], weak: F64, strong: F64) -> None:
+        counts: dict[int, int] = {}
+        for text in texts:
+            for h in np.unique(terms(text)).tolist():
+                counts[h] = counts.get(h, 0) + 1
+        kept = sorted(h for h, c in counts.items() if c >= TERMS_MIN_ROWS)
+        self.vocabulary = np.array(kept, np.uint32)
+        df = np.array([counts[h] for h in kept], np.float64)
+        self.idf = (np.log((1 + len(texts)) / (1 + df)) + 1).astype(np.float32)
+        x = tfidf_rows(list(texts), self.vocabulary, self.idf)
+        self.small = sparse_logistic_fit(x, len(texts), len(kept), weak, TERMS_L2)
+        self.large = sparse_logistic_fit(x, len(texts), len(kept), strong, TERMS_L2)
+
+    def gain(self, texts: Sequence[str]) -> F64:
+        rows, cols, vals = tfidf_rows(list(texts), self.vocabulary, self.idf)
+
+        def logit(model: tuple[F64, float]) -> F64:
+            out = np.bincount(rows, weights=vals * model[0][cols], minlength=len(texts))
+            return np.asarray(out + model[1], np.float64)
+
+        return _sigmoid(logit(self.large)) - _sigmoid(logit(self.small))
+
+
+def _linear(z: F64, weak: F64, strong: F64) -> tuple[tuple[F64, float], tuple[F64, float]]:
+    return logistic_fit(z, weak, LINEAR_L2), logistic_fit(z, strong, LINEAR_L2)
+
+
+def _linear_gain(z: F64, small: tuple[F64, float], large: tuple[F64, float]) -> F64:
+    return _sigmoid(z @ large[0] + large[1]) - _sigmoid(z @ small[0] + small[1])
 
 
 def fit(
@@ -99,76 +157,107 @@ def fit(
     """Train a head on labelled rows and their embeddings (unit rows)."""
     if len(rows) < FOLDS * 10:
         raise ValueError(f"too few rows to train on: {len(rows)}")
-    x = np.asarray(vectors, np.float32)
-    features = np.stack([features_of_text(r.prompt).vector() for r in rows])
-    mean = features.mean(axis=0).astype(np.float32)
-    std = np.maximum(features.std(axis=0), 1e-6).astype(np.float32)
-    z = np.hstack([x, (features - mean) / std])
+    x = np.asarray(vectors, np.float64)
+    texts = [r.prompt for r in rows]
+    base = np.stack([features_of_text(t).vector() for t in texts])
+    group = groups_of(base)
+    dense = dense_features(base, texts).astype(np.float64)
+    mean = dense.mean(axis=0)
+    std = np.maximum(dense.std(axis=0), 1e-6) / FEATURE_WEIGHT
+    z = np.hstack([x, (dense - mean) / std])
+    dim = x.shape[1]
+    # per group, the features it does not read are zero, so their weights come out zero
+    zs = []
+    for name in GROUPS:
+        zg = z.copy()
+        zg[:, dim + GROUP_FEATURES[name] :] = 0.0
+        zs.append(zg)
     needs = np.array([r.needs_strong for r in rows], np.float64)
     weak = np.array([r.weak_score > 0.5 for r in rows], np.float64)
     strong = np.array([r.strong_score > 0.5 for r in rows], np.float64)
-    gain = np.array([r.strong_score - r.weak_score for r in rows], np.float32)
     fold = np.array([id_hash(f"fold:{r.id}") % FOLDS for r in rows])
-    projection = pca(x, min(KNN_DIMS, x.shape[1]))
-    keys = _unit(x @ projection)
+    features = z.shape[1] - dim
+    choice = group == 0
+    uses_terms = bool(choice.sum() >= FOLDS * 10)
 
-    steps = FOLDS + 2
-    with _steps(progress, steps) as advance:
-        # out-of-fold parts, for the stacker
-        parts = np.zeros((len(rows), 2), np.float64)
+    linear_w = np.zeros((len(GROUPS), dim + features, 2), np.float32)
+    linear_b = np.zeros((len(GROUPS), 2), np.float32)
+    stack_w = np.zeros((len(GROUPS), 2), np.float32)
+    stack_b = np.zeros(len(GROUPS), np.float32)
+    parts = np.zeros((len(rows), 2), np.float64)  # out of fold
+    with _steps(progress, FOLDS + 2) as advance:
         for k in range(FOLDS):
             train, held = fold != k, fold == k
-            small = logistic_fit(z[train], weak[train], LINEAR_L2)
-            large = logistic_fit(z[train], strong[train], LINEAR_L2)
-            parts[held, 0] = _gain(z[held], small, large)
-            parts[held, 1] = neighbour_vote(keys[held], keys[train], gain[train], KNN_K)
+            for g in range(len(GROUPS)):
+                tr, te = train & (group == g), held & (group == g)
+                if tr.sum() >= 10 and te.any():
+                    small, large = _linear(zs[g][tr], weak[tr], strong[tr])
+                    parts[te, 0] = _linear_gain(zs[g][te], small, large)
+            if uses_terms:
+                tr, te = np.flatnonzero(train & choice), np.flatnonzero(held & choice)
+                fitted = _Terms([texts[i] for i in tr], weak[tr], strong[tr])
+                parts[te, 1] = fitted.gain([texts[i] for i in te])
             advance()
-        stack_w, stack_b = logistic_fit(parts, needs, STACK_L2)
+        for g, name in enumerate(GROUPS):
+            m = group == g
+            if m.sum() < 10:
+                continue  # no such rows: the group keeps a zero head (difficulty 0.5)
+            small, large = _linear(zs[g][m], weak[m], strong[m])
+            linear_w[g] = np.stack([small[0], large[0]], axis=1)
+            linear_b[g] = (small[1], large[1])
+            used = [p for p in STACK_PARTS[name] if p == 0 or uses_terms]
+            w, b = logistic_fit(parts[m][:, used], needs[m], STACK_L2)
+            stack_w[g, used], stack_b[g] = w, b
         advance()
-        small = logistic_fit(z, weak, LINEAR_L2)
-        large = logistic_fit(z, strong, LINEAR_L2)
+        whole = _Terms([texts[i] for i in np.flatnonzero(choice)], weak[choice], strong[choice])
         advance()
 
-    def oof_apgr(column: int) -> dict[str, float]:
-        from gateway.router import metrics
-
-        out = {}
-        for name in sorted({r.benchmark for r in rows}):
-            m = np.array([r.benchmark == name for r in rows])
-            weak = [r.weak_score for r in rows if r.benchmark == name]
-            strong = [r.strong_score for r in rows if r.benchmark == name]
-            score = parts[m, column] if column >= 0 else parts[m] @ stack_w
-            out[name] = round(metrics.report(score, weak, strong).apgr, 4)
-        return out
-
+    oof = (parts * stack_w[group]).sum(axis=1) + stack_b[group]
     meta = {
         "format": FORMAT,
         "embedder": dict(embedder),
-        "features": list(FEATURE_NAMES),
+        "features": [*FEATURE_NAMES, *PROBLEM_FEATURES],
+        "groups": list(GROUPS),
         "label": "needs_strong = strong_score > weak_score",
-        "knn": {"k": KNN_K, "dims": int(projection.shape[1])},
         "linear_l2": LINEAR_L2,
+        "feature_weight": FEATURE_WEIGHT,
+        "group_features": GROUP_FEATURES,
+        "terms": {"l2": TERMS_L2, "min_rows": TERMS_MIN_ROWS, "size": len(whole.vocabulary)},
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "rows": len(rows),
+        "rows_per_group": {name: int((group == g).sum()) for g, name in enumerate(GROUPS)},
         "cross_validated_apgr": {
-            "linear": oof_apgr(0),
-            "neighbours": oof_apgr(1),
-            "stacked": oof_apgr(-1),
+            "linear": _apgr_by_benchmark(rows, parts[:, 0]),
+            "terms": _apgr_by_benchmark(rows, parts[:, 1]),
+            "stacked": _apgr_by_benchmark(rows, oof),
         },
     }
     return Head(
         meta=meta,
-        feature_mean=mean,
-        feature_std=std,
-        linear_w=np.stack([small[0], large[0]], axis=1).astype(np.float32),
-        linear_b=np.array([small[1], large[1]], np.float32),
-        knn_projection=projection,
-        knn_keys=keys.astype(np.float16),
-        knn_values=gain.astype(np.float16),
-        stack_w=stack_w.astype(np.float32),
+        feature_mean=mean.astype(np.float32),
+        feature_std=std.astype(np.float32),
+        linear_w=linear_w,
+        linear_b=linear_b,
+        vocabulary=whole.vocabulary,
+        idf=whole.idf,
+        terms_w=np.stack([whole.small[0], whole.large[0]], axis=1).astype(np.float32),
+        terms_b=np.array([whole.small[1], whole.large[1]], np.float32),
+        stack_w=stack_w,
         stack_b=stack_b,
         train_ids=id_hashes([r.id for r in rows]),
     )
+
+
+def _apgr_by_benchmark(rows: Sequence[LabelledRow], score: F64) -> dict[str, float]:
+    from gateway.router import metrics
+
+    out = {}
+    for name in sorted({r.benchmark for r in rows}):
+        m = np.array([r.benchmark == name for r in rows])
+        weak = [r.weak_score for r in rows if r.benchmark == name]
+        strong = [r.strong_score for r in rows if r.benchmark == name]
+        out[name] = round(metrics.report(score[m], weak, strong).apgr, 4)
+    return out
 
 
 class _steps:

@@ -42,7 +42,8 @@ def test_fit_learns_the_hard_cluster_and_round_trips(tmp_path: Path) -> None:
     head = fit(rows[:300], vectors[:300], SIGNATURE)
     held, held_vectors = rows[300:], vectors[300:]
     features = np.stack([features_of_text(r.prompt).vector() for r in held])
-    scores = head.difficulty(held_vectors, features)
+    texts = [r.prompt for r in held]
+    scores = head.difficulty(held_vectors, features, texts)
     assert ((scores >= 0) & (scores <= 1)).all()
     report = metrics.report(scores, [r.weak_score for r in held], [r.strong_score for r in held])
     assert report.apgr > 0.65
@@ -50,7 +51,7 @@ def test_fit_learns_the_hard_cluster_and_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "head.npz"
     head.save(path)
     classifier = Classifier.load(path)
-    assert np.array_equal(classifier.head.difficulty(held_vectors, features), scores)
+    assert np.array_equal(classifier.head.difficulty(held_vectors, features, texts), scores)
     judgement = classifier.classify(held_vectors[0], features_of_text(held[0].prompt))
     assert judgement.difficulty == pytest.approx(float(scores[0]))
     assert classifier.head.trained_on(rows).tolist() == [True] * 300 + [False] * 100
