@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gateway.router.text import problem_features, term_counts
+from gateway.router.text import PROBLEM_FEATURES, problem_features, term_counts
 
 FORMAT = 2
 GROUPS = ("choice", "open")
@@ -60,11 +60,13 @@ def groups_of(features: F32) -> npt.NDArray[np.int64]:
 
 
 def dense_features(features: F32, texts: Sequence[str]) -> F32:
-    """``Features.vector()`` rows followed by the texts' ``problem_features``."""
-    extra = np.stack([problem_features(t) for t in texts]) if len(texts) else None
-    if extra is None:
-        extra = np.empty((0, len(problem_features(""))), np.float32)
-    out: F32 = np.hstack([np.asarray(features, np.float32), extra]).astype(np.float32)
+    """``Features.vector()`` rows followed by the texts' ``problem_features`` (zeros for the
+    choice group, which does not read them: they cost up to 0.4 ms)."""
+    features = np.asarray(features, np.float32)
+    extra = np.zeros((len(features), len(PROBLEM_FEATURES)), np.float32)
+    for i in np.flatnonzero(groups_of(features) == 1).tolist():
+        extra[i] = problem_features(texts[i])
+    out: F32 = np.hstack([features, extra])
     return out
 
 

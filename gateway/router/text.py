@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 SCAN = 4000  # characters of a long prompt that are read, as in gateway/classify.py
+PROBLEM_SCAN = 1000  # word problems are short (GSM8K: at most 848 characters); 0.4 ms at most
 
 _TOKEN = re.compile(r"\b\w\w+\b")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*(?:/\d+)?")
@@ -63,7 +64,7 @@ PROBLEM_FEATURES = (
 
 def problem_features(text: str) -> npt.NDArray[np.float32]:
     """The word-problem facts of ``PROBLEM_FEATURES``, in that order."""
-    head = text[:SCAN]
+    head = text[:PROBLEM_SCAN]
     numbers = _NUMBER.findall(head)
     largest = 0.0
     for n in numbers:

@@ -162,8 +162,15 @@ def fit(
     base = np.stack([features_of_text(t).vector() for t in texts])
     group = groups_of(base)
     dense = dense_features(base, texts).astype(np.float64)
-    mean = dense.mean(axis=0)
-    std = np.maximum(dense.std(axis=0), 1e-6) / FEATURE_WEIGHT
+    # each column standardized over the rows of the groups that read it
+    mean, std = np.zeros(dense.shape[1]), np.ones(dense.shape[1])
+    for g, name in enumerate(GROUPS):
+        m = group == g if g else np.ones(len(rows), bool)
+        if m.sum() >= 2:
+            cols = slice(0 if g == 0 else len(FEATURE_NAMES), GROUP_FEATURES[name])
+            mean[cols] = dense[m, cols].mean(axis=0)
+            std[cols] = dense[m, cols].std(axis=0)
+    std = np.maximum(std, 1e-6) / FEATURE_WEIGHT
     z = np.hstack([x, (dense - mean) / std])
     dim = x.shape[1]
     # per group, the features it does not read are zero, so their weights come out zero
