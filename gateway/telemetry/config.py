@@ -1,17 +1,48 @@
 """Telemetry settings, from the standard OpenTelemetry environment variables.
 
-Only the few variables the gateway acts on itself are read here; the OTLP exporters read the
-rest of the ``OTEL_EXPORTER_OTLP_*`` family (headers, timeouts, certificates, compression) and
-the SDK reads ``OTEL_TRACES_SAMPLER`` and ``OTEL_RESOURCE_ATTRIBUTES``, as usual.
+The gateway's own span exporter (`otlp_traces`) takes its settings from here too: the
+``OTEL_EXPORTER_OTLP_[TRACES_]*`` headers, compression, timeout and certificates, and the
+``OTEL_BSP_*`` queue and batch sizes. The OTLP metric exporter reads its own variables, and the
+SDK reads ``OTEL_TRACES_SAMPLER`` and ``OTEL_RESOURCE_ATTRIBUTES``, as usual.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 DEFAULT_SERVICE_NAME = "llm-gateway"
+
+
+@dataclass(frozen=True, slots=True)
+class SpanExportSettings:
+    """How spans are batched and sent; `TelemetryConfig.from_env` reads them from the standard
+    ``OTEL_BSP_*`` and ``OTEL_EXPORTER_OTLP_[TRACES_]*`` variables."""
+
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Extra request headers (``OTEL_EXPORTER_OTLP_TRACES_HEADERS``, else ``..._HEADERS``)."""
+    compression: str | None = None
+    """``gzip`` or ``deflate`` to compress each body; anything else sends it as is."""
+    timeout_s: float = 10.0
+    """Per POST (``OTEL_EXPORTER_OTLP_TIMEOUT``, in seconds as the Python SDK reads it)."""
+    certificate: str | None = None
+    """A CA bundle to verify the collector with (``OTEL_EXPORTER_OTLP_CERTIFICATE``)."""
+    client_certificate: str | None = None
+    """mTLS: our certificate and key (``..._CLIENT_CERTIFICATE``, ``..._CLIENT_KEY``)."""
+    client_key: str | None = None
+    max_queue: int = 2048
+    """Spans waiting at most (``OTEL_BSP_MAX_QUEUE_SIZE``); more are dropped and counted."""
+    batch_size: int = 512
+    """Spans per POST at most (``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``)."""
+    delay_s: float = 5.0
+    """Longest a span waits for its batch (``OTEL_BSP_SCHEDULE_DELAY``, given in ms)."""
+    max_attempts: int = 5
+    """POSTs per batch at most, the first included, on retryable failures."""
+    backoff_s: float = 1.0
+    """First retry's wait; it doubles each time (with up to as much jitter)."""
+    max_backoff_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +63,8 @@ class TelemetryConfig:
     the Prometheus ``/metrics`` endpoint is always served)."""
     metric_interval_s: float = 15.0
     """Seconds between OTLP metric exports (`OTEL_METRIC_EXPORT_INTERVAL`, in milliseconds)."""
+    span_export: SpanExportSettings = field(default_factory=SpanExportSettings)
+    """How spans are queued and sent to `traces_url`."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TelemetryConfig:
@@ -46,6 +79,7 @@ class TelemetryConfig:
             traces=not disabled and _exporter_on(env.get("OTEL_TRACES_EXPORTER")),
             metrics=not disabled and _exporter_on(env.get("OTEL_METRICS_EXPORTER")),
             metric_interval_s=int(interval_ms) / 1000 if interval_ms.isdigit() else 15.0,
+            span_export=_span_export(env),
         )
 
     @property
@@ -69,3 +103,43 @@ def _exporter_on(value: str | None) -> bool:
 
 def _signal_url(root: str | None, signal: str) -> str | None:
     return f"{root.rstrip('/')}/v1/{signal}" if root else None
+
+
+def _span_export(env: Mapping[str, str]) -> SpanExportSettings:
+    def otlp(name: str) -> str | None:
+        value = env.get(f"OTEL_EXPORTER_OTLP_TRACES_{name}")
+        value = value or env.get(f"OTEL_EXPORTER_OTLP_{name}")
+        return value.strip() if value and value.strip() else None
+
+    def number(name: str, default: float) -> float:
+        try:
+            value = float(env.get(name) or default)
+        except ValueError:
+            return default
+        return value if value > 0 else default
+
+    defaults = SpanExportSettings()
+    compression = (otlp("COMPRESSION") or "").lower()
+    return SpanExportSettings(
+        headers=_headers(otlp("HEADERS") or ""),
+        compression=compression if compression in ("gzip", "deflate") else None,
+        timeout_s=number("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", 0)
+        or number("OTEL_EXPORTER_OTLP_TIMEOUT", defaults.timeout_s),
+        certificate=otlp("CERTIFICATE"),
+        client_certificate=otlp("CLIENT_CERTIFICATE"),
+        client_key=otlp("CLIENT_KEY"),
+        max_queue=int(number("OTEL_BSP_MAX_QUEUE_SIZE", defaults.max_queue)),
+        batch_size=int(number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", defaults.batch_size)),
+        delay_s=number("OTEL_BSP_SCHEDULE_DELAY", defaults.delay_s * 1000) / 1000,
+    )
+
+
+def _headers(value: str) -> dict[str, str]:
+    """``k1=v1,k2=v2`` with URL-encoded values (the OTLP exporter variables' format); names
+    lower-cased, pairs without ``=`` skipped."""
+    headers = {}
+    for pair in value.split(","):
+        name, equals, text = pair.partition("=")
+        if equals and name.strip():
+            headers[unquote(name.strip()).lower()] = unquote(text.strip())
+    return headers

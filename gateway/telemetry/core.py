@@ -2,14 +2,18 @@
 
 The app factory makes one and the lifespan closes it (`aclose` flushes the span queue and the
 last metrics off the event loop). With no OTLP endpoint there is no tracer at all: requests get
-a shared silent `RequestTrace`, and only the Prometheus counters and the log line remain.
+a shared silent `RequestTrace`, and only the Prometheus counters and the log line remain. With
+one, spans go to the gateway's own OTLP/HTTP JSON exporter (`otlp_traces`); an injected SDK
+``span_exporter`` (tests, or anything the SDK can export to) gets them through the SDK's span
+processors instead. Either way the SDK's tracer provider supplies the sampler
+(``OTEL_TRACES_SAMPLER``), the ids and the resource.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -23,7 +27,7 @@ from gateway.telemetry.config import TelemetryConfig
 from gateway.telemetry.logs import log_request
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.otlp_metrics import RegistryPusher
-from gateway.telemetry.spans import SpanSink
+from gateway.telemetry.spans import SpanSink, sdk_emitter
 from gateway.telemetry.tracing import RecordingTrace, RequestTrace
 
 if TYPE_CHECKING:
@@ -33,6 +37,14 @@ if TYPE_CHECKING:
     from gateway.ledger.record import LedgerRecord
 
 SCOPE = "gateway"
+
+
+class _Spans(Protocol):
+    """Where ended spans are flushed and stopped: an SDK tracer provider or our exporter."""
+
+    def force_flush(self, timeout_millis: int = ...) -> bool: ...
+
+    def shutdown(self) -> None: ...
 
 
 class Telemetry:
@@ -51,19 +63,28 @@ class Telemetry:
         in-memory span exporter); ``batch=False`` exports each span as it ends."""
         self.config = config = config or TelemetryConfig()
         resource = Resource.create({"service.name": config.service_name})
-        if span_exporter is None and config.traces_url:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            span_exporter = OTLPSpanExporter(endpoint=config.traces_url)
-        self._tracer_provider: TracerProvider | None = None
+        self._spans: _Spans | None = None
         self._sink: SpanSink | None = None
-        if span_exporter is not None:
-            self._tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-            processor = (
-                BatchSpanProcessor(span_exporter) if batch else SimpleSpanProcessor(span_exporter)
-            )
-            self._tracer_provider.add_span_processor(processor)
-            self._sink = SpanSink(self._tracer_provider, processor, SCOPE)
+        if span_exporter is not None or config.traces_url:
+            provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+            if span_exporter is not None:
+                processor = (
+                    BatchSpanProcessor(span_exporter)
+                    if batch
+                    else SimpleSpanProcessor(span_exporter)
+                )
+                provider.add_span_processor(processor)
+                self._spans = provider
+                self._sink = SpanSink(provider, sdk_emitter(processor, provider.resource, SCOPE))
+            else:
+                from gateway.telemetry.otlp_traces import SpanExporter as OtlpJsonExporter
+
+                assert config.traces_url is not None
+                exporter = OtlpJsonExporter(
+                    config.traces_url, provider.resource, SCOPE, config.span_export
+                )
+                self._spans = exporter
+                self._sink = SpanSink(provider, exporter.emit)
         self.metrics = Metrics(registry)
         if metric_exporter is None and config.metrics_url:
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -121,15 +142,15 @@ class Telemetry:
 
     def force_flush(self, timeout_ms: int = 10_000) -> None:
         """Export what is queued now (blocking; tests and shutdown)."""
-        if self._tracer_provider is not None:
-            self._tracer_provider.force_flush(timeout_ms)
+        if self._spans is not None:
+            self._spans.force_flush(timeout_ms)
         if self._pusher is not None:
             self._pusher.push(timeout_ms)
 
     def shutdown(self) -> None:
         """Flush and stop the exporters (blocking)."""
-        if self._tracer_provider is not None:
-            self._tracer_provider.shutdown()
+        if self._spans is not None:
+            self._spans.shutdown()
         if self._pusher is not None:
             self._pusher.shutdown()
 

@@ -1,11 +1,14 @@
-"""A lean span for the request path, handed to the SDK's span processor when it ends.
+"""A lean span for the request path; when it ends, a small `SpanData` tuple goes to the sink.
 
 Why not the SDK's own ``Tracer.start_span``: on these 2-core machines one SDK span costs about
 30 µs to start and end (a sampler call, locked bounded attribute and event containers, span
 limits, three locks), and a request has nine; the telemetry budget of a whole request is
-300 µs. `LeanSpan` keeps a plain dict of attributes and two timestamps, and at ``end`` builds
-the SDK's `ReadableSpan` (what exporters read) and passes it to the same `SpanProcessor`, so
-batching, OTLP export and in-memory test exporters see ordinary SDK spans. The root span asks
+300 µs. `LeanSpan` keeps a plain dict of attributes and two timestamps, and at ``end`` hands a
+`SpanData` tuple to the sink's ``emit``: with the OTLP endpoint that is
+`otlp_traces.SpanExporter.emit`, an append to a bounded queue (JSON encoding and export happen on
+its thread); with an injected SDK exporter (tests) `sdk_emitter` turns it into the SDK's
+`ReadableSpan` for the SDK's `SpanProcessor`, so in-memory exporters see ordinary SDK spans.
+The root span asks
 the provider's sampler exactly as ``Tracer.start_span`` does (``OTEL_TRACES_SAMPLER`` and an
 incoming ``traceparent``'s sampled flag are honoured); children follow their root's decision.
 Attribute values must be valid OpenTelemetry values (str, bool, int, float or sequences of
@@ -15,10 +18,12 @@ one of those); they are not checked here.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -37,15 +42,30 @@ _UNSET = Status(StatusCode.UNSET)
 _SAMPLED = frozenset({Decision.RECORD_AND_SAMPLE})
 
 
-class SpanSink:
-    """What lean spans need of a tracer provider: its sampler, ids, resource and processor."""
+class SpanData(NamedTuple):
+    """An ended span, as exporters read it (immutable once ended: its span records no more)."""
 
-    def __init__(self, provider: TracerProvider, processor: SpanProcessor, scope: str) -> None:
+    name: str
+    context: SpanContext
+    parent: SpanContext | None
+    kind: SpanKind
+    attributes: Mapping[str, AttributeValue]
+    events: list[Event] | None
+    status: Status
+    start_ns: int
+    end_ns: int
+
+
+Emit = Callable[[SpanData], None]
+
+
+class SpanSink:
+    """What lean spans need of a tracer provider (its sampler and ids), and where they go."""
+
+    def __init__(self, provider: TracerProvider, emit: Emit) -> None:
         self.sampler = provider.sampler
         self.ids = provider.id_generator
-        self.resource = provider.resource
-        self.processor = processor
-        self.scope = InstrumentationScope(scope)
+        self.emit = emit
 
     def start_root(
         self,
@@ -146,7 +166,8 @@ class LeanSpan(Span):
         self._events.append(Event(name, attributes, timestamp or time.time_ns()))
 
     def update_name(self, name: str) -> None:
-        self._name = name
+        if not self._ended:
+            self._name = name
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
         if self._ended or self._status.status_code is StatusCode.OK:
@@ -168,19 +189,40 @@ class LeanSpan(Span):
         if self._ended:
             return
         self._ended = True
-        sink = self._sink
-        sink.processor.on_end(
-            ReadableSpan(
-                name=self._name,
-                context=self._context,
-                parent=self._parent,
-                resource=sink.resource,
-                attributes=self._attributes,
-                events=self._events or (),
-                kind=self._kind,
-                status=self._status,
-                start_time=self._start,
-                end_time=end_time or time.time_ns(),
-                instrumentation_scope=sink.scope,
+        self._sink.emit(
+            SpanData(
+                self._name,
+                self._context,
+                self._parent,
+                self._kind,
+                self._attributes,
+                self._events,
+                self._status,
+                self._start,
+                end_time or time.time_ns(),
             )
         )
+
+
+def sdk_emitter(processor: SpanProcessor, resource: Resource, scope: str) -> Emit:
+    """An ``emit`` that hands each span to an SDK span processor as a `ReadableSpan`."""
+    instrumentation_scope = InstrumentationScope(scope)
+
+    def emit(span: SpanData) -> None:
+        processor.on_end(
+            ReadableSpan(
+                name=span.name,
+                context=span.context,
+                parent=span.parent,
+                resource=resource,
+                attributes=span.attributes,
+                events=span.events or (),
+                kind=span.kind,
+                status=span.status,
+                start_time=span.start_ns,
+                end_time=span.end_ns,
+                instrumentation_scope=instrumentation_scope,
+            )
+        )
+
+    return emit

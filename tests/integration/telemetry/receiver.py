@@ -1,15 +1,25 @@
-"""A real OTLP/HTTP receiver on 127.0.0.1: accepts protobuf ``POST /v1/traces`` and
-``/v1/metrics`` like a collector would, and keeps the decoded requests for tests to read."""
+"""A real OTLP/HTTP receiver on 127.0.0.1: accepts protobuf or JSON ``POST /v1/traces`` and
+``/v1/metrics`` like a collector would, and keeps the decoded requests for tests to read.
+
+JSON bodies are parsed into the official protobuf messages with ``json_format``, rejecting
+unknown fields, after turning the hex trace and span ids of OTLP JSON into the base64 of the
+protobuf JSON mapping (what the collector's own JSON decoder does): a body that parses here is
+valid OTLP JSON. The receiver can also be told to answer the next POSTs with an error status
+(`fail_next`), and to record the headers of each POST."""
 
 from __future__ import annotations
 
+import base64
 import gzip
+import json
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
+from google.protobuf import json_format
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
@@ -32,6 +42,12 @@ class OtlpReceiver:
         self.traces: list[ExportTraceServiceRequest] = []
         self.metrics: list[ExportMetricsServiceRequest] = []
         self.content_types: list[str] = []
+        self.headers: list[dict[str, str]] = []
+        self.bodies: list[bytes] = []
+        """Each POST's body as it arrived (compressed if it was)."""
+        self.failures: list[tuple[int, dict[str, str]]] = []
+        """Replies to give the next POSTs instead of accepting them: (status, headers)."""
+        self._lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -40,15 +56,32 @@ class OtlpReceiver:
                 if kinds is None:
                     self.send_error(404)
                     return
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                if self.headers.get("content-encoding") == "gzip":
-                    body = gzip.decompress(body)
-                message = kinds[0].FromString(body)
-                receiver.content_types.append(self.headers.get("content-type", ""))
-                (receiver.traces if self.path == "/v1/traces" else receiver.metrics).append(message)
-                reply = kinds[1]().SerializeToString()
+                raw = self.rfile.read(int(self.headers.get("content-length", "0")))
+                with receiver._lock:
+                    receiver.headers.append({k.lower(): v for k, v in self.headers.items()})
+                    receiver.bodies.append(raw)
+                    failure = receiver.failures.pop(0) if receiver.failures else None
+                if failure is not None:
+                    self.send_response(failure[0])
+                    for name, header in failure[1].items():
+                        self.send_header(name, header)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
+                body = _decompress(raw, self.headers.get("content-encoding"))
+                content_type = self.headers.get("content-type", "")
+                if content_type == "application/json":
+                    message = _from_json(body, kinds[0]())
+                    reply = json_format.MessageToJson(kinds[1]()).encode()
+                else:
+                    message = kinds[0].FromString(body)
+                    reply = kinds[1]().SerializeToString()
+                with receiver._lock:
+                    receiver.content_types.append(content_type)
+                    signal = receiver.traces if self.path == "/v1/traces" else receiver.metrics
+                    signal.append(message)
                 self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-type", content_type)
                 self.send_header("content-length", str(len(reply)))
                 self.end_headers()
                 self.wfile.write(reply)
@@ -62,6 +95,11 @@ class OtlpReceiver:
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def fail_next(self, status: int, count: int = 1, **headers: str) -> None:
+        """Answer the next ``count`` POSTs with ``status`` (and ``headers``), keeping nothing."""
+        with self._lock:
+            self.failures += [(status, headers)] * count
 
     def spans(self) -> list[Span]:
         return [
@@ -92,6 +130,32 @@ class OtlpReceiver:
 
     def __exit__(self, *exc: tuple[type[BaseException], BaseException, TracebackType]) -> None:
         self.stop()
+
+
+def _decompress(body: bytes, encoding: str | None) -> bytes:
+    if encoding == "gzip":
+        return gzip.decompress(body)
+    if encoding == "deflate":
+        return zlib.decompress(body)
+    return body
+
+
+_ID_FIELDS = ("traceId", "spanId", "parentSpanId")
+
+
+def _from_json(body: bytes, message: Any) -> Any:
+    """An OTLP JSON body as its protobuf message (strict: unknown fields are errors)."""
+    document = json.loads(body)
+    for resource_spans in document.get("resourceSpans", ()):
+        for scope_spans in resource_spans.get("scopeSpans", ()):
+            for span in scope_spans.get("spans", ()):
+                for name in _ID_FIELDS:
+                    if name in span:
+                        hex_id = span[name]
+                        assert len(hex_id) == (32 if name == "traceId" else 16), (name, hex_id)
+                        span[name] = base64.b64encode(bytes.fromhex(hex_id)).decode()
+    json_format.ParseDict(document, message, ignore_unknown_fields=False)
+    return message
 
 
 def value(any_value: AnyValue) -> Any:

@@ -1,5 +1,5 @@
-"""The real exporters: OTLP/HTTP protobuf to a receiver on 127.0.0.1, Prometheus text on
-``GET /metrics``, and the JSON request log."""
+"""The real exporters: OTLP/HTTP (JSON spans, protobuf metrics) to a receiver on 127.0.0.1,
+Prometheus text on ``GET /metrics``, and the JSON request log."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def test_spans_reach_an_otlp_http_receiver(
     assert chat(server).status_code == 200
     telemetry.force_flush()
     spans = receiver.wait_for_spans(6)
-    assert receiver.content_types[0] == "application/x-protobuf"
+    assert receiver.content_types[0] == "application/json"
     assert {s.name for s in spans} == {
         "POST /v1/chat/completions",
         "gateway.exact_cache",

@@ -28,6 +28,7 @@ from gateway.telemetry import (
     log_request,
     upstream_headers,
 )
+from gateway.telemetry.config import SpanExportSettings
 from gateway.telemetry.otlp_metrics import convert
 
 CONFIG = ModelConfig(
@@ -71,6 +72,28 @@ def test_config_from_the_standard_environment() -> None:
     assert disabled.traces_url is None and disabled.metrics_url is None
     own = TelemetryConfig.from_env({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t/x"})
     assert own.traces_url == "http://t/x" and own.metrics_url is None
+
+
+def test_span_export_settings_from_the_standard_environment() -> None:
+    assert TelemetryConfig.from_env({}).span_export == SpanExportSettings()
+    export = TelemetryConfig.from_env(
+        {
+            "OTEL_EXPORTER_OTLP_HEADERS": "a=1, B = x%2Cy ,broken",
+            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "GZIP",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "3",
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE": "/ca.pem",
+            "OTEL_BSP_MAX_QUEUE_SIZE": "100",
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "10",
+            "OTEL_BSP_SCHEDULE_DELAY": "250",
+        }
+    ).span_export
+    assert export.headers == {"a": "1", "b": "x,y"}
+    assert (export.compression, export.timeout_s, export.certificate) == ("gzip", 3.0, "/ca.pem")
+    assert (export.max_queue, export.batch_size, export.delay_s) == (100, 10, 0.25)
+    odd = TelemetryConfig.from_env(
+        {"OTEL_EXPORTER_OTLP_COMPRESSION": "brotli", "OTEL_BSP_MAX_QUEUE_SIZE": "lots"}
+    ).span_export
+    assert (odd.compression, odd.max_queue) == (None, 2048)
 
 
 def test_tracing_off_is_one_shared_silent_trace_with_shared_no_op_stages() -> None:
