@@ -3,6 +3,7 @@
 
     python bench/overhead/run.py [--duration 8] [--warmup 3] [--concurrency 1,16,64]
                                  [--modes non-stream,stream] [--skip-litellm] [--skip-gateway]
+                                 [--tracing [--tracing-sdk]]
 
 Starts, on free 127.0.0.1 ports, a fast fake OpenAI upstream (nginx, see upstream.py), the gateway
 (`gateway serve --policy ...`) and the LiteLLM proxy (own venv bench/.venv-litellm, created on
@@ -67,6 +68,7 @@ LABELS = {
     "direct": "direct (nginx)",
     "gateway": "gateway",
     "traced": "gateway, tracing on",
+    "traced-sdk": "gateway, tracing on (SDK protobuf)",
     "litellm": "LiteLLM",
 }
 TARGET_TRACING_P50_MS = 0.3
@@ -307,6 +309,9 @@ def start_gateway(
     if otlp:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp
         env["OTEL_METRICS_EXPORTER"] = "none"
+        # The gateway's own OTLP/HTTP JSON exporter, or the SDK's protobuf one to compare.
+        protocol = "http/protobuf" if name == "traced-sdk" else "http/json"
+        env["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] = protocol
     log = tmp / f"{name}.log"
     print(f"[bench] gateway: {shlex.join(cmd)}", file=sys.stderr)
     proc = procs.start(cmd, log, cwd=tmp, env=env)
@@ -483,7 +488,7 @@ def results_table(points: list[Point], args: argparse.Namespace, labels: dict[st
     for mode in args.modes:
         for c in args.concurrency:
             d, lite = by.get(("direct", mode, c)), by.get(("litellm", mode, c))
-            for t in ("direct", "gateway", "litellm"):
+            for t in ("direct", "gateway", "traced", "traced-sdk", "litellm"):
                 p = by.get((t, mode, c))
                 if p is None:
                     continue
@@ -525,13 +530,15 @@ def verdicts(points: list[Point], args: argparse.Namespace) -> list[tuple[str, s
                  f"{a99:.3f} ms", verdict(ok, a99 <= TARGET_ADDED_P99_MS))
             )  # fmt: skip
     for mode in args.modes:
-        g, t = by.get(("gateway", mode, 1)), by.get(("traced", mode, 1))
-        if g and t:
-            added = t.p50_ms - g.p50_ms
-            out.append(
-                (f"{mode}, c=1: tracing on adds ≤ {TARGET_TRACING_P50_MS:g} ms p50",
-                 f"{added:.3f} ms", verdict(g.valid and t.valid, added <= TARGET_TRACING_P50_MS))
-            )  # fmt: skip
+        for name, how in (("traced", ""), ("traced-sdk", " (SDK protobuf path, to compare)")):
+            g, t = by.get(("gateway", mode, 1)), by.get((name, mode, 1))
+            if g and t:
+                added = t.p50_ms - g.p50_ms
+                out.append(
+                    (f"{mode}, c=1: tracing on adds ≤ {TARGET_TRACING_P50_MS:g} ms p50{how}",
+                     f"{added:.3f} ms",
+                     verdict(g.valid and t.valid, added <= TARGET_TRACING_P50_MS))
+                )  # fmt: skip
     for mode in args.modes:
         gs = [p for p in points if p.target == "gateway" and p.mode == mode]
         ls = [p for p in points if p.target == "litellm" and p.mode == mode]
@@ -678,6 +685,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also measure a second gateway exporting every trace over OTLP/HTTP",
     )
+    add(
+        "--tracing-sdk",
+        action="store_true",
+        help="with --tracing: and a third exporting through the SDK's protobuf exporter",
+    )
     add("--threads", type=int, default=1, help="wrk threads (default 1, at most c)")
     add("--timeout", type=float, default=10.0, help="wrk request timeout, s (default 10)")
     add("--cache-control", default="", help="a Cache-Control header to send (default none)")
@@ -739,6 +751,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.tracing:
                 otlp = start_otlp_sink()
                 targets.append(start_gateway(args, tmp, procs, up_port, "traced", otlp))
+                if args.tracing_sdk:
+                    targets.append(start_gateway(args, tmp, procs, up_port, "traced-sdk", otlp))
         if not args.skip_litellm:
             targets.append(start_litellm(args, tmp, procs, up_port))
             meta["labels"]["litellm"] = targets[-1].label

@@ -10,9 +10,12 @@ that drift hits them all alike:
 - ``none``: the same code shape with no telemetry calls at all (the floor);
 - ``off, spans only``: tracing off, the span calls alone (what "off" costs the span API);
 - ``off``: tracing off (the default): the silent trace, the Prometheus metrics, the log line;
-- ``on``: tracing on, a BatchSpanProcessor exporting over OTLP/HTTP protobuf to a real
-  receiver on 127.0.0.1 (so the exporter thread's CPU competes as it would in production);
-- ``on+otlp-metrics``: ``on`` plus the OTLP metric instruments (a periodic reader, 1 s).
+- ``on, SDK protobuf``: tracing on through the SDK's path (each span made a `ReadableSpan` for
+  a BatchSpanProcessor and the SDK's OTLP/HTTP protobuf exporter), to a real receiver on
+  127.0.0.1 (so the exporter thread's CPU competes as it would in production);
+- ``on``: tracing on as the gateway does it (`otlp_traces`: a bounded queue, OTLP/HTTP JSON
+  encoded on the export thread), to the same receiver;
+- ``on+otlp-metrics``: ``on`` plus the metrics pushed over OTLP (every 1 s).
 
 The log line goes to a real JSON handler writing to /dev/null.
 
@@ -24,17 +27,22 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import multiprocessing
 import os
 import statistics
 import sys
 import time
 import timeit
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
 from gateway.ledger.record import LedgerRecord
 from gateway.normalize import ChatRequest
@@ -46,6 +54,7 @@ from gateway.telemetry import (
     configure_logging,
     upstream_headers,
 )
+from gateway.telemetry.config import SpanExportSettings
 from tests.integration.telemetry.receiver import OtlpReceiver
 
 STAGES = ("exact_cache", "embed", "semantic_cache", "classify", "route")
@@ -141,6 +150,31 @@ def calibrate() -> float:
     return min(timeit.repeat("sum(range(1000))", number=2000, repeat=5)) / 2000 * 1e6
 
 
+def _receive(queue: Any, stop: Any) -> None:
+    with OtlpReceiver() as receiver:
+        queue.put(receiver.endpoint)
+        stop.wait()
+        queue.put((len(receiver.spans()), len(receiver.metrics)))
+
+
+@contextmanager
+def receiver_process() -> Iterator[tuple[str, list[int]]]:
+    """An `OtlpReceiver` in a process of its own: decoding what it receives (JSON is slower
+    to decode than protobuf) must not count as, or compete under the GIL with, the modes'
+    own work. Gives the endpoint, and after the block the spans and metric exports received."""
+    context = multiprocessing.get_context("spawn")
+    queue, stop = context.Queue(), context.Event()
+    process = context.Process(target=_receive, args=(queue, stop), daemon=True)
+    process.start()
+    received: list[int] = []
+    try:
+        yield queue.get(timeout=60), received
+    finally:
+        stop.set()
+        received += queue.get(timeout=60)
+        process.join(10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=2000, help="per mode and round")
@@ -152,16 +186,22 @@ def main() -> None:
     devnull = open(os.devnull, "w")  # noqa: SIM115
     configure_logging("info", "json", devnull)
     before = calibrate()
-    with OtlpReceiver() as receiver:
-        on = Telemetry(TelemetryConfig(otlp_endpoint=receiver.endpoint, metrics=False))
+    export = SpanExportSettings(max_queue=args.requests * 12)
+    with receiver_process() as (endpoint, received):
+        sdk = Telemetry(
+            TelemetryConfig(metrics=False),
+            span_exporter=OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces"),
+        )
+        on = Telemetry(TelemetryConfig(otlp_endpoint=endpoint, metrics=False, span_export=export))
         on_metrics = Telemetry(
-            TelemetryConfig(otlp_endpoint=receiver.endpoint, metric_interval_s=1.0)
+            TelemetryConfig(otlp_endpoint=endpoint, metric_interval_s=1.0, span_export=export)
         )
         off = Telemetry()
         modes: dict[str, tuple[Callable[[int], None], Telemetry | None]] = {
             "none": (bare, None),
             "off, spans only": (with_telemetry(off, done=False), off),
             "off": (with_telemetry(off), off),
+            "on, SDK protobuf": (with_telemetry(sdk), sdk),
             "on": (with_telemetry(on), on),
             "on+otlp-metrics": (with_telemetry(on_metrics), on_metrics),
         }
@@ -182,15 +222,14 @@ def main() -> None:
                 process[name].append((time.process_time_ns() - p0) / 1000 / args.requests)
                 wall[name] += w
                 cpu[name] += c
-        on.shutdown()
-        on_metrics.shutdown()
-        spans = len(receiver.spans())
-        metric_posts = len(receiver.metrics)
+        for telemetry in (sdk, on, on_metrics):
+            telemetry.shutdown()
+    spans, metric_posts = received
     logging.getLogger().handlers.clear()
     devnull.close()
     after = calibrate()
 
-    expected = (args.rounds * args.requests + 300) * 9 * 2
+    expected = (args.rounds * args.requests + 300) * 9 * 3
     print(
         f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.1f}; sum(range(1000)) took {before:.1f} / {after:.1f} us "
@@ -201,7 +240,7 @@ def main() -> None:
         f"received over OTLP/HTTP; {metric_posts} OTLP metric exports"
     )
     print(
-        f"{'mode':<18}{'wall p50':>9}{'p90':>8}{'p99':>9}{'cpu p50':>9}{'+cpu p50':>10}"
+        f"{'mode':<20}{'wall p50':>9}{'p90':>8}{'p99':>9}{'cpu p50':>9}{'+cpu p50':>10}"
         f"{'process cpu/req':>17}"
     )
     floor = statistics.median(cpu["none"])
@@ -209,7 +248,7 @@ def main() -> None:
         q = statistics.quantiles(wall[name], n=100)
         c50 = statistics.median(cpu[name])
         print(
-            f"{name:<18}{statistics.median(wall[name]):>9.1f}{q[89]:>8.1f}{q[98]:>9.1f}"
+            f"{name:<20}{statistics.median(wall[name]):>9.1f}{q[89]:>8.1f}{q[98]:>9.1f}"
             f"{c50:>9.1f}{c50 - floor:>10.1f}{statistics.median(process[name]):>17.1f}"
         )
     print("(microseconds; +cpu p50: above 'none'; process cpu/req: all threads, exports included)")

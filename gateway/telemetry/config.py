@@ -65,6 +65,10 @@ class TelemetryConfig:
     """Seconds between OTLP metric exports (`OTEL_METRIC_EXPORT_INTERVAL`, in milliseconds)."""
     span_export: SpanExportSettings = field(default_factory=SpanExportSettings)
     """How spans are queued and sent to `traces_url`."""
+    traces_protocol: str = "http/json"
+    """``http/json``: the gateway's own exporter (`otlp_traces`); ``http/protobuf``: the SDK's
+    batch processor and protobuf exporter, for a collector that takes no JSON, at about twice
+    the CPU (`OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TelemetryConfig:
@@ -80,6 +84,11 @@ class TelemetryConfig:
             metrics=not disabled and _exporter_on(env.get("OTEL_METRICS_EXPORTER")),
             metric_interval_s=int(interval_ms) / 1000 if interval_ms.isdigit() else 15.0,
             span_export=_span_export(env),
+            traces_protocol=(
+                env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+                or "http/json"
+            ).strip(),
         )
 
     @property

@@ -4,9 +4,10 @@ The app factory makes one and the lifespan closes it (`aclose` flushes the span 
 last metrics off the event loop). With no OTLP endpoint there is no tracer at all: requests get
 a shared silent `RequestTrace`, and only the Prometheus counters and the log line remain. With
 one, spans go to the gateway's own OTLP/HTTP JSON exporter (`otlp_traces`); an injected SDK
-``span_exporter`` (tests, or anything the SDK can export to) gets them through the SDK's span
-processors instead. Either way the SDK's tracer provider supplies the sampler
-(``OTEL_TRACES_SAMPLER``), the ids and the resource.
+``span_exporter`` (tests, or anything the SDK can export to), or the SDK's protobuf exporter
+when ``http/protobuf`` is asked for, gets them through the SDK's span processors instead.
+Either way the SDK's tracer provider supplies the sampler (``OTEL_TRACES_SAMPLER``), the ids
+and the resource.
 """
 
 from __future__ import annotations
@@ -65,6 +66,14 @@ class Telemetry:
         resource = Resource.create({"service.name": config.service_name})
         self._spans: _Spans | None = None
         self._sink: SpanSink | None = None
+        if (
+            span_exporter is None
+            and config.traces_url
+            and config.traces_protocol == "http/protobuf"
+        ):
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            span_exporter = OTLPSpanExporter(endpoint=config.traces_url)
         if span_exporter is not None or config.traces_url:
             provider = TracerProvider(resource=resource, shutdown_on_exit=False)
             if span_exporter is not None:

@@ -268,3 +268,18 @@ def test_status_description_and_events_are_encoded(receiver: OtlpReceiver) -> No
         ("e", 5, {"k": 1}),
         ("bare", 6, {}),
     ]
+
+
+def test_http_protobuf_keeps_the_sdk_exporter(receiver: OtlpReceiver) -> None:
+    config = TelemetryConfig.from_env(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+        }
+    )
+    telemetry = Telemetry(config)
+    telemetry.start_request({}, "req_1").end(status=200)
+    telemetry.shutdown()
+    assert receiver.content_types == ["application/x-protobuf"]
+    assert [s.name for s in receiver.spans()] == ["POST /v1/chat/completions"]
