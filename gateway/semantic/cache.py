@@ -2,10 +2,11 @@
 
 A lookup is served from this process's :class:`~gateway.semantic.index.LocalIndex` only (no
 network round trip): the nearest entries of the same tenant and context fingerprint that score
-at least the threshold are offered, best first, to the meaning guard, and the first it accepts
-is the hit. All index work runs in one worker thread; concurrent lookups that arrive while it is
-busy are taken together as one batch (one FAISS search per partition), so the event loop only
-ever waits on a future.
+at least the threshold are offered, best first, to the meaning guard (its rules, then its learned
+verifier on the two texts and their vectors), and the first it accepts is the hit. All index
+work runs in one worker thread; concurrent lookups that arrive while it is busy are taken
+together as one batch (one FAISS search per partition), so the event loop only ever waits on a
+future.
 
 With Redis (``redis_url``) every store is written to Redis first and then indexed locally; a
 follower task tails the Redis log and indexes other processes' entries as they arrive, and on
@@ -46,6 +47,9 @@ __all__ = ["Hit", "SemanticCache"]
 log = logging.getLogger(__name__)
 
 _REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+
+GuardCheck = Callable[[str, str, npt.NDArray[np.float32], npt.NDArray[np.float32]], guard.Verdict]
+"""``check(query_text, entry_text, query_vector, entry_vector)``, as :meth:`guard.Guard.check`."""
 
 
 def _single_threaded_faiss() -> None:
@@ -88,7 +92,7 @@ class SemanticCache:
         config: IndexConfig,
         store: RedisStore | None,
         *,
-        guard_check: Callable[[str, str], guard.Verdict] = guard.check,
+        guard_check: GuardCheck = guard.check,
         clock: Callable[[], float] = time.time,
         sweep_interval_s: float = 5.0,
     ) -> None:
@@ -125,9 +129,15 @@ class SemanticCache:
         follow_block_ms: int = 1000,
         sweep_interval_s: float = 5.0,
         clock: Callable[[], float] = time.time,
+        guard_check: GuardCheck | None = None,
     ) -> SemanticCache:
         """Open a cache; with ``redis_url`` its entries are rebuilt from Redis first (when Redis
-        is unreachable it starts empty and degraded, and catches up once Redis answers)."""
+        is unreachable it starts empty and degraded, and catches up once Redis answers).
+
+        ``guard_check``: the meaning guard (default: the rules and the committed learned
+        verifier, loaded here in a thread so that the first lookup does not pay for it)."""
+        if guard_check is None:
+            guard_check = (await asyncio.to_thread(guard.default_guard)).check
         config = IndexConfig(
             dim=dim, max_entries=max_entries, ttl_s=ttl_s, approximate_after=approximate_after
         )
@@ -136,7 +146,13 @@ class SemanticCache:
             if redis_url
             else None
         )
-        cache = cls(config, store, clock=clock, sweep_interval_s=sweep_interval_s)
+        cache = cls(
+            config,
+            store,
+            guard_check=guard_check,
+            clock=clock,
+            sweep_interval_s=sweep_interval_s,
+        )
         if store is not None:
             try:
                 await cache._resync()
@@ -299,7 +315,8 @@ class SemanticCache:
                 continue
             if item.max_age_s is not None and now - entry.created > item.max_age_s:
                 continue
-            verdict = self._guard(item.text, entry.text)
+            stored = self._index.vector(item.tenant, item.fingerprint, entry.entry_id)
+            verdict = self._guard(item.text, entry.text, item.vector, stored)
             if not verdict.ok:
                 self.counters[f"guard_veto_{verdict.reason}"] += 1
                 continue

@@ -46,6 +46,25 @@ def _embed_texts(texts: list[str], model: str, progress: Progress) -> npt.NDArra
     return vectors
 
 
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=out,
+        transient=True,
+    )
+
+
+def _unused(texts: list[str]) -> npt.NDArray[np.float32]:
+    raise AssertionError("vectors are given")
+
+
+def _guard(path: Path | None) -> guard.Guard:
+    return guard.Guard.load(path) if path else guard.default_guard()
+
+
 @app.command("eval")
 def eval_pairs(
     pairs: Annotated[
@@ -68,6 +87,14 @@ def eval_pairs(
         bool, typer.Option("--no-guard", help="Score the threshold alone, without the guard.")
     ] = False,
     model: Annotated[str, typer.Option(help="Embedding model.")] = "all-MiniLM-L6-v2",
+    verifier: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="Verifier artifact [default: the committed one]; see train-guard.",
+        ),
+    ] = None,
 ) -> None:
     """Precision, recall and F1 of the semantic hit decision (threshold and guard) on pairs:
     the first text is stored, the second is the lookup, a hit is right iff the label says the
@@ -79,21 +106,16 @@ def eval_pairs(
     rows = evaluate.load_pairs(pairs)
     if not rows:
         raise typer.BadParameter("no pairs in the file", param_hint="--pairs")
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=out,
-        transient=True,
-    ) as progress:
-        scores = evaluate.pair_scores(rows, lambda texts: _embed_texts(texts, model, progress))
+    with _progress() as progress:
+        vectors = evaluate.pair_vectors(rows, lambda texts: _embed_texts(texts, model, progress))
+        scores = evaluate.pair_scores(rows, _unused, vectors)
         task = progress.add_task("guard", total=len(rows))
         accepted = evaluate.decide(
             rows,
             scores,
-            None if no_guard else guard.check,
+            None if no_guard else _guard(verifier).check,
             progress=lambda n: progress.advance(task, n),
+            vectors=vectors,
         )
     labels = np.array([r.label for r in rows])
     if target_precision is not None:  # a fine grid, so the answer is not limited to the table
@@ -126,3 +148,62 @@ def eval_pairs(
             f"lowest threshold reaching precision {target_precision:.2f}: {best.threshold:.3f} "
             f"(precision {best.precision:.3f}, recall {best.recall:.3f}, F1 {best.f1:.3f})"
         )
+
+
+@app.command("train-guard")
+def train_guard_command(
+    pairs: Annotated[
+        Path,
+        typer.Option(
+            "--pairs",
+            exists=True,
+            dir_okay=False,
+            help="JSON Lines: text_a, text_b, label (QQP format).",
+        ),
+    ],
+    artifact: Annotated[Path, typer.Option("--out", help="Where to write the artifact (.npz).")],
+    part: Annotated[
+        str,
+        typer.Option(help="Rows to train on: dev (even rows), test (odd rows) or all."),
+    ] = "dev",
+    threshold: Annotated[
+        float, typer.Option(help="The cosine threshold the cutoff is chosen under.")
+    ] = 0.75,
+    members: Annotated[int, typer.Option(min=1, help="MLPs in the ensemble.")] = 8,
+    folds: Annotated[
+        int, typer.Option(min=1, help="Cross-validation folds for the cutoff (1: 0.5).")
+    ] = 5,
+    min_recall: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Recall the cutoff must keep.")
+    ] = 0.60,
+    model: Annotated[str, typer.Option(help="Embedding model.")] = "all-MiniLM-L6-v2",
+) -> None:
+    """Train the learned pair verifier of the meaning guard (numpy) and write its artifact.
+
+    The committed ``gateway/data/semantic_verifier.npz`` is
+    ``gateway cache train-guard --pairs qqp_pairs_dev.jsonl --part dev --out
+    gateway/data/semantic_verifier.npz``: the development half only; the odd rows stay for
+    testing."""
+    from gateway.semantic import train_guard
+
+    rows = evaluate.load_pairs(pairs)
+    if part != "all":
+        rows = evaluate.split(rows, part)
+    if not rows or all(r.label for r in rows):
+        raise typer.BadParameter("need labelled pairs, positive and negative", param_hint="--pairs")
+    with _progress() as progress:
+        stored, query = evaluate.pair_vectors(rows, lambda t: _embed_texts(t, model, progress))
+    embedder = {"model": model, "max_seq_length": 128, "quantized": False, "dim": stored.shape[1]}
+    trained, idf, meta = train_guard.train(  # the recipe's other settings: train_guard
+        rows,
+        stored,
+        query,
+        embedder=embedder,
+        threshold=threshold,
+        members=members,
+        folds=folds,
+        min_recall=min_recall,
+        log=out.print,
+    )
+    train_guard.save(artifact, trained, idf, meta)
+    out.print(f"written {artifact} (cutoff {meta['cutoff']})")

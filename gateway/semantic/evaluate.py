@@ -1,7 +1,8 @@
 """Quality of the semantic hit decision on labelled pairs (``gateway cache eval``, bench/cache).
 
 A pair is (stored text, query text, label). The decision under test is the whole hit rule:
-cosine ≥ threshold AND the meaning guard accepts the pair. Rows come as ``text_a, text_b,
+cosine ≥ threshold AND the meaning guard accepts the pair (its rules and, given the vectors, its
+learned verifier). Rows come as ``text_a, text_b,
 label`` (Quora Question Pairs) or as ``origin, similar`` (the GPTCache paraphrase file, all
 positives); for the latter, negatives are built by pairing each origin with the origin of another
 row (a fixed rotation, so runs are reproducible).
@@ -19,7 +20,19 @@ import numpy.typing as npt
 
 from gateway.semantic import guard
 
-__all__ = ["Pair", "Point", "decide", "load_pairs", "lowest_threshold", "split", "sweep"]
+__all__ = [
+    "Pair",
+    "Point",
+    "decide",
+    "load_pairs",
+    "lowest_threshold",
+    "pair_scores",
+    "pair_vectors",
+    "split",
+    "sweep",
+]
+
+F32 = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,17 +87,22 @@ def split(pairs: Sequence[Pair], part: str) -> list[Pair]:
 def decide(
     pairs: Sequence[Pair],
     scores: npt.NDArray[np.float32],
-    check: Callable[[str, str], guard.Verdict] | None = guard.check,
+    check: Callable[..., guard.Verdict] | None = guard.check,
     progress: Callable[[int], None] | None = None,
+    vectors: tuple[F32, F32] | None = None,
 ) -> npt.NDArray[np.bool_]:
-    """Whether the guard accepts each pair (all True when ``check`` is None). The guard only
-    runs where the score could matter (≥ 0.5), to keep large sweeps quick."""
+    """Whether the guard accepts each pair (all True when ``check`` is None); with ``vectors``
+    (the stored sides' rows, the queries' rows) the guard gets them too, as in the cache. The
+    guard only runs where the score could matter (≥ 0.5), to keep large sweeps quick."""
     ok = np.ones(len(pairs), dtype=bool)
     if check is None:
         return ok
     for i, pair in enumerate(pairs):
         if scores[i] >= 0.5:
-            ok[i] = check(pair.query, pair.stored).ok
+            if vectors is None:
+                ok[i] = check(pair.query, pair.stored).ok
+            else:
+                ok[i] = check(pair.query, pair.stored, vectors[1][i], vectors[0][i]).ok
         if progress and i % 256 == 255:
             progress(256)
     if progress:
@@ -119,13 +137,18 @@ def lowest_threshold(points: Sequence[Point], target_precision: float) -> Point 
     return None
 
 
-def pair_scores(
-    pairs: Sequence[Pair], embed: Callable[[list[str]], npt.NDArray[np.float32]]
-) -> npt.NDArray[np.float32]:
-    """Cosine of each pair from an embedding function (unit rows), each distinct text once."""
+def pair_vectors(pairs: Sequence[Pair], embed: Callable[[list[str]], F32]) -> tuple[F32, F32]:
+    """(stored-side rows, query-side rows) from an embedding function (unit rows), each
+    distinct text embedded once."""
     texts = list(dict.fromkeys([p.stored for p in pairs] + [p.query for p in pairs]))
     vectors = embed(texts)
     row = {t: i for i, t in enumerate(texts)}
-    a = vectors[[row[p.stored] for p in pairs]]
-    b = vectors[[row[p.query] for p in pairs]]
+    return vectors[[row[p.stored] for p in pairs]], vectors[[row[p.query] for p in pairs]]
+
+
+def pair_scores(
+    pairs: Sequence[Pair], embed: Callable[[list[str]], F32], vectors: tuple[F32, F32] | None = None
+) -> F32:
+    """Cosine of each pair, from ``vectors`` (see :func:`pair_vectors`) or ``embed``."""
+    a, b = vectors or pair_vectors(pairs, embed)
     return np.asarray(np.einsum("ij,ij->i", a, b), dtype=np.float32)

@@ -32,16 +32,42 @@ every vetoed hard negative is a wrong answer that is not served.
 
 Cost: regular expressions and set operations, tens of microseconds per text on an idle core;
 analyses are memoised per text, so a stored entry is analysed once.
+
+The learned verifier: when :func:`check` is given the two texts' vectors as well, a pair that
+passes every rule must also convince the trained verifier of :mod:`~gateway.semantic.verifier`
+(an MLP ensemble trained on the development half of QQP), which judges what no rule names
+("learn Java" / "learn Java quickly"). The rules stay hard vetoes: the verifier can only refuse
+more. :class:`Guard` binds a particular verifier; :func:`check` uses the committed one, loaded
+on first use (:func:`default_guard`; ``SemanticCache.open`` loads it at start).
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["Analysis", "Reason", "Verdict", "analyse", "check", "same_question"]
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from gateway.semantic.verifier import Verifier
+
+__all__ = [
+    "Analysis",
+    "Guard",
+    "Reason",
+    "Verdict",
+    "analyse",
+    "check",
+    "check_rules",
+    "default_guard",
+    "same_question",
+]
 
 
 class Reason(StrEnum):
@@ -52,6 +78,8 @@ class Reason(StrEnum):
     ENTITIES = "entities"
     DIRECTION = "direction"
     QUESTION_WORD = "question_word"
+    VERIFIER = "verifier"
+    """The learned verifier judged the pair different."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +310,7 @@ def analyse(text: str) -> Analysis:
     )
 
 
-def _missing_entities(x: Analysis, y: Analysis) -> list[str]:
+def missing_entities(x: Analysis, y: Analysis) -> list[str]:
     missing = []
     # Acronyms of y spelled by runs of x's words ("ML" for "machine learning") excuse those words.
     spelled = "".join(w for w in y.words if 2 <= len(w) <= 5 and w.isalpha() and w in x.initials)
@@ -304,7 +332,7 @@ def _missing_entities(x: Analysis, y: Analysis) -> list[str]:
     return missing
 
 
-def _reversed(x: Analysis, y: Analysis) -> str | None:
+def reversed_pair(x: Analysis, y: Analysis) -> str | None:
     """A pair of words that one text puts before and after a marker and the other swaps."""
     for marker, x_left, x_right in x.sides:
         for other, y_left, y_right in y.sides:
@@ -317,8 +345,8 @@ def _reversed(x: Analysis, y: Analysis) -> str | None:
     return None
 
 
-def check(a: str, b: str) -> Verdict:
-    """Whether ``a`` and ``b`` may be the same question; the first failed check is the reason."""
+def check_rules(a: str, b: str) -> Verdict:
+    """The hand-written checks only; the first failed check is the reason."""
     x, y = analyse(a), analyse(b)
     if x.numbers != y.numbers and (x.digits or y.digits or (x.numbers and y.numbers)):
         # "two essential elements" vs "the essential elements" is wording; 10 vs 15, or a
@@ -326,10 +354,10 @@ def check(a: str, b: str) -> Verdict:
         return Verdict(False, Reason.NUMBERS, ", ".join(sorted(x.numbers ^ y.numbers)))
     if x.negated != y.negated:
         return Verdict(False, Reason.NEGATION, "negated" if x.negated else "negated (stored)")
-    missing = _missing_entities(x, y) + _missing_entities(y, x)
+    missing = missing_entities(x, y) + missing_entities(y, x)
     if missing:
         return Verdict(False, Reason.ENTITIES, ", ".join(sorted(missing)))
-    swapped = _reversed(x, y) if max(x.length, y.length) <= _DIRECTION_MAX_TOKENS else None
+    swapped = reversed_pair(x, y) if max(x.length, y.length) <= _DIRECTION_MAX_TOKENS else None
     if swapped:
         return Verdict(False, Reason.DIRECTION, swapped)
     if x.wh != y.wh and x.wh is not None and y.wh is not None:
@@ -337,7 +365,67 @@ def check(a: str, b: str) -> Verdict:
     return Verdict(True)
 
 
+class Guard:
+    """The rules and one learned verifier (``None``: the rules alone)."""
+
+    def __init__(self, verifier: Verifier | None) -> None:
+        self.verifier = verifier
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Guard:
+        """The rules and the verifier artifact at ``path`` (default: the committed one);
+        blocking, call it at start."""
+        from gateway.semantic.verifier import Verifier
+
+        return cls(Verifier.load(path))
+
+    def check(
+        self,
+        a: str,
+        b: str,
+        u: npt.NDArray[np.float32] | None = None,
+        v: npt.NDArray[np.float32] | None = None,
+    ) -> Verdict:
+        """Whether ``a`` (vector ``u``) and ``b`` (vector ``v``) may be the same question: the
+        rules, then, when both vectors are given, the verifier."""
+        verdict = check_rules(a, b)
+        if not verdict.ok or self.verifier is None or u is None or v is None:
+            return verdict
+        probability = self.verifier.probability(a, b, u, v)
+        if probability < self.verifier.cutoff:
+            return Verdict(False, Reason.VERIFIER, f"p={probability:.3f}")
+        return verdict
+
+
+_default: Guard | None = None
+_default_lock = threading.Lock()
+
+
+def default_guard() -> Guard:
+    """The rules and the committed verifier, loaded once per process (thread-safe)."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = Guard.load()
+    return _default
+
+
+def check(
+    a: str,
+    b: str,
+    u: npt.NDArray[np.float32] | None = None,
+    v: npt.NDArray[np.float32] | None = None,
+) -> Verdict:
+    """Whether ``a`` and ``b`` may be the same question; the first failed check is the reason.
+    With the two vectors the committed learned verifier judges too (see the module docstring);
+    without them, the rules alone."""
+    if u is None or v is None:
+        return check_rules(a, b)
+    return default_guard().check(a, b, u, v)
+
+
 def same_question(a: str, b: str) -> bool:
     """True unless the guard finds a difference in numbers, negation, entities, direction or
     question word between ``a`` and ``b``."""
-    return check(a, b).ok
+    return check_rules(a, b).ok

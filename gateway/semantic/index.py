@@ -148,6 +148,11 @@ class LocalIndex:
             out.append(found)
         return out
 
+    def vector(self, tenant: str, fingerprint: str, entry_id: int) -> Vector:
+        """The stored (unit) vector of an entry of this partition."""
+        part = self._partitions[(tenant, fingerprint)]
+        return np.asarray(part.index.reconstruct(int(entry_id)), dtype=np.float32)
+
     def touch(self, entry_id: int) -> None:
         """Mark an entry as just used (LRU)."""
         if entry_id in self._entries:
