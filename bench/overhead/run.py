@@ -271,7 +271,10 @@ def from_template(name: str, dest: Path, upstream_port: int) -> Path:
 
 
 class _OtlpSink(http.server.BaseHTTPRequestHandler):
-    """Accepts OTLP/HTTP exports (and drops them), so the traced gateway really exports."""
+    """Accepts OTLP/HTTP exports (and drops them), so the traced gateway really exports.
+    HTTP/1.1, so that exporters keep their connection open, as they do with a collector."""
+
+    protocol_version = "HTTP/1.1"
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length") or 0))

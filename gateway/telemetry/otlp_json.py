@@ -53,7 +53,15 @@ class SpanEncoder:
 
     def encode(self, spans: Iterable[SpanData]) -> bytes:
         """One request body for ``POST /v1/traces``."""
-        return b"".join((self._head, b'"spans":[', b",".join(map(self._span, spans)), self._tail))
+        return self.body([self.spans(spans)])
+
+    def spans(self, spans: Iterable[SpanData]) -> bytes:
+        """Some spans of a body (a body may be encoded in parts: see `body`)."""
+        return b",".join(map(self._span, spans))
+
+    def body(self, parts: Iterable[bytes]) -> bytes:
+        """The request body of spans encoded in parts by `spans`."""
+        return b"".join((self._head, b'"spans":[', b",".join(parts), self._tail))
 
     def _span(self, span: SpanData) -> bytes:
         context, parent = span.context, span.parent
