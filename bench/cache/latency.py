@@ -4,7 +4,8 @@ at concurrency 32, and FAISS search time at 10k and 1M entries (synthetic vector
     . .venv/bin/activate && python bench/cache/latency.py [--million] [--out FILE]
 
 Lookups use the gateway's real embedding stage (gateway.embed.Embedder, all-MiniLM-L6-v2 fp32,
-micro-batched in a worker thread) and an in-process SemanticCache holding the stored side of
+ONNX Runtime unless --backend torch, micro-batched in a worker thread) and an in-process
+SemanticCache (rules and learned verifier) holding the stored side of
 2,000 QQP test pairs (their vectors from the on-disk cache); the queries are the other side.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,7 +42,9 @@ async def lookups(args: argparse.Namespace) -> dict[str, object]:
     pairs = evaluate.split(evaluate.load_pairs(DATA / "qqp_pairs_dev.jsonl"), "test")
     stored = pairs[: args.entries]
     vectors = VectorStore().get([p.stored for p in stored])
-    embedder = await asyncio.to_thread(Embedder.load, quantize=args.quantize)
+    embedder = await asyncio.to_thread(
+        Embedder.load, quantize=args.quantize, backend=args.backend, threads=args.threads
+    )
     cache = await SemanticCache.open(None, namespace="bench")
     for p, v in zip(stored, vectors, strict=True):
         await cache.store("bench", "fp", v, p.stored, b"answer")
@@ -73,7 +77,12 @@ async def lookups(args: argparse.Namespace) -> dict[str, object]:
     await embedder.aclose()
     return {
         "entries": len(stored),
-        "embedder": {"quantized": args.quantize, "max_seq_length": embedder.max_seq_length},
+        "embedder": {
+            "quantized": args.quantize,
+            "max_seq_length": embedder.max_seq_length,
+            "backend": embedder.backend,
+            "threads": args.threads,
+        },
         "c1": {"n": len(c1), "p50_ms": pct(c1, 50), "p95_ms": pct(c1, 95)},
         "cache_lookup_only_c1": {
             "n": len(search_only),
@@ -133,14 +142,19 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1024)
     parser.add_argument("--c1-queries", type=int, default=300)
     parser.add_argument("--quantize", action="store_true", help="int8 embedder")
+    parser.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="embedder threads")
     parser.add_argument("--million", action="store_true", help="also the 1M-entry search")
     parser.add_argument("--skip-lookups", action="store_true")
     parser.add_argument("--skip-faiss", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latency.json")
     args = parser.parse_args()
     result: dict[str, object] = {}
+    result["load_average_before"] = os.getloadavg()
     if not args.skip_lookups:
         result["lookups"] = asyncio.run(lookups(args))
+        result["load_average_after_lookups"] = os.getloadavg()
+        print("load average", result["load_average_before"], "->", os.getloadavg())
         print(json.dumps(result["lookups"], indent=1), flush=True)
     sizes = [] if args.skip_faiss else [10_000] + ([1_000_000] if args.million else [])
     result["faiss"] = []

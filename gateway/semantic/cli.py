@@ -175,7 +175,7 @@ def train_guard_command(
     ] = 5,
     min_recall: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Recall the cutoff must keep.")
-    ] = 0.60,
+    ] = 0.64,
     model: Annotated[str, typer.Option(help="Embedding model.")] = "all-MiniLM-L6-v2",
 ) -> None:
     """Train the learned pair verifier of the meaning guard (numpy) and write its artifact.

@@ -368,16 +368,19 @@ def check_rules(a: str, b: str) -> Verdict:
 class Guard:
     """The rules and one learned verifier (``None``: the rules alone)."""
 
-    def __init__(self, verifier: Verifier | None) -> None:
+    def __init__(self, verifier: Verifier | None, cutoff: float | None = None) -> None:
         self.verifier = verifier
+        self.cutoff = cutoff if cutoff is not None or verifier is None else verifier.cutoff
+        """Pairs the verifier gives a lower probability are refused (default: the artifact's;
+        lower serves more paraphrases and more wrong answers, see bench/cache/RESULTS.md)."""
 
     @classmethod
-    def load(cls, path: Path | None = None) -> Guard:
+    def load(cls, path: Path | None = None, cutoff: float | None = None) -> Guard:
         """The rules and the verifier artifact at ``path`` (default: the committed one);
         blocking, call it at start."""
         from gateway.semantic.verifier import Verifier
 
-        return cls(Verifier.load(path))
+        return cls(Verifier.load(path), cutoff)
 
     def check(
         self,
@@ -392,7 +395,7 @@ class Guard:
         if not verdict.ok or self.verifier is None or u is None or v is None:
             return verdict
         probability = self.verifier.probability(a, b, u, v)
-        if probability < self.verifier.cutoff:
+        if self.cutoff is not None and probability < self.cutoff:
             return Verdict(False, Reason.VERIFIER, f"p={probability:.3f}")
         return verdict
 
