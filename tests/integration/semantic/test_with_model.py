@@ -77,3 +77,18 @@ async def test_follow_up_only_matches_its_conversation(embedder) -> None:  # typ
         )
     finally:
         await cache.aclose()
+
+
+async def test_the_learned_verifier_refuses_what_no_rule_names(embedder) -> None:  # type: ignore[no-untyped-def]
+    stored = "How do I become a data scientist?"
+    query = "How long does it take to become a data scientist?"
+    cache = await SemanticCache.open(None, namespace="model-test")
+    try:
+        (s, q) = await embedder.embed([stored, query])
+        await cache.store("team-a", "fp", s, stored, b"answer")
+        assert float(s @ q) >= DEFAULT_THRESHOLD
+        assert await cache.lookup("team-a", "fp", q, query, DEFAULT_THRESHOLD) is None
+        assert cache.health()["guard_veto_verifier"] == 1
+        assert await cache.lookup("team-a", "fp", s, stored, DEFAULT_THRESHOLD) is not None
+    finally:
+        await cache.aclose()
