@@ -97,8 +97,15 @@ async def readyz(request: Request[Any, Any, Any]) -> dict[str, Any]:
     runtime = _store(request).current
     services: Services = request.app.state.services
     cache, ledger = services.exact.store.health(), services.ledger.health()
-    stores = {**cache, "ledger": ledger}
-    degraded = cache["exact_cache"] == "degraded" or ledger.get("redis") == "down"
+    stores: dict[str, Any] = {**cache, "ledger": ledger}
+    semantic = services.semantic.health()
+    if semantic is not None:
+        stores["semantic_cache"] = semantic
+    degraded = (
+        cache["exact_cache"] == "degraded"
+        or ledger.get("redis") == "down"
+        or services.semantic.degraded()
+    )
     return {
         "status": "degraded" if degraded else "ready",
         "policy": {
@@ -144,7 +151,11 @@ async def flush_cache(request: Request[Any, Any, Any]) -> dict[str, Any]:
     auth.require_admin(_store(request).current.admins, request.headers.get("authorization"))
     services: Services = request.app.state.services
     tenant = request.query_params.get("tenant") or None
-    return {"flushed": {"exact": await services.exact.store.flush(tenant)}, "tenant": tenant}
+    exact = await services.exact.store.flush(tenant)
+    return {
+        "flushed": {"exact": exact, "semantic": await services.semantic.flush(tenant)},
+        "tenant": tenant,
+    }
 
 
 class InvalidPolicy(BadRequest):

@@ -17,9 +17,11 @@ from gateway.ledger import http as ledger_http
 from gateway.ledger.store import open_ledger
 from gateway.policy.schema import Policy
 from gateway.policy.store import PolicyStore
+from gateway.semantic_stage import SemanticStage
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.telemetry import Telemetry, metrics_endpoint
+from gateway.understand import Models
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -35,7 +37,13 @@ def create_app(settings: Settings) -> Litestar:
         exact = ExactCache(_exact_store(settings, runtime.policy))
         if isinstance(exact.store, MemoryStore):
             telemetry.metrics.set_cache_size("exact", exact.store.__len__)
-        services = state.services = Services(ledger, exact, Background(), telemetry)
+        models, semantic = Models(settings.data_dir / "models"), SemanticStage(settings.redis_url)
+        await models.prepare(runtime)
+        await semantic.prepare(runtime)
+        telemetry.metrics.set_cache_size("semantic", semantic.size)
+        services = state.services = Services(
+            ledger, exact, Background(), telemetry, models, semantic
+        )
         watcher = asyncio.create_task(store.watch()) if settings.watch_policy else None
         # Everything loaded so far (policy, models, pools) lives as long as the process: keep
         # the collector from scanning it again and again, which shows up as latency spikes.
@@ -51,6 +59,8 @@ def create_app(settings: Settings) -> Litestar:
             await services.background.drain()
             await ledger.aclose()
             await exact.store.aclose()
+            await semantic.aclose()
+            await models.aclose()
             await store.aclose()
             await telemetry.aclose()
 

@@ -81,7 +81,7 @@ NON_KEY_FIELDS = frozenset(
 )
 """Fields that change delivery, billing or provider-side bookkeeping, not the answer."""
 
-Outcome = Literal["miss", "bypass", "exact"]
+Outcome = Literal["miss", "bypass", "exact", "semantic"]
 
 
 def cacheable(body: Mapping[str, Any], max_temperature: float) -> bool:

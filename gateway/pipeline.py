@@ -1,6 +1,10 @@
 """The request flow in one place: each stage is one call, in order.
 
-    exact cache -> budget -> route -> call -> (respond) -> account, store in the cache
+    exact cache -> embed -> semantic cache -> classify -> budget, route -> call -> (respond)
+    -> account, store in the caches
+
+Embedding happens only when the semantic cache or a difficulty/category rule needs it, and once;
+classification only for requests the policy routes (not for a named model).
 
 Stages exchange frozen value objects (`ChatRequest`, `Decision`, `Reply`, `Started`,
 `CachedAnswer`), never wire JSON; `normalize` made the request, `respond` turns the result
@@ -11,6 +15,7 @@ Only complete, successful answers are stored in the cache, after the response.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -26,8 +31,10 @@ from gateway.normalize import ChatRequest
 from gateway.policy.store import Runtime
 from gateway.providers import AttemptFailed, Usage
 from gateway.route import Decision
+from gateway.semantic_stage import SemanticStage
 from gateway.services import Services
 from gateway.telemetry import RequestTrace
+from gateway.understand import Understanding
 
 CACHE_ROUTE = "cache"
 
@@ -41,6 +48,8 @@ class Completed:
     body: bytes
     cost_usd: Decimal | None
     cache: Outcome
+    difficulty: float | None = None
+    cache_score: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +62,8 @@ class Streaming:
     cache: Outcome
     cost_usd: Decimal | None = None
     """Known before the stream only for a cache hit (zero)."""
+    difficulty: float | None = None
+    cache_score: float | None = None
 
 
 async def run(
@@ -64,17 +75,43 @@ async def run(
         span.set_attribute("gateway.cache", outcome)
     if hit is not None:
         return _from_cache(runtime, services, request, hit, outcome, trace)
+    judging = runtime.classifies and request.model not in policy.models
+    semantic = SemanticStage.wanted(request, runtime)
+    understanding = None
+    if judging or semantic:
+        with trace.stage("embed"):
+            understanding = await services.models.understand(request)
+    if semantic and understanding is not None and request.cache_control.read:
+        with trace.stage("semantic_cache") as span:
+            found = await services.semantic.lookup(request, runtime, understanding)
+            outcome = _semantic_outcome(outcome, found is not None, services.semantic)
+            span.set_attribute("gateway.cache", outcome)
+        if found is not None:
+            return _from_cache(
+                runtime, services, request, found.answer, outcome, trace, found.score
+            )
+    judgement = None
+    if judging and understanding is not None:
+        with trace.stage("classify") as span:
+            judgement = await services.models.classify(request, understanding)
+            span.set_attribute("gateway.difficulty", judgement.difficulty)
+            span.set_attribute("gateway.category", judgement.category)
     with trace.stage("route") as span:
         decision = await budget.enforce(runtime, services.ledger, request) or route.choose(
-            policy, request, runtime.sessions
+            policy, request, runtime.sessions, judgement
         )
         span.set_attribute("gateway.route", decision.route)
+    if judgement is not None:  # a budget downgrade decides without it, but it was measured
+        decision = dataclasses.replace(decision, judgement=judgement)
+    difficulty = _difficulty(decision)
     if request.stream:
         with trace.stage("call"):  # up to the first chunk; the rest streams after the response
             model, started = await call.stream(runtime, decision, request)
         _remember_session(runtime, decision, model)
-        chunks = _metered(runtime, services, request, decision, model, started, outcome, trace)
-        return Streaming(request, decision.route, model, chunks, outcome)
+        chunks = _metered(
+            runtime, services, request, decision, model, started, outcome, trace, understanding
+        )
+        return Streaming(request, decision.route, model, chunks, outcome, difficulty=difficulty)
     with trace.stage("call"):
         model, reply = await call.complete(runtime, decision, request)
     _remember_session(runtime, decision, model)
@@ -89,6 +126,7 @@ async def run(
             usage=usage,
             estimated=estimated,
             cache=outcome,
+            judgement=decision.judgement,
         )
         answer = cached_answer.from_reply(
             reply.body,
@@ -99,8 +137,21 @@ async def run(
             created=time.time(),
         )
         _finish(runtime, services, trace, request, record, answer.content if answer else None)
-    _store(runtime, services, request, answer)
-    return Completed(request, decision.route, model, reply.body, record.cost_usd, outcome)
+    _store(runtime, services, request, answer, understanding)
+    return Completed(
+        request, decision.route, model, reply.body, record.cost_usd, outcome, difficulty
+    )
+
+
+def _difficulty(decision: Decision) -> float | None:
+    return decision.judgement.difficulty if decision.judgement is not None else None
+
+
+def _semantic_outcome(exact: Outcome, hit: bool, semantic: SemanticStage) -> Outcome:
+    """``semantic`` on a hit; after a miss, ``bypass`` stays only while a store is down."""
+    if hit:
+        return "semantic"
+    return "bypass" if exact == "bypass" and semantic.degraded() else "miss"
 
 
 def _from_cache(
@@ -110,15 +161,24 @@ def _from_cache(
     answer: CachedAnswer,
     outcome: Outcome,
     trace: RequestTrace,
+    score: float | None = None,
 ) -> Completed | Streaming:
     with trace.stage("ledger"):
         record = account.cache_hit(request, answer, outcome)
         _finish(runtime, services, trace, request, record, answer.content)
     if request.stream:
         chunks = _replay(cached_answer.chunks(answer, request.wants_usage))
-        return Streaming(request, CACHE_ROUTE, answer.model, chunks, outcome, Decimal(0))
+        return Streaming(
+            request, CACHE_ROUTE, answer.model, chunks, outcome, Decimal(0), cache_score=score
+        )
     return Completed(
-        request, CACHE_ROUTE, answer.model, cached_answer.completion(answer), Decimal(0), outcome
+        request,
+        CACHE_ROUTE,
+        answer.model,
+        cached_answer.completion(answer),
+        Decimal(0),
+        outcome,
+        cache_score=score,
     )
 
 
@@ -158,6 +218,7 @@ async def _metered(
     started: Started,
     outcome: Outcome,
     trace: RequestTrace,
+    understanding: Understanding | None,
 ) -> AsyncGenerator[bytes, None]:
     meter = account.StreamMeter(request.wants_usage)
     status = account.CLIENT_CLOSED
@@ -183,10 +244,12 @@ async def _metered(
             status=status,
             ttft_at=started.first_at,
             cache=outcome,
+            judgement=decision.judgement,
         )
         _finish(runtime, services, trace, request, record, meter.text)
         if status == 200:
-            _store(runtime, services, request, _streamed_answer(meter, model, usage, record))
+            answer = _streamed_answer(meter, model, usage, record)
+            _store(runtime, services, request, answer, understanding)
 
 
 def _streamed_answer(
@@ -206,11 +269,18 @@ def _streamed_answer(
 
 
 def _store(
-    runtime: Runtime, services: Services, request: ChatRequest, answer: CachedAnswer | None
+    runtime: Runtime,
+    services: Services,
+    request: ChatRequest,
+    answer: CachedAnswer | None,
+    understanding: Understanding | None,
 ) -> None:
     """After the response: store a complete, cacheable answer."""
-    if answer is not None:
-        services.background.spawn(services.exact.save(request, runtime, answer))
+    if answer is None:
+        return
+    services.background.spawn(services.exact.save(request, runtime, answer))
+    if understanding is not None and SemanticStage.wanted(request, runtime):
+        services.background.spawn(services.semantic.save(request, runtime, understanding, answer))
 
 
 def _remember_session(runtime: Runtime, decision: Decision, model: str) -> None:

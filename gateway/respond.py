@@ -26,6 +26,10 @@ def headers(result: Completed | Streaming) -> dict[str, str]:
     # A live stream's cost is known only after its last chunk, when the headers are gone.
     if result.cost_usd is not None:
         out["x-gateway-cost-usd"] = format(result.cost_usd.normalize(), "f")
+    if result.difficulty is not None:
+        out["x-gateway-difficulty"] = f"{result.difficulty:.4f}"
+    if result.cache_score is not None:
+        out["x-gateway-cache-score"] = f"{result.cache_score:.4f}"
     return out
 
 

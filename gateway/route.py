@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -17,6 +18,9 @@ from gateway.errors import BadRequest, ModelNotFound
 from gateway.normalize import ChatRequest
 from gateway.policy.schema import Policy, Route, When
 from gateway.sessions import Sessions, session_key
+
+if TYPE_CHECKING:
+    from gateway.classify import Judgement
 
 FORCED = "forced"
 STICKY = "sticky"
@@ -31,12 +35,21 @@ class Decision:
     model: str
     session: str | None = None
     """The sticky-session key under which to remember the model that answers."""
+    judgement: Judgement | None = None
+    """The classifier's difficulty and category, when it ran."""
 
 
-def choose(policy: Policy, request: ChatRequest, sessions: Sessions) -> Decision:
+def choose(
+    policy: Policy,
+    request: ChatRequest,
+    sessions: Sessions,
+    judgement: Judgement | None = None,
+) -> Decision:
+    """``judgement``: the classifier's verdict; rules that test difficulty or category never
+    match without one."""
     if request.model in policy.models:
         return Decision(FORCED, request.model)
-    rule = next((r for r in policy.routes if matches(r.when, request)), None)
+    rule = next((r for r in policy.routes if matches(r.when, request, judgement)), None)
     if rule is None:
         if request.model != AUTO:
             raise ModelNotFound(
@@ -54,14 +67,16 @@ def choose(policy: Policy, request: ChatRequest, sessions: Sessions) -> Decision
         session = session_key(request.tenant, request.session_id, request.body["messages"])
         pinned = sessions.model_of(session)
         if pinned in policy.models:
-            return Decision(STICKY, pinned, session)
-    return Decision(rule.name, _arm(rule, request), session)
+            return Decision(STICKY, pinned, session, judgement)
+    return Decision(rule.name, _arm(rule, request), session, judgement)
 
 
-def matches(when: When | None, request: ChatRequest) -> bool:
+def matches(when: When | None, request: ChatRequest, judgement: Judgement | None = None) -> bool:
     """Every condition that is set must hold; without ``model`` a rule serves only ``auto``."""
     if when is None:
         return request.model == AUTO
+    if when.needs_classifier and not _judged(when, judgement):
+        return False
     return (
         request.model in (when.model if when.model is not None else (AUTO,))
         and (when.prompt_tokens is None or when.prompt_tokens.contains(request.prompt_tokens))
@@ -69,6 +84,14 @@ def matches(when: When | None, request: ChatRequest) -> bool:
         and (when.tags is None or all(request.tags.get(k) == v for k, v in when.tags.items()))
         and (when.has_tools is None or when.has_tools == request.has_tools)
         and (when.has_images is None or when.has_images == request.has_images)
+    )
+
+
+def _judged(when: When, judgement: Judgement | None) -> bool:
+    return (
+        judgement is not None
+        and (when.difficulty is None or when.difficulty.contains(judgement.difficulty))
+        and (when.category is None or judgement.category in when.category)
     )
 
 

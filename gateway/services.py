@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from gateway.background import Background
 from gateway.exact_cache import ExactCache
 from gateway.ledger.store import Ledger
+from gateway.semantic_stage import SemanticStage
 from gateway.telemetry import Telemetry
+from gateway.understand import Models
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,3 +18,6 @@ class Services:
     exact: ExactCache
     background: Background
     telemetry: Telemetry
+    models: Models
+    """The embedder and the classifier."""
+    semantic: SemanticStage

@@ -127,8 +127,14 @@ class Gateway:
         self.server.stop()
 
 
+@pytest.fixture(scope="session")
+def models_dir(request: pytest.FixtureRequest) -> Path:
+    """One models folder (the embedder's ONNX export) for every gateway a run starts."""
+    return Path(request.config.cache.mkdir("gateway-models"))
+
+
 @pytest.fixture
-def start_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
+def start_gateway(tmp_path: Path, models_dir: Path) -> Iterator[Callable[..., Gateway]]:
     """Start a gateway on a policy text; stopped at the end of the test."""
     started: list[Gateway] = []
 
@@ -148,6 +154,8 @@ def start_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
             redis_url=redis_url,
             telemetry=telemetry or TelemetryConfig(),
         )
+        settings.data_dir.mkdir(parents=True)
+        (settings.data_dir / "models").symlink_to(models_dir, target_is_directory=True)
         app = create_app(settings)
         gateway = Gateway(ServerThread(app).start(), path, app, settings.data_dir)
         started.append(gateway)

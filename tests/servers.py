@@ -11,6 +11,13 @@ from typing import Any
 import uvicorn
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now (for a server started in a child process)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 class ServerThread:
     """Serve ``app`` on a free loopback port until `stop` (or the end of a ``with`` block)."""
 

@@ -297,6 +297,24 @@ class RedisLedger(Ledger):
                 groups.append(Group(day, label, group_tenant, model, route, cache, _unpack(value)))
         return groups
 
+    async def scan(self, since: float, until: float) -> list[LedgerRecord]:
+        """From the stream, whose entry ids are write times: a record is written at or after its
+        arrival (later when it was spooled through an outage), so the scan starts at ``since``
+        and reads to the end. With ``stream_maxlen`` set, the stream holds the newest only."""
+        found: list[LedgerRecord] = []
+        start = f"{max(0, int(since * 1000))}-0"
+        while True:
+            page: list[Any] = (
+                await self.redis.xrange(f"{self.prefix}stream", start, "+", count=1000) or []
+            )
+            for _, fields in page:
+                record = msgspec.json.decode(fields[b"r"], type=LedgerRecord)
+                if since <= record.time < until:
+                    found.append(record)
+            if len(page) < 1000:
+                return found
+            start = "(" + page[-1][0].decode()
+
     async def records(self, count: int = 1000, start: str = "-") -> list[LedgerRecord]:
         """Records from the stream in write order (for export, calibration and tests)."""
         entries: list[Any] = (

@@ -279,6 +279,9 @@ class SQLiteLedger(Ledger):
                 *query.scan(conn, last, until),
             ]
 
+    async def scan(self, since: float, until: float) -> list[LedgerRecord]:
+        return await asyncio.to_thread(self.records, since, until)
+
     def records(self, since: float = 0.0, until: float = float("inf")) -> list[LedgerRecord]:
         """Stored records by time, for export and calibration (blocking)."""
         conn = self._reader()

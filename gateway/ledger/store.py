@@ -111,6 +111,11 @@ class Ledger(abc.ABC):
         return fold(rows, totals, since=since, until=until, by=by, tenant=tenant, tag=tag)
 
     @abc.abstractmethod
+    async def scan(self, since: float, until: float) -> list[LedgerRecord]:
+        """The stored records of requests that arrived in ``[since, until)`` (for calibration
+        and export; not for the request path)."""
+
+    @abc.abstractmethod
     def health(self) -> dict[str, Any]:
         """For /readyz: the store, and how far behind the writer is."""
 

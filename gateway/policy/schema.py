@@ -36,6 +36,13 @@ def _seconds(value: object) -> object:
 
 
 Duration = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
+Category = Literal["code", "math", "reasoning", "creative", "chat", "other"]
+"""The classifier's categories (``gateway.classify.CATEGORIES``)."""
+
+
+def _one_or_many(value: object) -> object:
+    """``category: code`` is short for ``category: [code]``."""
+    return (value,) if isinstance(value, str) else value
 
 
 class Strict(BaseModel):
@@ -199,6 +206,18 @@ class When(Strict):
     )
     has_tools: bool | None = None
     has_images: bool | None = None
+    difficulty: Range | None = Field(
+        default=None,
+        description="The classifier's difficulty in [0, 1] (probability that the small model "
+        "falls short of the large one). Never matches a request the classifier did not score.",
+    )
+    category: Annotated[tuple[Category, ...], BeforeValidator(_one_or_many)] | None = Field(
+        default=None, description="Any of these classifier categories (one name or a list)."
+    )
+
+    @property
+    def needs_classifier(self) -> bool:
+        return self.difficulty is not None or self.category is not None
 
 
 class Split(Strict):
@@ -258,9 +277,36 @@ class ExactCacheConfig(Strict):
     )
 
 
+class SemanticCacheConfig(Strict):
+    """Answers to earlier requests that mean the same, in the same context (tenant, system
+    prompt, earlier turns, tools, output-shaping parameters); see the README."""
+
+    enabled: bool = Field(default=False, description="Loads the embedding model at start.")
+    threshold: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Lowest cosine similarity for a hit (the meaning guard must agree too); "
+        "unset: the default measured in bench/cache.",
+    )
+    ttl: Duration = Field(default=86400.0, description="Seconds, or 30s / 15m / 24h / 7d.")
+    max_entries: int = Field(
+        default=100_000, ge=1, description="Per process; least recently used entries go first."
+    )
+    max_temperature: float = Field(
+        default=0.3, ge=0, description="Requests above it (missing means 1) are not cached."
+    )
+    approximate_after: int = Field(
+        default=20_000,
+        ge=1,
+        description="Entries of one tenant and context past which search uses an HNSW index.",
+    )
+
+
 class CacheConfig(Strict):
     namespace: str = Field(default="v1", description="Change it to invalidate every entry.")
     exact: ExactCacheConfig = ExactCacheConfig()
+    semantic: SemanticCacheConfig = SemanticCacheConfig()
 
 
 class TelemetryPolicy(Strict):

@@ -41,9 +41,11 @@ class Runtime:
     admins: KeyRing
     sessions: Sessions
     routing_tags: frozenset[str]
+    """Tag names that routing rules test: they choose the model, so they key the cache."""
     token_counters: Mapping[str, TokenCounter]
     """The tokenizers of the models that name one, by model."""
-    """Tag names that routing rules test: they choose the model, so they key the cache."""
+    classifies: bool = False
+    """Some rule tests the classifier's difficulty or category."""
     loaded_at: float = field(default_factory=time.time)
     models_body: bytes = b""
 
@@ -136,6 +138,7 @@ class PolicyStore:
                 k for r in policy.routes if r.when and r.when.tags for k in r.when.tags
             ),
             sessions=self._sessions_for(policy.routing.session_ttl_s, policy.routing.max_sessions),
+            classifies=any(r.when is not None and r.when.needs_classifier for r in policy.routes),
             models_body=_models_body(loaded, int(time.time())),
         )
 

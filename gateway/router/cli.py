@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from gateway.router.data import VALIDATION_FRACTION
+
+if TYPE_CHECKING:
+    from gateway.router.calibrate import Prompt
 
 router_app = typer.Typer(
     no_args_is_help=True,
@@ -188,6 +192,18 @@ def results_table(results: dict[str, Any], title: str) -> Table:
     return table
 
 
+def _ledger_prompts(since: str) -> list[Prompt]:
+    from gateway.ledger.window import parse_when
+    from gateway.router.from_ledger import ledger_prompts
+    from gateway.settings import Settings
+
+    now = time.time()
+    prompts = ledger_prompts(Settings.from_env(), parse_when(since, now), now)
+    if not prompts:
+        raise ValueError(f"the ledger has no routed requests with a difficulty since {since}")
+    return prompts
+
+
 def _pct(value: float) -> str:
     return "n/a" if value != value else f"{value:.1%}"
 
@@ -195,13 +211,24 @@ def _pct(value: float) -> str:
 @router_app.command()
 def calibrate(
     prompts_path: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--prompts",
             help="Rows {id, prompt} or {id, messages}, or scored rows {id, difficulty, category, "
             "input_tokens}; optional output_tokens per row.",
         ),
-    ],
+    ] = None,
+    from_ledger: Annotated[
+        bool,
+        typer.Option(
+            "--from-ledger",
+            help="Instead of --prompts: the requests the gateway routed, from its ledger "
+            "(GATEWAY_REDIS_URL or GATEWAY_DATA_DIR, as for serve).",
+        ),
+    ] = False,
+    since: Annotated[
+        str, typer.Option(help="With --from-ledger: from (7d, 24h, 2026-11-01...).")
+    ] = "7d",
     target_strong_share: Annotated[
         float | None,
         typer.Option(help="At most this share of prompts to the strong model (0..1)."),
@@ -238,14 +265,19 @@ def calibrate(
 
     if (target_strong_share is None) == (target_cost_per_mtok is None):
         raise _fail("give one of --target-strong-share or --target-cost-per-mtok", 2)
+    if (prompts_path is None) == (not from_ledger):
+        raise _fail("give one of --prompts or --from-ledger", 2)
     if target_strong_share is not None and not 0 <= target_strong_share <= 1:
         raise _fail("--target-strong-share is a share between 0 and 1", 2)
     path = policy or Path(os.environ.get("GATEWAY_POLICY", "policies/default.yaml"))
     try:
         _, routes = read_policy(path)
-        prompts, token_note = calibration_prompts(
-            prompts_path, head, model, output_tokens, progress=not no_progress
-        )
+        if prompts_path is not None:
+            prompts, token_note = calibration_prompts(
+                prompts_path, head, model, output_tokens, progress=not no_progress
+            )
+        else:
+            prompts, token_note = _ledger_prompts(since), "from the ledger"
         result = run_calibration(
             routes,
             prompts,

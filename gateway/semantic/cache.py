@@ -230,6 +230,25 @@ class SemanticCache:
             self._degrade(exc)
             raise
 
+    def __len__(self) -> int:
+        return len(self._index)
+
+    @property
+    def degraded(self) -> bool:
+        """Redis is unreachable or slow: lookups use the local index, stores are skipped."""
+        return self._degraded_reason is not None
+
+    async def discard(self, entry_id: str, tenant: str) -> None:
+        """Delete one entry (here and in Redis): its payload turned out unusable. Other
+        processes keep their copy until it expires; each of them discards it on its own hit."""
+        number = int(entry_id, 16)
+        await self._run(self._index.remove, [number])
+        if self._store is not None and self._degraded_reason is None:
+            try:
+                await self._store.delete([(number, tenant)])
+            except _REDIS_ERRORS as exc:
+                self._degrade(exc)
+
     def health(self) -> dict[str, Any]:
         """State for /readyz and metrics: ``status`` is "ok" or "degraded"."""
         return {

@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from gateway.classify import Judgement
 from gateway.errors import BadRequest, ModelNotFound
 from gateway.normalize import ChatRequest, chat_request
 from gateway.policy.schema import Policy
@@ -144,3 +145,39 @@ def test_sessions_remember_only_the_first_model() -> None:
     sessions.remember("k", "a")
     sessions.remember("k", "b")
     assert sessions.model_of("k") == "a"
+
+
+JUDGED = [
+    {"name": "hard", "when": {"difficulty": {"gte": 0.6}}, "to": "b"},
+    {"name": "code", "when": {"category": "code"}, "to": "c"},
+    {
+        "name": "mid-math",
+        "when": {"difficulty": {"gt": 0.3, "lt": 0.6}, "category": ["math"]},
+        "to": "c",
+    },
+    {"name": "rest", "to": "a"},
+]
+
+
+@pytest.mark.parametrize(
+    ("judgement", "expected"),
+    [
+        (Judgement(0.6, "chat"), "hard"),  # bounds are inclusive where they say so
+        (Judgement(0.59, "code"), "code"),
+        (Judgement(0.4, "math"), "mid-math"),
+        (Judgement(0.3, "math"), "rest"),  # gt excludes the bound
+        (Judgement(0.2, "chat"), "rest"),
+        (None, "rest"),  # without a judgement, difficulty and category rules never match
+    ],
+)
+def test_difficulty_and_category_rules(judgement: Judgement | None, expected: str) -> None:
+    decision = choose(make_policy(JUDGED), req(), Sessions(60, 100), judgement)
+    assert decision.route == expected
+    assert decision.judgement == judgement
+
+
+def test_a_category_name_is_short_for_a_list_and_unknown_ones_are_refused() -> None:
+    policy = make_policy(JUDGED)
+    assert policy.routes[1].when is not None and policy.routes[1].when.category == ("code",)
+    with pytest.raises(ValueError, match="category"):
+        make_policy([{"name": "x", "when": {"category": "poetry"}, "to": "a"}])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -15,6 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 import redis.asyncio as aioredis
+
+from tests.servers import free_port
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 
@@ -60,9 +61,7 @@ class RedisProcess:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

@@ -206,3 +206,16 @@ async def test_rollups_stay_exact_past_what_a_double_holds(
     assert totals.baseline_cost_usd == Decimal("3.500000004")
     assert totals.savings_usd == Decimal("3.500000004") - Decimal("14000000.123456797")
     await ledger.aclose()
+
+
+async def test_scan_returns_the_records_that_arrived_in_the_window(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    for ledger in (redis_ledger(redis_url, tmp_path / "r", prefix), open_ledger(None, tmp_path)):
+        await ledger.start()
+        for i in range(1500):  # more than one page of the stream
+            ledger.record(rec(T0 + i, request_id=f"r{i}"))
+        await ledger.flush()
+        found = await ledger.scan(T0 + 100, T0 + 1200)
+        assert sorted(int(r.request_id[1:]) for r in found) == list(range(100, 1200))
+        await ledger.aclose()

@@ -1,0 +1,45 @@
+"""Calibration prompts from the ledger: the requests the gateway actually routed.
+
+Every request the classifier scored has its difficulty, category and token counts in the
+ledger, so ``gateway router calibrate --from-ledger`` can set a threshold from real traffic
+without a prompt file (and without prompt text, which the ledger never holds). Cache hits, failed
+requests and requests for a named model were not routed by difficulty and are left out. The
+ledger does not know whether a request had tools or images: rules that test those are taken as
+not matching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.ledger.record import LedgerRecord
+from gateway.ledger.store import open_ledger
+from gateway.router.calibrate import Prompt
+from gateway.settings import Settings
+
+
+def routed(records: list[LedgerRecord]) -> list[Prompt]:
+    return [
+        Prompt(
+            difficulty=r.difficulty,
+            category=r.category or "other",
+            input_tokens=r.input_tokens,
+            output_tokens=r.output_tokens,
+            prompt_tokens_estimate=r.input_tokens,
+        )
+        for r in records
+        if r.difficulty is not None and r.status == 200 and r.cache in ("miss", "bypass")
+    ]
+
+
+def ledger_prompts(settings: Settings, since: float, until: float) -> list[Prompt]:
+    """The routed requests of ``[since, until)`` in the ledger the settings point at."""
+
+    async def scan() -> list[LedgerRecord]:
+        ledger = open_ledger(settings.redis_url, settings.data_dir)
+        try:
+            return await ledger.scan(since, until)
+        finally:
+            await ledger.aclose()
+
+    return routed(asyncio.run(scan()))

@@ -1,0 +1,96 @@
+"""The embed and classify stages: what the gateway works out about a request before routing it.
+
+A request is embedded once (the text of its last user message, all-MiniLM-L6-v2); the same
+vector serves the semantic cache and the difficulty classifier. Both models run off the event
+loop: the embedder in its micro-batching worker thread, the classifier head in a one-thread
+executor of its own (the text features' regular expressions and the head: 0.1-0.5 ms, too long
+to hold the loop for).
+
+The models load at start when the policy uses them, and otherwise on the first request that
+needs them (after a reload turned the semantic cache or a difficulty rule on), once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.classify import Classifier, Judgement, features_of
+from gateway.embed import Embedder, Vectors
+from gateway.normalize import ChatRequest
+from gateway.policy.store import Runtime
+from gateway.semantic import cache_text
+
+__all__ = ["Models", "Understanding"]
+
+
+@dataclass(frozen=True, slots=True)
+class Understanding:
+    """The request's cache text and its embedding (a unit-length float32 row)."""
+
+    text: str
+    vector: Vectors
+
+
+def _judge(classifier: Classifier, request: ChatRequest, vector: Vectors) -> Judgement:
+    """In the classify worker: the text features (regular expressions) and the head."""
+    return classifier.classify(vector, features_of(request.body["messages"], request.has_tools))
+
+
+def needs_embedding(runtime: Runtime) -> bool:
+    return runtime.policy.cache.semantic.enabled or runtime.classifies
+
+
+class Models:
+    """The embedder and the classifier, loaded on first need and shared by all requests."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self._cache_dir = cache_dir
+        self._embedder: Embedder | None = None
+        self._classifier: Classifier | None = None
+        self._lock = asyncio.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classify")
+
+    async def prepare(self, runtime: Runtime) -> None:
+        """Load what this policy uses (blocking work in a thread)."""
+        if needs_embedding(runtime):
+            await self._embedding_model()
+        if runtime.classifies:
+            await self._classifier_model()
+
+    async def understand(self, request: ChatRequest) -> Understanding:
+        text = cache_text(request.body)
+        embedder = self._embedder or await self._embedding_model()
+        vectors = await embedder.embed([text])
+        return Understanding(text, vectors[0])
+
+    async def classify(self, request: ChatRequest, understanding: Understanding) -> Judgement:
+        classifier = self._classifier or await self._classifier_model()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, _judge, classifier, request, understanding.vector
+        )
+
+    async def aclose(self) -> None:
+        if self._embedder is not None:
+            await self._embedder.aclose()
+        self._executor.shutdown(wait=False)
+
+    async def _embedding_model(self) -> Embedder:
+        async with self._lock:
+            if self._embedder is None:
+                self._embedder = await asyncio.to_thread(Embedder.load, cache_dir=self._cache_dir)
+                if self._classifier is not None:
+                    self._classifier.check_embedder(self._embedder.signature)
+            return self._embedder
+
+    async def _classifier_model(self) -> Classifier:
+        async with self._lock:
+            if self._classifier is None:
+                classifier = await asyncio.to_thread(Classifier.load)
+                if self._embedder is not None:
+                    classifier.check_embedder(self._embedder.signature)
+                self._classifier = classifier
+            return self._classifier

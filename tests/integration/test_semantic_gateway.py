@@ -1,0 +1,205 @@
+"""The semantic cache through the running gateway, with the real embedding model.
+
+The fake upstream answers "primary says: <last user message>", so a semantic hit is visible in the
+answer: a paraphrase gets the echo of the question that was asked first.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from tests.conftest import ADMIN_KEY, OTHER_KEY, Gateway, policy_text
+from tests.fake_upstream import FakeUpstream, Fault
+
+pytestmark = pytest.mark.model
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+QUESTION = "What is the capital city of France?"
+PARAPHRASE = "what's the capital of france"
+
+
+def semantic_policy(primary: FakeUpstream, backup: FakeUpstream, extra: str = "") -> str:
+    return policy_text(primary, backup) + (
+        f"cache:\n  namespace: t-{uuid.uuid4().hex[:8]}\n"
+        f"  semantic: {{enabled: true, max_temperature: 0.5{extra}}}\n"
+    )
+
+
+def ask(
+    gw: Gateway,
+    text: str,
+    *,
+    key: str | None = None,
+    system: str | None = None,
+    headers: dict[str, str] | None = None,
+    **body: object,
+) -> httpx.Response:
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": text})
+    client = gw.client(key) if key else gw.client()
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", messages=messages, extra_headers=headers, **{"temperature": 0, **body}
+    )  # type: ignore[call-overload]
+    return raw.http_response  # type: ignore[no-any-return]
+
+
+def content(response: httpx.Response) -> str:
+    return str(response.json()["choices"][0]["message"]["content"])
+
+
+@pytest.fixture
+def gateway(
+    start_gateway: Callable[..., Gateway], primary: FakeUpstream, backup: FakeUpstream
+) -> Gateway:
+    return start_gateway(semantic_policy(primary, backup))
+
+
+def test_a_paraphrase_is_answered_from_the_semantic_cache(
+    gateway: Gateway, primary: FakeUpstream
+) -> None:
+    first = ask(gateway, QUESTION)
+    assert first.headers["x-gateway-cache"] == "miss"
+    hit = _eventually_hit(gateway, PARAPHRASE)
+    assert hit.headers["x-gateway-route"] == "cache"
+    assert hit.headers["x-gateway-model"] == "main"
+    assert hit.headers["x-gateway-cost-usd"] == "0"
+    assert 0.5 < float(hit.headers["x-gateway-cache-score"]) <= 1.0
+    assert content(hit) == content(first) == f"primary says: {QUESTION}"
+    assert len(primary.requests) == 1
+    records = gateway.records(2)
+    assert [r.cache for r in records] == ["miss", "semantic"]
+    assert records[1].cost_usd == 0 and records[1].baseline_cost_usd == records[0].cost_usd
+
+
+@pytest.mark.parametrize(
+    ("stored", "asked"),
+    [
+        ("What is 12 times 4?", "What is 12 times 5?"),  # numbers
+        ("Is Python a compiled language?", "Is Python not a compiled language?"),  # negation
+        ("What is the capital city of France?", "What is the capital city of Germany?"),  # entity
+        (
+            "How long is the flight from Paris to London?",
+            "How long is the flight from London to Paris?",
+        ),  # direction
+    ],
+)
+def test_near_duplicates_that_mean_something_else_miss(
+    gateway: Gateway, primary: FakeUpstream, stored: str, asked: str
+) -> None:
+    ask(gateway, stored)
+    _wait_stored(gateway, 1)
+    response = ask(gateway, asked)
+    assert response.headers["x-gateway-cache"] == "miss"
+    assert content(response) == f"primary says: {asked}"
+    assert len(primary.requests) == 2
+
+
+def test_tenants_and_contexts_never_share_entries(gateway: Gateway, primary: FakeUpstream) -> None:
+    ask(gateway, QUESTION)
+    _wait_stored(gateway, 1)
+    assert ask(gateway, PARAPHRASE, key=OTHER_KEY).headers["x-gateway-cache"] == "miss"
+    other_system = ask(gateway, PARAPHRASE, system="Answer in French.")
+    assert other_system.headers["x-gateway-cache"] == "miss"
+    longer = ask(gateway, PARAPHRASE, max_tokens=5)  # output-shaping parameters are context
+    assert longer.headers["x-gateway-cache"] == "miss"
+    assert len(primary.requests) == 4
+
+
+def test_a_follow_up_only_matches_its_own_conversation(
+    gateway: Gateway, primary: FakeUpstream
+) -> None:
+    def follow_up(topic: str) -> httpx.Response:
+        messages = [
+            {"role": "user", "content": f"Write a function that {topic} in Python."},
+            {"role": "assistant", "content": "def f(): ..."},
+            {"role": "user", "content": "Now do it in Rust."},
+        ]
+        raw = gateway.client().chat.completions.with_raw_response.create(
+            model="auto", messages=messages, temperature=0
+        )  # type: ignore[arg-type]
+        return raw.http_response  # type: ignore[no-any-return]
+
+    follow_up("reverses a string")
+    _wait_stored(gateway, 1)
+    assert follow_up("sorts a list").headers["x-gateway-cache"] == "miss"
+    assert follow_up("reverses a string").headers["x-gateway-cache"] == "exact"
+
+
+def test_a_streamed_answer_is_replayed_as_a_stream(gateway: Gateway, primary: FakeUpstream) -> None:
+    with gateway.client().chat.completions.with_streaming_response.create(
+        model="auto", messages=[{"role": "user", "content": QUESTION}], stream=True, temperature=0
+    ) as response:  # type: ignore[call-overload]
+        first = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
+    _wait_stored(gateway, 1)
+    with gateway.client().chat.completions.with_streaming_response.create(
+        model="auto",
+        messages=[{"role": "user", "content": PARAPHRASE}],
+        stream=True,
+        temperature=0,
+        stream_options={"include_usage": True},
+    ) as response:  # type: ignore[call-overload]
+        assert response.headers["x-gateway-cache"] == "semantic"
+        chunks = list(response.parse())
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == first
+    assert chunks[-1].usage is not None
+    assert len(primary.requests) == 1
+
+
+def test_what_must_not_be_stored_is_not(gateway: Gateway, primary: FakeUpstream) -> None:
+    ask(gateway, QUESTION, headers={"cache-control": "no-store"})
+    ask(gateway, QUESTION, temperature=0.9)  # above the semantic cache's max_temperature
+    primary.script(Fault(drop_after_chunks=1))
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/v1/chat/completions",
+        headers={"authorization": f"Bearer {gateway.client().api_key}"},
+        json={
+            "model": "auto",
+            "messages": [{"role": "user", "content": QUESTION}],
+            "stream": True,
+            "temperature": 0,
+        },
+        timeout=30,
+    ) as broken:
+        broken.read()
+    gateway.records(3)
+    assert _semantic_entries(gateway) == 0
+    response = ask(gateway, PARAPHRASE, headers={"cache-control": "no-cache"})
+    assert response.headers["x-gateway-cache"] == "bypass"  # no-cache: not read
+    _wait_stored(gateway, 1)  # ... but stored
+    assert ask(gateway, QUESTION).headers["x-gateway-cache"] == "semantic"
+
+
+def test_admin_flush_empties_the_semantic_cache(gateway: Gateway) -> None:
+    ask(gateway, QUESTION)
+    _wait_stored(gateway, 1)
+    flushed = httpx.delete(
+        f"{gateway.url}/admin/cache", headers={"authorization": f"Bearer {ADMIN_KEY}"}
+    )
+    assert flushed.json()["flushed"]["semantic"] == 1
+    assert ask(gateway, PARAPHRASE).headers["x-gateway-cache"] == "miss"
+
+
+def _semantic_entries(gw: Gateway) -> int:
+    return int(gw.app.state.services.semantic.size())
+
+
+def _wait_stored(gw: Gateway, count: int, timeout_s: float = 10.0) -> None:
+    """Answers are stored after the response, in the background."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while _semantic_entries(gw) < count:
+        assert time.monotonic() < deadline, "the answer was never stored"
+        time.sleep(0.02)
+
+
+def _eventually_hit(gw: Gateway, text: str) -> httpx.Response:
+    _wait_stored(gw, 1)
+    response = ask(gw, text)
+    assert response.headers["x-gateway-cache"] == "semantic", response.headers
+    return response
