@@ -2,9 +2,9 @@
 
 The request path only appends each ended span (a `SpanData` tuple) to a deque: when the queue
 holds ``max_queue`` spans the span is dropped and counted instead, so a slow or absent
-collector never blocks or grows a request. The thread wakes every ``delay_s`` or as soon as
-``batch_size`` spans wait, takes them in batches of ``batch_size``, encodes each batch as OTLP
-JSON (`otlp_json`), compresses it when asked, and POSTs it to ``{endpoint}/v1/traces`` with a
+collector never blocks or grows a request. The thread wakes as soon as ``batch_size`` spans
+wait, and exports the full batches; or, when ``delay_s`` has passed, everything queued. It
+encodes each batch as OTLP JSON (`otlp_json`), compresses it when asked, and POSTs it to ``{endpoint}/v1/traces`` with a
 timeout. 429, 502, 503 and 504 and transport errors are retried with exponential backoff and
 jitter (tenacity; a ``Retry-After`` in seconds is honoured up to ``max_backoff_s``) a bounded
 number of times; then the batch is dropped and logged. `force_flush` and `shutdown` export
@@ -107,7 +107,7 @@ class SpanExporter:
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Export everything queued now, on the calling thread; False if time ran out."""
-        return self._export_all(time.monotonic() + timeout_millis / 1000)
+        return self._export(len(self._queue), time.monotonic() + timeout_millis / 1000)
 
     def shutdown(self, timeout_millis: int = 30_000) -> None:
         """Stop taking spans, export what is queued, stop the thread and close the client."""
@@ -119,23 +119,31 @@ class SpanExporter:
         self._connection.close()
 
     def _run(self) -> None:
+        size = self.settings.batch_size
         while not self._closed:
-            self._wake.wait(self.settings.delay_s)
+            full = self._wake.wait(self.settings.delay_s)
             self._wake.clear()
-            self._export_all(None)
-        self._export_all(None)
+            # Woken by a full batch: full batches only, the rest waits for more spans or for
+            # the delay; the delay passed: everything. Never "until the queue is empty": the
+            # request path keeps appending, and chasing it sends many small batches.
+            queued = len(self._queue)
+            self._export(queued - queued % size if full else queued, None)
+        self._export(len(self._queue), None)
 
-    def _export_all(self, deadline: float | None) -> bool:
-        """Export the queue in batches; with a ``deadline``, False if it passed first."""
+    def _export(self, count: int, deadline: float | None) -> bool:
+        """Export the ``count`` oldest spans in batches; False if ``deadline`` passed first."""
         wait = -1 if deadline is None else max(0.0, deadline - time.monotonic())
         if not self._export_lock.acquire(timeout=wait):
             return False
         try:
             queue, size = self._queue, self.settings.batch_size
-            while queue:
+            count = min(count, len(queue))  # force_flush may have taken them meanwhile
+            while count > 0:
                 if deadline is not None and time.monotonic() > deadline:
                     return False
-                self._send([queue.popleft() for _ in range(min(size, len(queue)))])
+                batch = [queue.popleft() for _ in range(min(size, count))]
+                count -= len(batch)
+                self._send(batch)
             if self._dropped != self._reported:
                 log.warning("span queue full: %d spans dropped so far", self._dropped)
                 self._reported = self._dropped

@@ -283,3 +283,25 @@ def test_http_protobuf_keeps_the_sdk_exporter(receiver: OtlpReceiver) -> None:
     telemetry.shutdown()
     assert receiver.content_types == ["application/x-protobuf"]
     assert [s.name for s in receiver.spans()] == ["POST /v1/chat/completions"]
+
+
+def test_the_thread_sends_full_batches_and_leaves_the_rest_to_the_delay(
+    receiver: OtlpReceiver,
+) -> None:
+    """A full batch wakes the thread, which sends full batches only (not small ones, chasing
+    spans as they arrive); the rest waits for the delay or a flush."""
+    exporter = exporter_for(
+        f"{receiver.endpoint}/v1/traces",
+        SpanExportSettings(batch_size=10, delay_s=3600),
+    )
+    for i in range(25):
+        exporter.emit(span(i + 1))
+    deadline = time.monotonic() + 10
+    while len(receiver.traces) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert exporter.queued == 5
+    exporter.force_flush()
+    sizes = [len(request.resource_spans[0].scope_spans[0].spans) for request in receiver.traces]
+    assert sizes == [10, 10, 5]
+    exporter.shutdown()
