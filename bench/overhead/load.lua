@@ -36,8 +36,11 @@ function init(args)
   suffix = QUESTION:sub(1, room) .. tail
 end
 
+-- WRK_SAME_BODY=1 sends one body over and over (bench/cache/exact_http.py: exact-cache hits).
+local same_body = os.getenv("WRK_SAME_BODY") == "1"
+
 function request()
-  counter = counter + 1
+  if not same_body then counter = counter + 1 end
   local body = prefix .. string.format("[t%02d r%09d] ", tid or 1, counter) .. suffix
   return wrk.format("POST", nil, headers, body)
 end

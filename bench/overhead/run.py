@@ -349,10 +349,16 @@ def ensure_litellm() -> str:
     return v
 
 
-def start_litellm(args: argparse.Namespace, tmp: Path, procs: Procs, up_port: int) -> Target:
+def start_litellm(
+    args: argparse.Namespace, tmp: Path, procs: Procs, up_port: int, cache: bool = False
+) -> Target:
+    """``cache``: LiteLLM's in-memory response cache on (bench/cache/exact_http.py)."""
     version = ensure_litellm()
     port = free_port()
     cfg = from_template("litellm_config.yaml", tmp / "litellm_config.yaml", up_port)
+    if cache:
+        text = cfg.read_text().replace("  cache: false", "  cache: true\n  cache_params: {type: local}")
+        cfg.write_text(text)
     cmd = [str(LITELLM_VENV / "bin" / "litellm"), "--config", str(cfg)]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
     skip = ("OPENAI_", "LITELLM_", "DATABASE_URL", "REDIS_")
