@@ -55,10 +55,9 @@ def main() -> int:
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     ap.add_argument("--skip-litellm", action="store_true")
     mine = ap.parse_args()
-    args = overhead.parse_args(
-        ["--duration", mine.duration, "--warmup", mine.warmup, "--concurrency", mine.concurrency]
-        + ["--modes", mine.modes, "--gateway-args", "--log-level warning"]
-    )
+    timing = ["--duration", mine.duration, "--warmup", mine.warmup]
+    load = ["--concurrency", mine.concurrency, "--modes", mine.modes]
+    args = overhead.parse_args([*timing, *load, "--gateway-args", "--log-level warning"])
     os.environ["WRK_SAME_BODY"] = "1"
     overhead.LABELS |= {
         "gateway-redis": "gateway, Redis store",

@@ -357,8 +357,8 @@ def start_litellm(
     port = free_port()
     cfg = from_template("litellm_config.yaml", tmp / "litellm_config.yaml", up_port)
     if cache:
-        text = cfg.read_text().replace("  cache: false", "  cache: true\n  cache_params: {type: local}")
-        cfg.write_text(text)
+        local = "  cache: true\n  cache_params: {type: local}"
+        cfg.write_text(cfg.read_text().replace("  cache: false", local))
     cmd = [str(LITELLM_VENV / "bin" / "litellm"), "--config", str(cfg)]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
     skip = ("OPENAI_", "LITELLM_", "DATABASE_URL", "REDIS_")
