@@ -4,11 +4,12 @@ The request path only appends each ended span (a `SpanData` tuple) to a deque: w
 holds ``max_queue`` spans the span is dropped and counted instead, so a slow or absent
 collector never blocks or grows a request. The thread wakes as soon as ``batch_size`` spans
 wait, and exports the full batches; or, when ``delay_s`` has passed, everything queued. It
-encodes each batch as OTLP JSON (`otlp_json`), compresses it when asked, and POSTs it to ``{endpoint}/v1/traces`` with a
-timeout. 429, 502, 503 and 504 and transport errors are retried with exponential backoff and
-jitter (tenacity; a ``Retry-After`` in seconds is honoured up to ``max_backoff_s``) a bounded
-number of times; then the batch is dropped and logged. `force_flush` and `shutdown` export
-everything queued before they return, so no span is lost at shutdown.
+encodes each batch as OTLP JSON (`otlp_json`), compresses it when asked, and POSTs it to
+``{endpoint}/v1/traces`` with a timeout. 429, 502, 503 and 504 and transport errors are
+retried with exponential backoff and jitter (tenacity; a ``Retry-After`` in seconds is
+honoured up to ``max_backoff_s``) a bounded number of times; then the batch is dropped and
+logged. `force_flush` and `shutdown` export everything queued before they return, so no span
+is lost at shutdown.
 
 Why not the SDK's `BatchSpanProcessor` and OTLP exporter: they need the SDK's `ReadableSpan`
 (built on the request path, several µs per span) and encode protobuf at about 50 µs a span
