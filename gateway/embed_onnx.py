@@ -103,24 +103,9 @@ def export(model_dir: Path, out: Path, *, quantize: bool = False) -> Path:
                 input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
             ).last_hidden_state
 
-    sample = torch.ones((2, 16), dtype=torch.long)
-    axes = {name: {0: "batch", 1: "tokens"} for name in (*_INPUTS, "last_hidden_state")}
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         plain = Path(tmp) / "model.onnx"
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                _LastHidden(model),
-                (sample, torch.ones_like(sample), torch.zeros_like(sample)),
-                str(plain),
-                input_names=list(_INPUTS),
-                output_names=["last_hidden_state"],
-                dynamic_axes=axes,
-                opset_version=17,
-                dynamo=False,
-            )
+        export_module(_LastHidden(model), plain, "last_hidden_state", {0: "batch", 1: "tokens"})
         final = plain
         if quantize:
             from onnxruntime.quantization import (  # type: ignore[import-untyped]
@@ -135,6 +120,44 @@ def export(model_dir: Path, out: Path, *, quantize: bool = False) -> Path:
             )  # fmt: skip
         os.replace(final, out)
     return out
+
+
+def export_module(module: Any, path: Path, output: str, output_axes: dict[int, str]) -> None:
+    """``torch.onnx.export`` of a module that takes a BERT tokenizer's three inputs (batch and
+    token axes dynamic) and returns one tensor named ``output``; needs torch."""
+    import warnings
+
+    import torch
+
+    sample = torch.ones((2, 16), dtype=torch.long)
+    axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "tokens"} for name in _INPUTS}
+    axes[output] = output_axes
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module.eval(),
+            (sample, torch.ones_like(sample), torch.zeros_like(sample)),
+            str(path),
+            input_names=list(_INPUTS),
+            output_names=[output],
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
+        )
+
+
+def open_session(path: Path, threads: int) -> Any:
+    """An ONNX Runtime CPU session for ``path``: ``threads`` intra-op threads that do not spin
+    while idle (spinning workers steal the core from the event loop), graph optimisations on."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = max(1, threads)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 class OnnxEncoder:
@@ -162,7 +185,7 @@ class OnnxEncoder:
     ) -> OnnxEncoder:
         """Load (exporting first when the cache has no copy); raises :class:`Unsupported`."""
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401  (present, or this path is unsupported)
             from tokenizers import Tokenizer
         except ImportError as exc:
             raise Unsupported(f"onnxruntime is not installed: {exc}") from exc
@@ -173,14 +196,7 @@ class OnnxEncoder:
         if not path.is_file():
             log.info("exporting %s to ONNX at %s (once)", model_dir, path)
             export(model_dir, path, quantize=quantize)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = max(1, threads)
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # Worker threads that spin while idle steal the core from the event loop.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = open_session(path, threads)
         tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         tokenizer.enable_truncation(max_length=max_seq_length)
         tokenizer.no_padding()

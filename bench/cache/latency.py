@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from bench.cache.vectors import VectorStore  # noqa: E402
-from gateway.semantic import DEFAULT_THRESHOLD, SemanticCache, evaluate  # noqa: E402
+from gateway.semantic import DEFAULT_THRESHOLD, SemanticCache, evaluate, guard  # noqa: E402
+from gateway.semantic.cache import GuardCheck  # noqa: E402
 from gateway.semantic.index import IndexConfig, LocalIndex, StoredEntry  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "cache"
@@ -45,7 +46,13 @@ async def lookups(args: argparse.Namespace) -> dict[str, object]:
     embedder = await asyncio.to_thread(
         Embedder.load, quantize=args.quantize, backend=args.backend, threads=args.threads
     )
-    cache = await SemanticCache.open(None, namespace="bench")
+    guard_check = None
+    scored: list[float] = []
+    if args.cross_encoder:
+        guard_check = await asyncio.to_thread(
+            cross_encoder_check, args.cross_encoder, args.cutoff, scored
+        )
+    cache = await SemanticCache.open(None, namespace="bench", guard_check=guard_check)
     for p, v in zip(stored, vectors, strict=True):
         await cache.store("bench", "fp", v, p.stored, b"answer")
     queries = [p.query for p in pairs[: args.queries]]
@@ -77,6 +84,9 @@ async def lookups(args: argparse.Namespace) -> dict[str, object]:
     await embedder.aclose()
     return {
         "entries": len(stored),
+        "guard": "rules + cross-encoder" if args.cross_encoder else "rules + feature verifier",
+        "cross_encoder_pairs_scored": len(scored),
+        "cross_encoder_p50_ms": pct(scored, 50) if scored else None,
         "embedder": {
             "quantized": args.quantize,
             "max_seq_length": embedder.max_seq_length,
@@ -96,6 +106,27 @@ async def lookups(args: argparse.Namespace) -> dict[str, object]:
             "p95_ms": pct(c32, 95),
         },
     }
+
+
+def cross_encoder_check(delta: Path, cutoff: float, scored: list[float]) -> GuardCheck:
+    """The rules, then the cross-encoder experiment (bench/cache/cross_onnx.py, one thread) in
+    place of the feature verifier; appends each forward pass's seconds to ``scored``."""
+    from bench.cache.cross_onnx import CrossEncoder
+
+    encoder = CrossEncoder.load(delta, threads=1, cache_dir=delta.parent / "onnx")
+
+    def check(a: str, b: str, u: object, v: object) -> guard.Verdict:
+        verdict = guard.check_rules(a, b)
+        if not verdict.ok:
+            return verdict
+        t0 = time.perf_counter()
+        p = encoder.probability(a, b)
+        scored.append(time.perf_counter() - t0)
+        if p < cutoff:
+            return guard.Verdict(False, guard.Reason.VERIFIER, f"cross p={p:.3f}")
+        return verdict
+
+    return check
 
 
 def faiss_search(n: int, dim: int = 384, queries: int = 500) -> dict[str, object]:
@@ -144,6 +175,10 @@ def main() -> None:
     parser.add_argument("--quantize", action="store_true", help="int8 embedder")
     parser.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto")
     parser.add_argument("--threads", type=int, default=None, help="embedder threads")
+    parser.add_argument(
+        "--cross-encoder", type=Path, help="a cross-encoder delta (bench/cache/cross_encoder.py)"
+    )
+    parser.add_argument("--cutoff", type=float, default=0.75, help="cross-encoder cutoff")
     parser.add_argument("--million", action="store_true", help="also the 1M-entry search")
     parser.add_argument("--skip-lookups", action="store_true")
     parser.add_argument("--skip-faiss", action="store_true")
