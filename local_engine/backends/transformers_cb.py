@@ -37,6 +37,7 @@ from transformers.generation.continuous_batching.model_runner import (
 )
 
 from local_engine.backends import BackendError, GenParams, TokenEvent
+from local_engine.backends.cpu_attention import NAME as CPU_ATTENTION
 from local_engine.sampling import sampling_processors
 
 log = logging.getLogger("local_engine")
@@ -78,11 +79,17 @@ class TransformersBackend:
             eos_token_id=sorted(self.eos_token_ids),
             pad_token_id=min(self.eos_token_ids) if self.eos_token_ids else None,
         )
+        if self._model.config._attn_implementation == CPU_ATTENTION:  # a restart
+            self._model.set_attn_implementation("sdpa")
         manager = self._model.init_continuous_batching(
             generation_config=generation_config,
             continuous_batching_config=self._cb_config,
         )
         manager.logit_processor = sampling_processors()
+        if self._model.device.type == "cpu":
+            # After init (which insists on an implementation it knows), before the batch
+            # processor is built (which then builds no mask for it): see cpu_attention.
+            self._model.set_attn_implementation(CPU_ATTENTION)
         manager.warmup()  # builds the batch processor and its cache now, not in the thread
         cache = manager.batch_processor.cache
         self.max_request_tokens = min(self.context_length, infer_max_single_request_tokens(cache))
