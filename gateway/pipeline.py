@@ -117,17 +117,7 @@ async def run(
     _remember_session(runtime, decision, model)
     with trace.stage("ledger"):
         usage, text = account.reply_usage(reply.body)
-        usage, estimated = account.counted(usage, request, text, runtime.token_counters.get(model))
-        record = account.record(
-            policy,
-            request,
-            route=decision.route,
-            model=model,
-            usage=usage,
-            estimated=estimated,
-            cache=outcome,
-            judgement=decision.judgement,
-        )
+        usage, record = _record(runtime, request, decision, model, usage, text, outcome)
         answer = cached_answer.from_reply(
             reply.body,
             model=model,
@@ -141,6 +131,36 @@ async def run(
     return Completed(
         request, decision.route, model, reply.body, record.cost_usd, outcome, difficulty
     )
+
+
+def _record(
+    runtime: Runtime,
+    request: ChatRequest,
+    decision: Decision,
+    model: str,
+    usage: Usage | None,
+    text: str,
+    outcome: Outcome,
+    *,
+    status: int = 200,
+    ttft_at: float | None = None,
+) -> tuple[Usage, LedgerRecord]:
+    """The ledger record of an answer from a model, its tokens counted when upstream sent no
+    usage; returns the usage it was costed with too."""
+    usage, estimated = account.counted(usage, request, text, runtime.token_counters.get(model))
+    record = account.record(
+        runtime.policy,
+        request,
+        route=decision.route,
+        model=model,
+        usage=usage,
+        estimated=estimated,
+        status=status,
+        ttft_at=ttft_at,
+        cache=outcome,
+        judgement=decision.judgement,
+    )
+    return usage, record
 
 
 def _difficulty(decision: Decision) -> float | None:
@@ -231,20 +251,16 @@ async def _metered(
         status = 502
         raise
     finally:
-        usage, estimated = account.counted(
-            meter.usage, request, meter.text, runtime.token_counters.get(model)
-        )
-        record = account.record(
-            runtime.policy,
+        usage, record = _record(
+            runtime,
             request,
-            route=decision.route,
-            model=model,
-            usage=usage,
-            estimated=estimated,
+            decision,
+            model,
+            meter.usage,
+            meter.text,
+            outcome,
             status=status,
             ttft_at=started.first_at,
-            cache=outcome,
-            judgement=decision.judgement,
         )
         _finish(runtime, services, trace, request, record, meter.text)
         if status == 200:
