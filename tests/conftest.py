@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from gateway.ledger.record import LedgerRecord
 from gateway.settings import Settings
 from gateway.telemetry import TelemetryConfig
 from tests.fake_upstream import FakeUpstream
-from tests.servers import ServerThread
+from tests.servers import RedisProcess, ServerThread
 
 TENANT_KEY = "sk-test-tenant-a-0123456789"
 OTHER_KEY = "sk-test-tenant-b-0123456789"
@@ -171,3 +172,14 @@ def gateway(
     start_gateway: Callable[..., Gateway], primary: FakeUpstream, backup: FakeUpstream
 ) -> Gateway:
     return start_gateway(policy_text(primary, backup))
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server of the test's own (killable), stopped at the end."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    (tmp_path / "redis").mkdir()
+    server = RedisProcess(tmp_path / "redis").start()
+    yield server
+    server.stop()

@@ -1,13 +1,19 @@
-"""Real HTTP servers on 127.0.0.1 for tests: any ASGI app, served by uvicorn in a thread."""
+"""Real servers on 127.0.0.1 for tests: any ASGI app served by uvicorn in a thread, and a
+redis-server of a test's own."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
 import threading
 import time
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import redis
 import uvicorn
 
 
@@ -67,3 +73,71 @@ class ServerThread:
 
     def __exit__(self, *exc: tuple[type[BaseException], BaseException, TracebackType]) -> None:
         self.stop()
+
+
+def redis_up(url: str) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except redis.RedisError:
+        return False
+
+
+class RedisProcess:
+    """A redis-server of our own, that a test can kill, freeze and start again.
+
+    The append-only file is fsync'd on every write, so what Redis acknowledged survives a
+    SIGKILL and is there again after a restart, as with a production Redis with AOF.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisProcess:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--dir", str(self.directory),
+                "--save", "",
+                "--appendonly", "yes",
+                "--appendfsync", "always",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not redis_up(self.url):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.02)
+        return self
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=10)
+        self.process = None
+
+    def freeze(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.thaw()
+            self.kill()

@@ -6,7 +6,6 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import openai
@@ -15,7 +14,7 @@ import pytest
 from gateway.ledger import open_ledger
 from tests.conftest import OTHER_KEY, TENANT_KEY, Gateway, policy_text
 from tests.fake_upstream import FakeUpstream, Fault
-from tests.integration.ledger.conftest import RedisProcess
+from tests.servers import RedisProcess
 
 MESSAGES = [
     {"role": "system", "content": "Be brief."},
@@ -165,36 +164,31 @@ def test_every_request_is_in_the_redis_ledger_once_though_redis_stopped_mid_run(
     start_gateway: Callable[..., Gateway],
     primary: FakeUpstream,
     backup: FakeUpstream,
-    tmp_path: Path,
+    own_redis: RedisProcess,
 ) -> None:
-    (tmp_path / "redis").mkdir()
-    server = RedisProcess(tmp_path / "redis").start()
-    try:
-        gw = start_gateway(policy_text(primary, backup), redis_url=server.url)
-        sent: list[str] = []
+    gw = start_gateway(policy_text(primary, backup), redis_url=own_redis.url)
+    sent: list[str] = []
 
-        def burst(n: int) -> None:
-            for _ in range(n):
-                raw = gw.client().chat.completions.with_raw_response.create(
-                    model="auto", messages=[{"role": "user", "content": f"q {len(sent)}"}]
-                )  # type: ignore[arg-type]
-                sent.append(raw.headers["x-gateway-request-id"])
+    def burst(n: int) -> None:
+        for _ in range(n):
+            raw = gw.client().chat.completions.with_raw_response.create(
+                model="auto", messages=[{"role": "user", "content": f"q {len(sent)}"}]
+            )  # type: ignore[arg-type]
+            sent.append(raw.headers["x-gateway-request-id"])
 
-        burst(5)
-        server.kill()
-        burst(5)  # still answered: the cache is bypassed, the ledger spools
-        server.start()
-        burst(5)
-        gw.stop()  # flushes what is pending, to Redis or to the spool
+    burst(5)
+    own_redis.kill()
+    burst(5)  # still answered: the cache is bypassed, the ledger spools
+    own_redis.start()
+    burst(5)
+    gw.stop()  # flushes what is pending, to Redis or to the spool
 
-        async def stored() -> list[str]:
-            ledger = open_ledger(server.url, gw.data_dir)  # a restart replays any spool left
-            await ledger.start()
-            await ledger.flush()
-            records = await ledger.records()  # type: ignore[attr-defined]
-            await ledger.aclose()
-            return [r.request_id for r in records]
+    async def stored() -> list[str]:
+        ledger = open_ledger(own_redis.url, gw.data_dir)  # a restart replays any spool left
+        await ledger.start()
+        await ledger.flush()
+        records = await ledger.records()  # type: ignore[attr-defined]
+        await ledger.aclose()
+        return [r.request_id for r in records]
 
-        assert Counter(asyncio.run(stored())) == Counter(sent)  # every request, exactly once
-    finally:
-        server.stop()
+    assert Counter(asyncio.run(stored())) == Counter(sent)  # every request, exactly once

@@ -9,14 +9,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import ADMIN_KEY, OTHER_KEY, Gateway, policy_text
 from tests.fake_upstream import FakeUpstream, Fault
-from tests.integration.ledger.conftest import RedisProcess
+from tests.servers import RedisProcess
 
 pytestmark = pytest.mark.model
 
@@ -210,28 +209,23 @@ def test_redis_down_bypasses_then_caching_resumes(
     start_gateway: Callable[..., Gateway],
     primary: FakeUpstream,
     backup: FakeUpstream,
-    tmp_path: Path,
+    own_redis: RedisProcess,
 ) -> None:
-    (tmp_path / "redis").mkdir()
-    redis = RedisProcess(tmp_path / "redis").start()
-    try:
-        gateway = start_gateway(semantic_policy(primary, backup), redis_url=redis.url)
-        ask(gateway, QUESTION)
-        _wait_stored(gateway, 1)
-        redis.kill()
-        down = ask(gateway, "What is the capital city of Spain?")
-        assert down.status_code == 200 and down.headers["x-gateway-cache"] == "bypass"
-        assert httpx.get(f"{gateway.url}/readyz").json()["status"] == "degraded"
-        # this process's own entries still answer while Redis is away
-        assert ask(gateway, PARAPHRASE).headers["x-gateway-cache"] == "semantic"
-        redis.start()  # the same port, the same append-only file
-        deadline = time.monotonic() + 15
-        while httpx.get(f"{gateway.url}/readyz").json()["status"] != "ready":
-            assert time.monotonic() < deadline, "the gateway never left degraded"
-            time.sleep(0.1)
-        ask(gateway, "What is the capital city of Italy?")
-        _wait_stored(gateway, 2)
-        hit = ask(gateway, "what's the capital of italy")
-        assert hit.headers["x-gateway-cache"] == "semantic"
-    finally:
-        redis.stop()
+    gateway = start_gateway(semantic_policy(primary, backup), redis_url=own_redis.url)
+    ask(gateway, QUESTION)
+    _wait_stored(gateway, 1)
+    own_redis.kill()
+    down = ask(gateway, "What is the capital city of Spain?")
+    assert down.status_code == 200 and down.headers["x-gateway-cache"] == "bypass"
+    assert httpx.get(f"{gateway.url}/readyz").json()["status"] == "degraded"
+    # this process's own entries still answer while Redis is away
+    assert ask(gateway, PARAPHRASE).headers["x-gateway-cache"] == "semantic"
+    own_redis.start()  # the same port, the same append-only file
+    deadline = time.monotonic() + 15
+    while httpx.get(f"{gateway.url}/readyz").json()["status"] != "ready":
+        assert time.monotonic() < deadline, "the gateway never left degraded"
+        time.sleep(0.1)
+    ask(gateway, "What is the capital city of Italy?")
+    _wait_stored(gateway, 2)
+    hit = ask(gateway, "what's the capital of italy")
+    assert hit.headers["x-gateway-cache"] == "semantic"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gateway.ledger import open_ledger
 from gateway.ledger.redis_store import RedisLedger
-from tests.integration.ledger.conftest import RedisProcess
+from tests.servers import RedisProcess
 from tests.unit.ledger.helpers import DAY, T0, rec
 
 
