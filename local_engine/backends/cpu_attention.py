@@ -51,27 +51,31 @@ def per_request_attention(
     if isinstance(cu_k, dict):  # one entry per layer type; this model has only full attention
         (cu_k,) = cu_k.values()
     plan = _plan(tuple(kwargs["cu_seq_lens_q"].tolist()), tuple(cu_k.tolist()), key.shape[2])
-    out = torch.empty_like(query)
+    # Gather and write in the token-major layouts the tensors already have underneath
+    # (``[keys, kv_heads, d]`` from the paged cache's read, ``[queries, heads, d]`` out): each
+    # gathered row is then one contiguous run, and the result needs no transposing copy.
+    keys, values = key[0].transpose(0, 1), value[0].transpose(0, 1)
+    out = query.new_empty(query.shape[2], query.shape[1], query.shape[3])
     if plan.rows is not None:
         result = F.scaled_dot_product_attention(
-            query[0][:, plan.rows].transpose(0, 1).unsqueeze(2),  # [requests, heads, 1, d]
-            key[0][:, plan.at].transpose(0, 1),  # [requests, kv_heads, longest, d]
-            value[0][:, plan.at].transpose(0, 1),
+            query[0].transpose(0, 1)[plan.rows].unsqueeze(2),  # [requests, heads, 1, d]
+            keys[plan.at].transpose(1, 2),  # [requests, kv_heads, longest, d]
+            values[plan.at].transpose(1, 2),
             attn_mask=plan.valid,
             scale=scaling,
             enable_gqa=True,
         )
-        out[0][:, plan.rows] = result.squeeze(2).transpose(0, 1)
+        out[plan.rows] = result.squeeze(2)
     for q0, q1, k0, k1, causal in plan.prefill:
-        out[:, :, q0:q1] = F.scaled_dot_product_attention(
+        out[q0:q1] = F.scaled_dot_product_attention(
             query[:, :, q0:q1],
             key[:, :, k0:k1],
             value[:, :, k0:k1],
             attn_mask=causal,
             scale=scaling,
             enable_gqa=True,
-        )
-    return out.transpose(1, 2).contiguous(), None
+        )[0].transpose(0, 1)
+    return out.unsqueeze(0), None
 
 
 @dataclass(frozen=True, slots=True)

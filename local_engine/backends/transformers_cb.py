@@ -42,7 +42,12 @@ from local_engine.sampling import sampling_processors
 
 log = logging.getLogger("local_engine")
 
-PAGE_SIZE = 256  # tokens per cache page (transformers' default)
+GPU_PAGE_SIZE = 256  # tokens per cache page (transformers' default)
+CPU_PAGE_SIZE = 16
+"""On the CPU, small pages keep the running requests' cached keys close together, so the
+per-step reads of the cache stay in the processor's caches: about 10% more tokens/s at 32
+concurrent requests than with 256-token pages (bench/engine/RESULTS.md). Requests with a
+common prefix (a shared system prompt) also share its complete pages sooner."""
 
 
 class TransformersBackend:
@@ -60,9 +65,10 @@ class TransformersBackend:
         config = model.config.get_text_config()
         self.context_length: int = int(getattr(config, "max_position_embeddings", 2048))
         self.max_request_tokens = self.context_length
+        self._page_size = page = CPU_PAGE_SIZE if model.device.type == "cpu" else GPU_PAGE_SIZE
         self._cb_config = ContinuousBatchingConfig(
-            page_size=PAGE_SIZE,
-            num_blocks=None if kv_cache_tokens is None else math.ceil(kv_cache_tokens / PAGE_SIZE),
+            page_size=page,
+            num_blocks=None if kv_cache_tokens is None else math.ceil(kv_cache_tokens / page),
             max_batch_tokens=max_batch_tokens,
             max_requests_per_batch=max_running,
         )
@@ -96,7 +102,7 @@ class TransformersBackend:
         log.info(
             "continuous batching ready: cache %d blocks of %d tokens, max_batch_tokens %d",
             cache.num_blocks,
-            PAGE_SIZE,
+            self._page_size,
             cache.max_batch_tokens,
         )
         with torch.inference_mode():
