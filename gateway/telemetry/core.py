@@ -64,6 +64,7 @@ class Telemetry:
         in-memory span exporter); ``batch=False`` exports each span as it ends."""
         self.config = config = config or TelemetryConfig()
         resource = Resource.create({"service.name": config.service_name})
+        self.metrics = Metrics(registry)
         self._spans: _Spans | None = None
         self._sink: SpanSink | None = None
         if (
@@ -94,7 +95,7 @@ class Telemetry:
                 )
                 self._spans = exporter
                 self._sink = SpanSink(provider, exporter.emit)
-        self.metrics = Metrics(registry)
+                self.metrics.count_lost_spans(lambda: exporter.lost)
         if metric_exporter is None and config.metrics_url:
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 

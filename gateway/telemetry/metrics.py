@@ -10,11 +10,13 @@ and failure kinds; never by request ids, tags or text.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from gateway.ledger.record import LedgerRecord
@@ -110,6 +112,17 @@ class Metrics:
         elsewhere, never a network call)."""
         self.cache_entries.labels(cache).set_function(size)
 
+    def count_lost_spans(self, lost: Callable[[], float]) -> None:
+        """Report ``lost()`` as ``gateway_trace_spans_lost_total`` at each scrape or export
+        (the same rules as `set_cache_size`: quick and thread-safe)."""
+        self.registry.register(
+            _ReadCounter(
+                "gateway_trace_spans_lost",
+                "Spans that never reached the trace collector (queue full, or export failed).",
+                lost,
+            )
+        )
+
     def observe_request(self, record: LedgerRecord) -> None:
         """Count one finished request from its ledger record."""
         model = record.model or NONE
@@ -154,3 +167,14 @@ class Metrics:
         """The exposition for a scrape (OpenMetrics when ``accept`` asks), and its type."""
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
+
+
+class _ReadCounter(Collector):
+    """A counter whose value is read from elsewhere when collected (prometheus_client's
+    `Counter` can only be incremented, and the count lives in the span exporter)."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        self._name, self._documentation, self._read = name, documentation, read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self._name, self._documentation, value=self._read())

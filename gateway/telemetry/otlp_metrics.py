@@ -51,6 +51,7 @@ NAMES: dict[str, tuple[str, str]] = {
     "gateway_upstream_errors": ("gateway.upstream.errors", "{attempt}"),
     "gateway_fallbacks": ("gateway.fallbacks", "{fallback}"),
     "gateway_cache_entries": ("gateway.cache.entries", "{entry}"),
+    "gateway_trace_spans_lost": ("gateway.trace.spans.lost", "{span}"),
 }
 """Prometheus family -> OpenTelemetry name and unit; families not listed are not pushed."""
 LABELS = {

@@ -69,6 +69,7 @@ class SpanExporter:
         self._drops = itertools.count()  # next() is atomic: safe from any thread
         self._dropped = 0
         self._reported = 0
+        self._unsent = 0  # written by whoever holds the export lock
         self._wake = threading.Event()
         self._export_lock = threading.Lock()
         self._closed = False
@@ -101,6 +102,12 @@ class SpanExporter:
     def dropped(self) -> int:
         """Spans dropped because the queue was full (or ended after shutdown)."""
         return self._dropped
+
+    @property
+    def lost(self) -> int:
+        """Spans that never reached the collector: dropped from a full queue, or in a batch
+        that still failed after the retries (``gateway_trace_spans_lost_total``)."""
+        return self._dropped + self._unsent
 
     @property
     def queued(self) -> int:
@@ -169,9 +176,11 @@ class SpanExporter:
         try:
             reply = self._retrying(self._connection.post, body, self._headers)
         except Exception as exc:  # the export thread must live on, whatever the failure
+            self._unsent += len(batch)
             log.warning("%d spans not exported to %s: %r", len(batch), self.url, exc)
             return
         if not 200 <= reply.status < 300:
+            self._unsent += len(batch)
             log.warning(
                 "%d spans not exported to %s: HTTP %d %r",
                 len(batch),

@@ -159,6 +159,7 @@ def test_a_full_queue_drops_and_counts_without_blocking() -> None:
         assert exporter.queued <= 100
         assert exporter.dropped >= 10_000 - 100 - 10  # at most one batch is in flight
         assert exporter.dropped + exporter.queued <= 10_000
+        assert exporter.lost == exporter.dropped  # the batch in flight has not failed yet
         assert elapsed < 1.0, elapsed  # about 1 µs a span; a blocked append would take 5 s
         exporter.shutdown(timeout_millis=100)
 
@@ -187,6 +188,26 @@ def test_retries_are_bounded_and_a_400_is_not_retried(receiver: OtlpReceiver) ->
     exporter.emit(span(3))  # the exporter goes on after failures
     exporter.shutdown()
     assert [s.name for s in receiver.spans()] == ["span 3"]
+    assert (exporter.lost, exporter.dropped) == (2, 0)
+
+
+def test_lost_spans_are_a_metric(
+    serve: Callable[[Telemetry], ServerThread], receiver: OtlpReceiver
+) -> None:
+    """The collector refuses the first request's spans: they are counted as lost on /metrics;
+    the second request's spans arrive, and the count stays."""
+    config = TelemetryConfig(otlp_endpoint=receiver.endpoint, metrics=False)
+    telemetry = Telemetry(config)
+    server = serve(telemetry)
+    receiver.fail_next(400)
+    chat(server)
+    telemetry.force_flush()
+    chat(server)
+    telemetry.force_flush()
+    per_request = len(receiver.spans())
+    assert per_request > 0
+    scraped = httpx.get(f"{server.url}/metrics").text
+    assert f"gateway_trace_spans_lost_total {float(per_request)}" in scraped
 
 
 def test_closing_the_telemetry_exports_every_span(
