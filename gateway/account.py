@@ -162,13 +162,17 @@ def record(
 
 
 def failure(
-    request_id: str, tenant: str, arrived: tuple[float, float], status: int
+    request_id: str, tenant: str, arrived: tuple[float, float], status: int, *, free: bool
 ) -> LedgerRecord:
-    """The record of a request that failed before anything could be costed."""
+    """The record of a request that failed without an answer: it cost $0 when it was refused
+    before any model was called (``free``), otherwise its cost is unknown (None)."""
+    cost = Decimal(0) if free else None
     return LedgerRecord(
         time=arrived[0],
         request_id=request_id,
         tenant=tenant,
+        cost_usd=cost,
+        baseline_cost_usd=cost,
         status=status,
         latency_ms=round((time.monotonic() - arrived[1]) * 1000, 3),
     )

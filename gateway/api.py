@@ -54,7 +54,9 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes]:
             trace.describe(chat)
             result = await pipeline.run(runtime, services, chat, trace)
         except GatewayError as exc:
-            record = account.failure(request_id, tenant, arrived, exc.status_code)
+            record = account.failure(
+                request_id, tenant, arrived, exc.status_code, free=exc.before_any_model
+            )
             services.ledger.record(record)
             services.telemetry.request_done(trace, record)
             raise

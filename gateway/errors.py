@@ -34,6 +34,9 @@ class GatewayError(Exception):
     type: ClassVar[str] = "api_error"
     default_code: ClassVar[str | None] = None
     log_level: ClassVar[int] = logging.ERROR
+    before_any_model: ClassVar[bool] = False
+    """Refused before any model was called, so the request certainly cost nothing (its ledger
+    record says $0, not unpriced); False where a model may have been reached."""
 
     def __init__(
         self,
@@ -68,12 +71,14 @@ class GatewayError(Exception):
 
 class BadRequest(GatewayError):
     status = 400
+    before_any_model = True
     type = "invalid_request_error"
     log_level = logging.INFO
 
 
 class Unauthorized(GatewayError):
     status = 401
+    before_any_model = True
     type = "authentication_error"
     default_code = "invalid_api_key"
     log_level = logging.INFO
@@ -81,12 +86,14 @@ class Unauthorized(GatewayError):
 
 class Forbidden(GatewayError):
     status = 403
+    before_any_model = True
     type = "permission_error"
     log_level = logging.INFO
 
 
 class ModelNotFound(GatewayError):
     status = 404
+    before_any_model = True
     type = "invalid_request_error"
     default_code = "model_not_found"
     log_level = logging.INFO
@@ -94,6 +101,7 @@ class ModelNotFound(GatewayError):
 
 class PayloadTooLarge(GatewayError):
     status = 413
+    before_any_model = True
     type = "invalid_request_error"
     default_code = "request_too_large"
     log_level = logging.INFO
@@ -101,6 +109,7 @@ class PayloadTooLarge(GatewayError):
 
 class BudgetExceeded(GatewayError):
     status = 429
+    before_any_model = True
     type = "insufficient_quota"
     default_code = "budget_exceeded"
     log_level = logging.INFO

@@ -119,8 +119,14 @@ def test_failures_are_recorded_with_their_status(gateway: Gateway, primary: Fake
     assert response.status_code == 400
     records = gateway.records(2)
     assert sorted(r.status for r in records) == [400, 400]
-    assert all(r.cost_usd is None and r.tenant == "team-a" for r in records)
-    assert by_id(records, response.headers["x-gateway-request-id"]).route is None
+    assert all(r.tenant == "team-a" for r in records)
+    refused = by_id(records, response.headers["x-gateway-request-id"])
+    assert refused.route is None
+    # Refused before any model was called: it certainly cost nothing. The upstream's 400 came
+    # from a provider that may bill for it: unknown, never a silent zero.
+    assert refused.cost_usd == refused.baseline_cost_usd == Decimal(0)
+    (upstream_refusal,) = (r for r in records if r is not refused)
+    assert upstream_refusal.cost_usd is None and upstream_refusal.baseline_cost_usd is None
 
 
 BUDGET = """\
