@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import msgspec
@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 from gateway.ledger.record import LedgerRecord, encode
 from gateway.ledger.report import Group
 from gateway.ledger.spool import Spool
-from gateway.ledger.store import Ledger, LedgerUnavailable, whole_days
+from gateway.ledger.store import SCAN_PAGE, Ledger, LedgerUnavailable, whole_days
 from gateway.ledger.sums import Sums, day_of, main_key, tag_keys
 
 log = logging.getLogger(__name__)
@@ -297,22 +297,21 @@ class RedisLedger(Ledger):
                 groups.append(Group(day, label, group_tenant, model, route, cache, _unpack(value)))
         return groups
 
-    async def scan(self, since: float, until: float) -> list[LedgerRecord]:
+    async def scan(self, since: float, until: float) -> AsyncIterator[list[LedgerRecord]]:
         """From the stream, whose entry ids are write times: a record is written at or after its
         arrival (later when it was spooled through an outage), so the scan starts at ``since``
         and reads to the end. With ``stream_maxlen`` set, the stream holds the newest only."""
-        found: list[LedgerRecord] = []
         start = f"{max(0, int(since * 1000))}-0"
         while True:
             page: list[Any] = (
-                await self.redis.xrange(f"{self.prefix}stream", start, "+", count=1000) or []
+                await self.redis.xrange(f"{self.prefix}stream", start, "+", count=SCAN_PAGE) or []
             )
-            for _, fields in page:
-                record = msgspec.json.decode(fields[b"r"], type=LedgerRecord)
-                if since <= record.time < until:
-                    found.append(record)
-            if len(page) < 1000:
-                return found
+            records = (msgspec.json.decode(fields[b"r"], type=LedgerRecord) for _, fields in page)
+            found = [record for record in records if since <= record.time < until]
+            if found:
+                yield found
+            if len(page) < SCAN_PAGE:
+                return
             start = "(" + page[-1][0].decode()
 
     async def records(self, count: int = 1000, start: str = "-") -> list[LedgerRecord]:

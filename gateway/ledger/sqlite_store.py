@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import functools
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,7 +34,7 @@ import msgspec
 from gateway.ledger.record import LedgerRecord
 from gateway.ledger.report import Group
 from gateway.ledger.spool import Spool
-from gateway.ledger.store import Ledger, SpendKey
+from gateway.ledger.store import SCAN_PAGE, Ledger, SpendKey
 from gateway.ledger.sums import (
     DAY_S,
     NAMES,
@@ -279,8 +279,23 @@ class SQLiteLedger(Ledger):
                 *query.scan(conn, last, until),
             ]
 
-    async def scan(self, since: float, until: float) -> list[LedgerRecord]:
-        return await asyncio.to_thread(self.records, since, until)
+    async def scan(self, since: float, until: float) -> AsyncIterator[list[LedgerRecord]]:
+        after = (since, "")  # keyset paging on the primary key (time, request_id)
+        while page := await asyncio.to_thread(self._page, after, until):
+            yield page
+            after = (page[-1].time, page[-1].request_id)
+
+    def _page(self, after: tuple[float, str], until: float) -> list[LedgerRecord]:
+        conn = self._reader()
+        if conn is None:
+            return []
+        with contextlib.closing(conn):
+            rows = conn.execute(
+                "SELECT * FROM records WHERE (time, request_id) > (?, ?) AND time < ?"
+                " ORDER BY time, request_id LIMIT ?",
+                (*after, until, SCAN_PAGE),
+            ).fetchall()
+        return [_record(row) for row in rows]
 
     def records(self, since: float = 0.0, until: float = float("inf")) -> list[LedgerRecord]:
         """Stored records by time, for export and calibration (blocking)."""

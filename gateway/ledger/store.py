@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,6 +33,8 @@ from gateway.ledger.sums import DAY_S, day_of, from_nanos, to_nanos
 
 log = logging.getLogger(__name__)
 
+SCAN_PAGE = 1000
+"""Records per page of `Ledger.scan`."""
 SpendKey = tuple[str, int]
 """(tenant, UTC day number)."""
 
@@ -111,9 +113,10 @@ class Ledger(abc.ABC):
         return fold(rows, totals, since=since, until=until, by=by, tenant=tenant, tag=tag)
 
     @abc.abstractmethod
-    async def scan(self, since: float, until: float) -> list[LedgerRecord]:
-        """The stored records of requests that arrived in ``[since, until)`` (for calibration
-        and export; not for the request path)."""
+    def scan(self, since: float, until: float) -> AsyncIterator[list[LedgerRecord]]:
+        """The stored records of requests that arrived in ``[since, until)``, a page of at most
+        `SCAN_PAGE` at a time: a week of traffic is never held in memory at once (for
+        calibration and export; not for the request path)."""
 
     @abc.abstractmethod
     def health(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ not matching.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 from gateway.ledger.record import LedgerRecord
 from gateway.ledger.store import open_ledger
@@ -18,7 +19,7 @@ from gateway.router.calibrate import Prompt
 from gateway.settings import Settings
 
 
-def routed(records: list[LedgerRecord]) -> list[Prompt]:
+def routed(records: Iterable[LedgerRecord]) -> list[Prompt]:
     return [
         Prompt(
             difficulty=r.difficulty,
@@ -35,11 +36,11 @@ def routed(records: list[LedgerRecord]) -> list[Prompt]:
 def ledger_prompts(settings: Settings, since: float, until: float) -> list[Prompt]:
     """The routed requests of ``[since, until)`` in the ledger the settings point at."""
 
-    async def scan() -> list[LedgerRecord]:
+    async def scan() -> list[Prompt]:
         ledger = open_ledger(settings.redis_url, settings.data_dir)
-        try:
-            return await ledger.scan(since, until)
+        try:  # page by page: only the few fields calibration reads are kept
+            return [prompt async for page in ledger.scan(since, until) for prompt in routed(page)]
         finally:
             await ledger.aclose()
 
-    return routed(asyncio.run(scan()))
+    return asyncio.run(scan())

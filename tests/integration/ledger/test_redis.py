@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gateway.ledger import open_ledger
 from gateway.ledger.redis_store import RedisLedger
+from gateway.ledger.store import SCAN_PAGE
 from tests.servers import RedisProcess
 from tests.unit.ledger.helpers import DAY, T0, rec
 
@@ -208,14 +209,20 @@ async def test_rollups_stay_exact_past_what_a_double_holds(
     await ledger.aclose()
 
 
-async def test_scan_returns_the_records_that_arrived_in_the_window(
+async def test_scan_returns_the_records_that_arrived_in_the_window_page_by_page(
     redis_url: str, prefix: str, tmp_path: Path
 ) -> None:
+    """Several pages, and paging neither skips nor repeats records of the same second."""
+    same_second = [f"same{i}" for i in range(SCAN_PAGE + 7)]
     for ledger in (redis_ledger(redis_url, tmp_path / "r", prefix), open_ledger(None, tmp_path)):
         await ledger.start()
-        for i in range(1500):  # more than one page of the stream
+        for i in range(1500):
             ledger.record(rec(T0 + i, request_id=f"r{i}"))
+        for request_id in same_second:
+            ledger.record(rec(T0 + 150, request_id=request_id))
         await ledger.flush()
-        found = await ledger.scan(T0 + 100, T0 + 1200)
-        assert sorted(int(r.request_id[1:]) for r in found) == list(range(100, 1200))
+        pages = [page async for page in ledger.scan(T0 + 100, T0 + 1200)]
+        found = sorted(r.request_id for page in pages for r in page)
+        assert found == sorted([f"r{i}" for i in range(100, 1200)] + same_second)
+        assert len(pages) >= 2 and max(map(len, pages)) <= SCAN_PAGE  # never all at once
         await ledger.aclose()
