@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -60,6 +61,26 @@ async def test_concurrent_greedy_outputs_equal_generate(smol: Smol, make_engine:
 
 async def collect_rest(stream: Any) -> list[dict[str, Any]]:
     return [chunk async for chunk in stream]
+
+
+async def test_a_shared_prompt_prefix_reuses_cached_pages_and_answers_the_same(
+    smol: Smol, make_engine: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On the CPU, cache pages are 16 tokens: the chat template's system prompt fills the
+    first one, which a later request takes from the cache instead of recomputing it."""
+    engine = await make_engine()
+    batching_log = logging.getLogger("ContinuousBatchingLogger")  # transformers' own logger
+    batching_log.addHandler(caplog.handler)
+    previous = batching_log.level
+    batching_log.setLevel(logging.DEBUG)
+    try:
+        await engine.chat(greedy(PROMPTS[0]))
+        result = await engine.chat(greedy(PROMPTS[1]))
+    finally:
+        batching_log.removeHandler(caplog.handler)
+        batching_log.setLevel(previous)
+    assert result["choices"][0]["message"]["content"] == smol.reference_text(PROMPTS[1])
+    assert any("prefix match of 16 tokens" in r.getMessage() for r in caplog.records)
 
 
 async def test_completion_shape_and_usage(smol: Smol, make_engine: Any) -> None:
