@@ -34,8 +34,15 @@ from local_engine import errors
 from local_engine.backends import Backend, BackendError, GenParams
 from local_engine.errors import EngineError, bad_request
 from local_engine.metrics import EngineMetrics
-from local_engine.models import DEFAULT_MODEL
-from local_engine.protocol import ChatRequest, ChunkFactory, completion, parse_chat_request
+from local_engine.models import DEFAULT_MODEL, sampling_defaults
+from local_engine.protocol import (
+    OPENAI_SAMPLING,
+    ChatRequest,
+    ChunkFactory,
+    SamplingDefaults,
+    completion,
+    parse_chat_request,
+)
 from local_engine.textstream import IncrementalDecoder, StopMatcher
 
 CPU_KV_CACHE_BYTES = 2 * 1024**3  # default KV cache budget on a CPU (the RAM is shared)
@@ -69,6 +76,7 @@ class LocalEngine:
         aliases: Iterable[str] = (),
         max_running: int = 64,
         max_queue: int = 256,
+        sampling: SamplingDefaults = OPENAI_SAMPLING,
     ) -> None:
         if max_running < 1 or max_queue < 0:
             raise ValueError("max_running must be >= 1 and max_queue >= 0")
@@ -76,6 +84,7 @@ class LocalEngine:
         self.max_running = max_running
         self.max_queue = max_queue
         self.backend = backend
+        self.sampling = sampling
         self.metrics = EngineMetrics(model_name)
         self._tokenizer = tokenizer
         self._names = {model_name.lower(), *(a.lower() for a in aliases)}
@@ -130,6 +139,7 @@ class LocalEngine:
             max_running=max_running,
             max_queue=max_queue,
             kv_cache_tokens=kv_cache_tokens,
+            sampling=source.sampling,
         )
 
     @classmethod
@@ -144,8 +154,10 @@ class LocalEngine:
         max_running: int | None = None,
         max_queue: int = 256,
         kv_cache_tokens: int | None = None,
+        sampling: SamplingDefaults = OPENAI_SAMPLING,
     ) -> LocalEngine:
-        """An engine over an already loaded transformers model (tests share one model)."""
+        """An engine over an already loaded transformers model (tests share one model).
+        ``sampling`` applies where the model's generation config names no temperature or top_p."""
         from local_engine.backends.transformers_cb import TransformersBackend
 
         on_cpu = model.device.type == "cpu"
@@ -169,6 +181,7 @@ class LocalEngine:
             aliases=aliases,
             max_running=max_running,
             max_queue=max_queue,
+            sampling=sampling_defaults(model.generation_config, sampling),
         )
 
     # --------------------------------------------------------------------------- lifecycle
@@ -245,7 +258,7 @@ class LocalEngine:
     # ---------------------------------------------------------------------------- internals
 
     async def _prepare(self, body: Any) -> tuple[ChatRequest, list[int], GenParams]:
-        request = parse_chat_request(body)
+        request = parse_chat_request(body, self.sampling)
         if not self.backend.is_running():
             raise errors.unavailable()
         if request.model is not None and request.model.lower() not in self._names:

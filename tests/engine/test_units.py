@@ -13,7 +13,7 @@ from local_engine.backends import TokenEvent
 from local_engine.engine import LocalEngine
 from local_engine.errors import EngineError, ModelLoadError, overloaded
 from local_engine.metrics import RateMeter
-from local_engine.protocol import ChunkFactory, parse_chat_request
+from local_engine.protocol import ChunkFactory, SamplingDefaults, parse_chat_request
 from local_engine.textstream import IncrementalDecoder, StopMatcher
 
 HI = [{"role": "user", "content": "hi"}]
@@ -145,6 +145,23 @@ def test_resolve_names_paths_and_hub_ids(tmp_path: Path) -> None:
     assert models.resolve("org/some-model").location == "org/some-model"
     with pytest.raises(ModelLoadError, match="no such model"):
         models.resolve("/definitely/not/here")
+
+
+def test_sampling_defaults_come_from_the_model_then_its_card_then_openai() -> None:
+    """A request without temperature or top_p gets the model's generation config values,
+    else the bundled model's recommended ones, else OpenAI's 1 and 1; explicit values win."""
+    from transformers import GenerationConfig
+
+    bundled = models.resolve("smollm2-135m-instruct").sampling
+    assert bundled == SamplingDefaults(temperature=0.2, top_p=0.9)
+    assert models.resolve("org/some-model").sampling == SamplingDefaults(1.0, 1.0)
+    assert models.sampling_defaults(GenerationConfig(), bundled) == bundled
+    configured = GenerationConfig(do_sample=True, temperature=0.7)
+    assert models.sampling_defaults(configured, bundled) == SamplingDefaults(0.7, 0.9)
+    request = parse_chat_request({"messages": HI}, bundled)
+    assert (request.temperature, request.top_p) == (0.2, 0.9)
+    request = parse_chat_request({"messages": HI, "temperature": 1, "top_p": 1}, bundled)
+    assert (request.temperature, request.top_p) == (1.0, 1.0)
 
 
 def test_sampling_processors_shape_scores() -> None:
