@@ -83,6 +83,26 @@ async def test_a_shared_prompt_prefix_reuses_cached_pages_and_answers_the_same(
     assert any("prefix match of 16 tokens" in r.getMessage() for r in caplog.records)
 
 
+async def test_a_prompt_longer_than_the_batch_budget_is_prefilled_in_chunks_and_reused(
+    smol: Smol, make_engine: Any
+) -> None:
+    """A 1,400-token prompt under a 256-token batch budget is prefilled in six chunks beside a
+    decoding request (each chunk's queries attend causally to the cached earlier chunks); asked
+    again, it reuses all its complete cached pages. Both answers are generate()'s."""
+    prompt = " ".join(f"Item {i} is a {('red', 'blue', 'green')[i % 3]} box." for i in range(150))
+    prompt += " Which colour is item 7?"
+    assert len(smol.prompt_ids(prompt)) > 5 * 256
+    engine = await make_engine(max_batch_tokens=256)
+    beside, chunked = await asyncio.gather(
+        engine.chat(greedy(PROMPTS[0])), engine.chat(greedy(prompt))
+    )
+    again = await engine.chat(greedy(prompt))
+    expected = smol.reference_text(prompt)
+    assert chunked["choices"][0]["message"]["content"] == expected
+    assert again["choices"][0]["message"]["content"] == expected
+    assert beside["choices"][0]["message"]["content"] == smol.reference_text(PROMPTS[0])
+
+
 async def test_completion_shape_and_usage(smol: Smol, make_engine: Any) -> None:
     engine = await make_engine()
     result = await engine.chat(greedy(PROMPTS[0], max_tokens=5))
