@@ -57,10 +57,6 @@ def _progress() -> Progress:
     )
 
 
-def _unused(texts: list[str]) -> npt.NDArray[np.float32]:
-    raise AssertionError("vectors are given")
-
-
 def _guard(path: Path | None) -> guard.Guard:
     return guard.Guard.load(path) if path else guard.default_guard()
 
@@ -108,7 +104,7 @@ def eval_pairs(
         raise typer.BadParameter("no pairs in the file", param_hint="--pairs")
     with _progress() as progress:
         vectors = evaluate.pair_vectors(rows, lambda texts: _embed_texts(texts, model, progress))
-        scores = evaluate.pair_scores(rows, _unused, vectors)
+        scores = evaluate.pair_scores(vectors)
         task = progress.add_task("guard", total=len(rows))
         accepted = evaluate.decide(
             rows,

@@ -146,9 +146,7 @@ def pair_vectors(pairs: Sequence[Pair], embed: Callable[[list[str]], F32]) -> tu
     return vectors[[row[p.stored] for p in pairs]], vectors[[row[p.query] for p in pairs]]
 
 
-def pair_scores(
-    pairs: Sequence[Pair], embed: Callable[[list[str]], F32], vectors: tuple[F32, F32] | None = None
-) -> F32:
-    """Cosine of each pair, from ``vectors`` (see :func:`pair_vectors`) or ``embed``."""
-    a, b = vectors or pair_vectors(pairs, embed)
+def pair_scores(vectors: tuple[F32, F32]) -> F32:
+    """Cosine of each pair, from its (stored, query) unit rows (see :func:`pair_vectors`)."""
+    a, b = vectors
     return np.asarray(np.einsum("ij,ij->i", a, b), dtype=np.float32)
