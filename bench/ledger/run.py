@@ -26,6 +26,7 @@ import asyncio
 import os
 import random
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -38,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from gateway.ledger import LedgerRecord, open_ledger  # noqa: E402
 from gateway.ledger.redis_store import RedisLedger  # noqa: E402
-from gateway.ledger.sqlite_store import SQLiteLedger, _Query  # noqa: E402
+from gateway.ledger.sqlite_queries import ReportQuery  # noqa: E402
+from gateway.ledger.sqlite_store import SQLiteLedger  # noqa: E402
 
 DAY = 86_400
 MODELS = {  # input, output $/Mtok
@@ -206,8 +208,6 @@ async def main() -> None:
 
 
 def start_redis() -> tuple[subprocess.Popen[bytes], str]:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -297,10 +297,10 @@ async def run(args: argparse.Namespace, redis_n: int) -> None:
     since = now - 30 * DAY
 
     def scan(tagged: bool) -> None:
-        conn = sqlite._reader()
+        conn = sqlite.reader()
         assert conn is not None
         by = ("tag",) if tagged else ("model",)
-        _Query(tagged, None, None, by).scan(conn, since, now)
+        ReportQuery(tagged, None, None, by).scan(conn, since, now)
         conn.close()
 
     lines = [

@@ -35,11 +35,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from gateway.ledger.base import SCAN_PAGE, Ledger, LedgerUnavailable
 from gateway.ledger.record import LedgerRecord, encode
 from gateway.ledger.report import Group
 from gateway.ledger.spool import Spool
-from gateway.ledger.store import SCAN_PAGE, Ledger, LedgerUnavailable, whole_days
-from gateway.ledger.sums import Sums, day_of, main_key, tag_keys
+from gateway.ledger.sums import DAY_S, Sums, day_of, main_key, tag_keys
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ class RedisLedger(Ledger):
             return sum(stored.values()) + self._unstored_nanos(tenant, days)
 
     def _window(self, since: float, until: float) -> tuple[float, float]:
-        return whole_days(since, until)
+        return _whole_days(since, until)
 
     async def _groups(
         self,
@@ -343,3 +343,10 @@ def _unpack(value: bytes) -> Sums:
         *(v[0], v[1], v[2], v[3], v[4], v[5] * _NANO + v[6]),
         *(v[7], v[8] * _NANO + v[9], v[10], v[11], v[12] * _NANO + v[13]),
     )
+
+
+def _whole_days(since: float, until: float) -> tuple[float, float]:
+    """``[since, until)`` widened to whole UTC days: the period the daily rollups can report."""
+    first = day_of(since) * DAY_S
+    last = -(-until // DAY_S) * DAY_S
+    return float(first), float(max(last, first + DAY_S))

@@ -9,8 +9,8 @@ from decimal import Decimal
 from pathlib import Path
 
 from gateway.ledger import open_ledger
+from gateway.ledger.base import SCAN_PAGE
 from gateway.ledger.redis_store import RedisLedger
-from gateway.ledger.store import SCAN_PAGE
 from tests.servers import RedisProcess
 from tests.unit.ledger.helpers import DAY, T0, rec
 
