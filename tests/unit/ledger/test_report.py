@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 
 import pytest
+from rich.console import Console
 
 from gateway.ledger.record import LedgerRecord
 from gateway.ledger.report import METRICS, Group, Report, fold
@@ -145,8 +146,6 @@ def test_rows_by_day_are_in_order() -> None:
 
 
 def test_table_renders_totals() -> None:
-    from rich.console import Console
-
     console = Console(width=250, record=True)
     console.print(report_of(MIX, ("model",)).table())
     text = console.export_text()
