@@ -10,18 +10,18 @@ from collections.abc import AsyncIterator
 from litestar import Litestar
 from litestar.datastructures import State
 
-from gateway import api
+from gateway.api import handlers as api
+from gateway.api import reports as ledger_http
 from gateway.background import Background
-from gateway.exact_cache import ExactCache, MemoryStore, RedisStore, Store
-from gateway.ledger import http as ledger_http
 from gateway.ledger.store import open_ledger
+from gateway.ml.loader import Models
+from gateway.pipeline.exact_cache import ExactCache, MemoryStore, RedisStore, Store
+from gateway.pipeline.semantic_cache import SemanticStage
+from gateway.pipeline.services import Services
 from gateway.policy.schema import Policy
-from gateway.policy.store import PolicyStore
-from gateway.semantic_stage import SemanticStage
-from gateway.services import Services
+from gateway.runtime.store import PolicyStore
 from gateway.settings import Settings
 from gateway.telemetry import Telemetry, metrics_endpoint
-from gateway.understand import Models
 
 
 def create_app(settings: Settings) -> Litestar:

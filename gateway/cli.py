@@ -15,9 +15,9 @@ from rich.console import Console
 from gateway.ledger.cli import register as register_ledger_commands
 from gateway.policy.load import PolicyError, load_policy
 from gateway.policy.schema import Policy
-from gateway.router.cli import router_app
-from gateway.semantic.cli import app as cache_app
 from gateway.settings import Settings
+from gateway.training.cache.cli import app as cache_app
+from gateway.training.router.cli import router_app
 
 app = typer.Typer(
     no_args_is_help=True,

@@ -24,8 +24,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.cache import cross_train as train_cross  # noqa: E402
 from bench.cache.vectors import VectorStore  # noqa: E402
-from gateway.embed import resolve_model  # noqa: E402
-from gateway.semantic import DEFAULT_THRESHOLD, evaluate, guard  # noqa: E402
+from gateway.ml import guard  # noqa: E402
+from gateway.ml.embedder import resolve_model  # noqa: E402
+from gateway.semantic import DEFAULT_THRESHOLD  # noqa: E402
+from gateway.training.cache import evaluate  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "cache"
 

@@ -1,6 +1,6 @@
 """The cross-encoder verifier on ONNX Runtime: both texts read by one transformer at once.
 
-The feature verifier of :mod:`~gateway.semantic.verifier` sees two sentence vectors and a few
+The feature verifier of :mod:`~gateway.ml.verifier` sees two sentence vectors and a few
 word statistics; a cross-encoder attends from every word of one text to every word of the
 other, which is what QQP's "related but different" pairs need. It is all-MiniLM-L6-v2 (the
 embedder's own weights) with its top layers fine-tuned on QQP's development half and a linear
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gateway.embed_onnx import default_cache_dir, export_module, open_session
+from gateway.ml.onnx_encoder import default_cache_dir, export_module, open_session
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class CrossEncoder:
         from tokenizers import Tokenizer
 
         from bench.cache.cross_train import read_meta
-        from gateway.embed import resolve_model
+        from gateway.ml.embedder import resolve_model
 
         meta = read_meta(delta)
         model_dir = Path(resolve_model(meta.get("model", "all-MiniLM-L6-v2")))

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gateway.semantic.evaluate import Pair
+from gateway.training.cache.evaluate import Pair
 
 __all__ = ["PairClassifier", "predict", "save_delta", "train"]
 

@@ -3,7 +3,7 @@ at concurrency 32, and FAISS search time at 10k and 1M entries (synthetic vector
 
     . .venv/bin/activate && python bench/cache/latency.py [--million] [--out FILE]
 
-Lookups use the gateway's real embedding stage (gateway.embed.Embedder, all-MiniLM-L6-v2 fp32,
+Lookups use the gateway's real embedding stage (gateway.ml.embedder.Embedder, all-MiniLM-L6-v2 fp32,
 ONNX Runtime unless --backend torch, micro-batched in a worker thread) and an in-process
 SemanticCache (rules and learned verifier) holding the stored side of
 2,000 QQP test pairs (their vectors from the on-disk cache); the queries are the other side.
@@ -26,9 +26,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from bench.cache.vectors import VectorStore  # noqa: E402
-from gateway.semantic import DEFAULT_THRESHOLD, SemanticCache, evaluate, guard  # noqa: E402
+from gateway.ml import guard  # noqa: E402
+from gateway.semantic import DEFAULT_THRESHOLD, SemanticCache  # noqa: E402
 from gateway.semantic.cache import GuardCheck  # noqa: E402
 from gateway.semantic.index import IndexConfig, LocalIndex, StoredEntry  # noqa: E402
+from gateway.training.cache import evaluate  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "cache"
 
@@ -38,7 +40,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def lookups(args: argparse.Namespace) -> dict[str, object]:
-    from gateway.embed import Embedder
+    from gateway.ml.embedder import Embedder
 
     pairs = evaluate.split(evaluate.load_pairs(DATA / "qqp_pairs_dev.jsonl"), "test")
     stored = pairs[: args.entries]

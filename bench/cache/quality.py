@@ -29,7 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from bench.cache.vectors import VectorStore  # noqa: E402
-from gateway.semantic import DEFAULT_THRESHOLD, evaluate, guard  # noqa: E402
+from gateway.ml import guard  # noqa: E402
+from gateway.semantic import DEFAULT_THRESHOLD  # noqa: E402
+from gateway.training.cache import evaluate  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "cache"
 GPTCACHE_PY = ROOT / "bench" / ".venv-gptcache" / "bin" / "python"

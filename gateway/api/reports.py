@@ -17,10 +17,10 @@ from typing import Any
 
 from litestar import Request, Response, get
 
-from gateway import auth
 from gateway.errors import BadRequest
 from gateway.ledger.store import Ledger
 from gateway.ledger.window import iso, parse_by, parse_when
+from gateway.runtime import keys as auth
 
 _FORMATS = {"json": "application/json", "csv": "text/csv; charset=utf-8"}
 

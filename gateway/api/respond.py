@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 from litestar import Response
 
-from gateway.pipeline import Completed, Streaming
+from gateway.pipeline.run import Completed, Streaming
 from gateway.providers import AttemptFailed
 
 log = logging.getLogger(__name__)

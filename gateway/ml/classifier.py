@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gateway.embed import cache_text, message_text
-from gateway.router.head import Head
+from gateway.ml.head import Head
+from gateway.ml.text import message_text, request_text
 
 CATEGORIES = ("code", "math", "reasoning", "creative", "chat", "other")
 DEFAULT_HEAD = Path(__file__).parent / "data" / "router_head.npz"
@@ -109,7 +109,7 @@ FEATURE_NAMES = ("log_chars", "log_numbers", "has_code", "has_math", "multiple_c
 
 def features_of(messages: Sequence[Mapping[str, Any]], has_tools: bool = False) -> Features:
     """The features of a chat request (messages in OpenAI's shape)."""
-    text = cache_text(messages)
+    text = request_text(messages)
     return _features(
         text,
         context_chars=sum(len(message_text(m)) for m in messages),

@@ -8,7 +8,7 @@ opens a short window (``batch_window_s``, 2 ms); everything that arrives in the 
 the previous forward pass runs, goes into the next forward pass, up to ``max_batch`` texts. The
 runtime releases the GIL inside its kernels, so the event loop keeps serving meanwhile.
 
-Runtime (``backend``): ``"onnx"`` runs the model on ONNX Runtime (:mod:`gateway.embed_onnx`;
+Runtime (``backend``): ``"onnx"`` runs the model on ONNX Runtime (:mod:`gateway.ml.onnx_encoder`;
 exported once into ``$GATEWAY_DATA_DIR/models``), ``"torch"`` on sentence-transformers, and
 ``"auto"`` (the default) takes ONNX when the model is a local mean-pooling model and
 onnxruntime is installed, else torch. Both give the same fp32 vectors (cosine ≥ 0.99999); a
@@ -33,7 +33,7 @@ import logging
 import os
 import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,30 +89,6 @@ def resolve_model(model: str) -> str:
     return model
 
 
-def cache_text(messages: Sequence[Mapping[str, Any]]) -> str:
-    """The text that stands for a chat request in the semantic cache and the classifier: the
-    last user message (its text parts joined). The rest of the conversation (system prompt,
-    earlier turns) is the cache's context fingerprint, not part of the embedding."""
-    for message in reversed(messages):
-        if message.get("role") == "user":
-            return message_text(message)
-    return message_text(messages[-1]) if messages else ""
-
-
-def message_text(message: Mapping[str, Any]) -> str:
-    """The text of one message: a string content, or its ``text`` parts joined by newlines."""
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            str(part.get("text", ""))
-            for part in content
-            if isinstance(part, Mapping) and part.get("type") == "text"
-        )
-    return ""
-
-
 @dataclass(slots=True)
 class _Pending:
     texts: list[str]
@@ -148,7 +124,7 @@ class Embedder:
     ) -> None:
         """``model``: an :class:`Encoder` (for instance an ONNX ``OnnxEncoder``) or a
         sentence-transformers model."""
-        from gateway.embed_onnx import OnnxEncoder
+        from gateway.ml.onnx_encoder import OnnxEncoder
 
         self._model: Encoder = (
             model if isinstance(model, OnnxEncoder) else _SentenceTransformerEncoder(model)
@@ -200,7 +176,7 @@ class Embedder:
             "max_batch": max_batch,
         }
         if backend in ("auto", "onnx"):
-            from gateway.embed_onnx import OnnxEncoder, Unsupported
+            from gateway.ml.onnx_encoder import OnnxEncoder, Unsupported
 
             try:
                 encoder = OnnxEncoder.load(

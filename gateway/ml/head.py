@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gateway.router.text import PROBLEM_FEATURES, problem_features, term_counts
+from gateway.ml.terms import PROBLEM_FEATURES, problem_features, term_counts
 
 FORMAT = 2
 GROUPS = ("choice", "open")

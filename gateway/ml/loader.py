@@ -17,11 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.classify import Classifier, Judgement, features_of
-from gateway.embed import Embedder, Vectors
-from gateway.normalize import ChatRequest
-from gateway.policy.store import Runtime
-from gateway.semantic import cache_text
+from gateway.ml.classifier import Classifier, Judgement, features_of
+from gateway.ml.embedder import Embedder, Vectors
+from gateway.ml.text import request_text
+from gateway.pipeline.normalize import ChatRequest
+from gateway.runtime.store import Runtime
 
 __all__ = ["Models", "Understanding"]
 
@@ -61,7 +61,7 @@ class Models:
             await self._classifier_model()
 
     async def understand(self, request: ChatRequest) -> Understanding:
-        text = cache_text(request.body)
+        text = request_text(request.body["messages"])
         embedder = self._embedder or await self._embedding_model()
         vectors = await embedder.embed([text])
         return Understanding(text, vectors[0])

@@ -1,4 +1,4 @@
-"""The embedding model on ONNX Runtime: the fast path of :mod:`gateway.embed`.
+"""The embedding model on ONNX Runtime: the fast path of :mod:`gateway.ml.embedder`.
 
 Why: on the 2-core machines a single short query through sentence-transformers on torch took
 25-40 ms, most of it framework overhead around a 22M-parameter model; ONNX Runtime runs the same

@@ -1,6 +1,6 @@
 """The learned pair verifier: the second half of the meaning guard.
 
-The hand-written checks of :mod:`~gateway.semantic.guard` catch the differences that a rule can
+The hand-written checks of :mod:`~gateway.ml.rules` catch the differences that a rule can
 name (numbers, negation, entities, direction); the verifier judges the rest: "How do I learn
 Java?" and "How do I learn Java quickly?" score 0.9 in cosine and are different questions in
 Quora's labels, as are most "related but different" pairs. It is a small ensemble of one-layer
@@ -24,7 +24,7 @@ a pair costs a few tens of microseconds.
 
 The weights are a committed artifact (``gateway/data/semantic_verifier.npz``), trained only on
 the development half (even rows) of the QQP pairs by ``gateway cache train-guard``
-(:mod:`~gateway.semantic.train_guard`); the artifact records its cutoff, the embedder it was
+(:mod:`~gateway.training.cache.train_guard`); the artifact records its cutoff, the embedder it was
 trained on and its development figures.
 """
 
@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gateway.semantic import guard
+from gateway.ml import rules
 
 __all__ = ["DEFAULT_VERIFIER", "FEATURES_VERSION", "Verifier", "WordPieces", "pair_features"]
 
@@ -69,7 +69,7 @@ class WordPieces:
         from safetensors.numpy import load_file
         from tokenizers import Tokenizer
 
-        from gateway.embed import resolve_model
+        from gateway.ml.embedder import resolve_model
 
         model_dir = Path(resolve_model(model))
         tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
@@ -104,17 +104,17 @@ _ALIGN = 10
 
 
 def _lexical(a: str, b: str) -> list[float]:
-    x, y = guard.analyse(a), guard.analyse(b)
+    x, y = rules.analyse(a), rules.analyse(b)
     union = len(x.words | y.words) or 1
     numbers = x.numbers != y.numbers and (x.digits or y.digits or bool(x.numbers and y.numbers))
-    missing = len(guard.missing_entities(x, y)) + len(guard.missing_entities(y, x))
+    missing = len(rules.missing_entities(x, y)) + len(rules.missing_entities(y, x))
     short, long = sorted((x.length, y.length))
     return [
         len(x.words & y.words) / union,
         float(numbers),
         float(x.negated != y.negated),
         min(missing, 3) / 3,
-        float(guard.reversed_pair(x, y) is not None),
+        float(rules.reversed_pair(x, y) is not None),
         float(x.wh != y.wh and x.wh is not None and y.wh is not None),
         short / max(1, long),
         len(x.entities ^ y.entities) / (1 + len(x.entities | y.entities)),

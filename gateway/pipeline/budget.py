@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 
 from gateway.errors import BudgetExceeded
 from gateway.ledger.store import Ledger
-from gateway.normalize import ChatRequest
+from gateway.pipeline.normalize import ChatRequest
+from gateway.pipeline.route import Decision
 from gateway.policy.schema import cheapest_model
-from gateway.policy.store import Runtime
-from gateway.route import Decision
+from gateway.runtime.store import Runtime
 
 DOWNGRADE = "budget-downgrade"
 

@@ -30,11 +30,11 @@ from tenacity import (
 
 from gateway import telemetry
 from gateway.errors import UpstreamClientError, UpstreamUnavailable
-from gateway.normalize import ChatRequest
+from gateway.pipeline.normalize import ChatRequest
+from gateway.pipeline.route import Decision
 from gateway.policy.schema import Retries
-from gateway.policy.store import Runtime
 from gateway.providers import AttemptFailed, Provider, Reply
-from gateway.route import Decision
+from gateway.runtime.store import Runtime
 
 T = TypeVar("T")
 

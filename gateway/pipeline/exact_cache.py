@@ -26,10 +26,10 @@ import msgspec
 import redis.asyncio as redis
 from cachetools import TTLCache
 
-from gateway import cached_answer
-from gateway.cached_answer import CachedAnswer
-from gateway.normalize import CacheControl, ChatRequest
-from gateway.policy.store import Runtime
+from gateway.pipeline import answer as cached_answer
+from gateway.pipeline.answer import CachedAnswer
+from gateway.pipeline.normalize import CacheControl, ChatRequest
+from gateway.runtime.store import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -20,16 +20,16 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from gateway.cached_answer import CachedAnswer
-from gateway.cost import cost_usd
 from gateway.ledger.record import LedgerRecord
-from gateway.normalize import ChatRequest
+from gateway.pipeline.answer import CachedAnswer
+from gateway.pipeline.cost import cost_usd
+from gateway.pipeline.normalize import ChatRequest
 from gateway.policy.schema import Policy
 from gateway.providers import PromptTokensDetails, Usage
-from gateway.tokens import TokenCounter
+from gateway.runtime.tokens import TokenCounter
 
 if TYPE_CHECKING:
-    from gateway.classify import Judgement
+    from gateway.ml.classifier import Judgement
 
 CLIENT_CLOSED = 499
 """Status recorded for a stream whose client went away (nginx's convention)."""

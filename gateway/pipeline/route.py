@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from gateway.errors import BadRequest, ModelNotFound
-from gateway.normalize import ChatRequest
+from gateway.pipeline.normalize import ChatRequest
 from gateway.policy.schema import Policy, Route, When
-from gateway.sessions import Sessions, session_key
+from gateway.runtime.sessions import Sessions, session_key
 
 if TYPE_CHECKING:
-    from gateway.classify import Judgement
+    from gateway.ml.classifier import Judgement
 
 FORCED = "forced"
 STICKY = "sticky"

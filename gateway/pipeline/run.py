@@ -21,20 +21,22 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from decimal import Decimal
 
-from gateway import account, budget, cached_answer, call, route
-from gateway.cached_answer import CachedAnswer
-from gateway.call import Started
-from gateway.embed import cache_text
-from gateway.exact_cache import Outcome
 from gateway.ledger.record import LedgerRecord
-from gateway.normalize import ChatRequest
-from gateway.policy.store import Runtime
+from gateway.ml.loader import Understanding
+from gateway.ml.text import request_text
+from gateway.pipeline import answer as cached_answer
+from gateway.pipeline import budget, call, route
+from gateway.pipeline import ledger as account
+from gateway.pipeline.answer import CachedAnswer
+from gateway.pipeline.call import Started
+from gateway.pipeline.exact_cache import Outcome
+from gateway.pipeline.normalize import ChatRequest
+from gateway.pipeline.route import Decision
+from gateway.pipeline.semantic_cache import SemanticStage
+from gateway.pipeline.services import Services
 from gateway.providers import AttemptFailed, Usage
-from gateway.route import Decision
-from gateway.semantic_stage import SemanticStage
-from gateway.services import Services
+from gateway.runtime.store import Runtime
 from gateway.telemetry import RequestTrace
-from gateway.understand import Understanding
 
 CACHE_ROUTE = "cache"
 
@@ -100,7 +102,7 @@ async def run(
         decision = await budget.enforce(runtime, services.ledger, request) or route.choose(
             policy, request, runtime.sessions, judgement
         )
-        span.set_attribute("gateway.route", decision.route)
+        span.set_attribute("gateway.pipeline.route", decision.route)
     if judgement is not None:  # a budget downgrade decides without it, but it was measured
         decision = dataclasses.replace(decision, judgement=judgement)
     difficulty = _difficulty(decision)
@@ -216,7 +218,7 @@ def _finish(
         services.telemetry.request_done(
             trace,
             record,
-            prompt=cache_text(request.body["messages"]),
+            prompt=request_text(request.body["messages"]),
             completion=completion,
             include_text=True,
         )

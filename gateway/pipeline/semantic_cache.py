@@ -26,14 +26,14 @@ from typing import Any
 
 import msgspec
 
-from gateway import cached_answer
-from gateway.cached_answer import CachedAnswer
-from gateway.exact_cache import cacheable
-from gateway.normalize import ChatRequest
+from gateway.ml.loader import Understanding
+from gateway.pipeline import answer as cached_answer
+from gateway.pipeline.answer import CachedAnswer
+from gateway.pipeline.exact_cache import cacheable
+from gateway.pipeline.normalize import ChatRequest
 from gateway.policy.schema import SemanticCacheConfig
-from gateway.policy.store import Runtime
+from gateway.runtime.store import Runtime
 from gateway.semantic import DEFAULT_THRESHOLD, SemanticCache, context_fingerprint
-from gateway.understand import Understanding
 
 __all__ = ["SemanticHit", "SemanticStage"]
 

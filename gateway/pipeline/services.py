@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.background import Background
-from gateway.exact_cache import ExactCache
 from gateway.ledger.store import Ledger
-from gateway.semantic_stage import SemanticStage
+from gateway.ml.loader import Models
+from gateway.pipeline.exact_cache import ExactCache
+from gateway.pipeline.semantic_cache import SemanticStage
 from gateway.telemetry import Telemetry
-from gateway.understand import Models
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ def _seconds(value: object) -> object:
 
 Duration = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
 Category = Literal["code", "math", "reasoning", "creative", "chat", "other"]
-"""The classifier's categories (``gateway.classify.CATEGORIES``)."""
+"""The classifier's categories (``gateway.ml.classifier.CATEGORIES``)."""
 
 
 def _one_or_many(value: object) -> object:

@@ -18,15 +18,15 @@ from pathlib import Path
 import msgspec
 import watchfiles
 
-from gateway.auth import KeyRing
 from gateway.policy.load import LoadedPolicy, PolicyError, load_policy
 from gateway.policy.schema import ModelConfig, Policy
 from gateway.providers import Provider
 from gateway.providers.local_engine import InProcessEngine
 from gateway.providers.openai_compatible import OpenAICompatible
-from gateway.sessions import Sessions
+from gateway.runtime.keys import KeyRing
+from gateway.runtime.sessions import Sessions
+from gateway.runtime.tokens import TokenCounter
 from gateway.settings import Settings
-from gateway.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
 

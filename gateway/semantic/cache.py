@@ -38,7 +38,8 @@ import numpy as np
 import numpy.typing as npt
 from redis.exceptions import RedisError
 
-from gateway.semantic import codec, guard
+from gateway.ml import guard
+from gateway.semantic import codec
 from gateway.semantic.index import Candidate, IndexConfig, LocalIndex, StoredEntry
 from gateway.semantic.store import Event, RedisStore, id_hex
 

@@ -1,6 +1,6 @@
 """What a semantic hit must share besides a close question: the request's context fingerprint.
 
-Only the last user message's text is embedded (:func:`cache_text`); everything else in the
+Only the last user message's text is embedded (:func:`gateway.ml.text.request_text`); everything else in the
 request that can change the answer is hashed into :func:`context_fingerprint`, and the cache
 searches only among entries with the same tenant and fingerprint. So "now do it in Rust" matches
 only within the same conversation, a different system prompt or tool list is a different cache,
@@ -37,7 +37,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["IGNORED_FIELDS", "cache_text", "context_fingerprint"]
+__all__ = ["IGNORED_FIELDS", "context_fingerprint"]
 
 IGNORED_FIELDS = frozenset(
     {
@@ -63,30 +63,6 @@ def _last_user_index(messages: Sequence[Any]) -> int | None:
         if isinstance(message, Mapping) and message.get("role") == "user":
             return i
     return None
-
-
-def _text_parts(content: Any) -> list[str]:
-    if isinstance(content, str):
-        return [content]
-    if isinstance(content, list):
-        return [
-            str(part.get("text", ""))
-            for part in content
-            if isinstance(part, Mapping) and part.get("type") == "text"
-        ]
-    return []
-
-
-def cache_text(body: Mapping[str, Any]) -> str:
-    """The text that is embedded for the semantic cache: the last user message's text parts,
-    joined by newlines ("" when the request has no user message: don't cache it)."""
-    messages = body.get("messages")
-    if not isinstance(messages, Sequence) or isinstance(messages, str):
-        return ""
-    i = _last_user_index(messages)
-    if i is None:
-        return ""
-    return "\n".join(_text_parts(messages[i].get("content"))).strip()
 
 
 def _canonical_content(content: Any) -> Any:

@@ -11,10 +11,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from gateway.classify import Classifier, features_of
-from gateway.embed import Embedder
-from gateway.router.cli import router_app
+from gateway.ml.classifier import Classifier, features_of
+from gateway.ml.embedder import Embedder
 from gateway.telemetry import TelemetryConfig
+from gateway.training.router.cli import router_app
 from tests.conftest import Gateway, policy_text
 from tests.fake_upstream import FakeUpstream
 from tests.integration.telemetry.receiver import OtlpReceiver, attributes
@@ -128,18 +128,19 @@ def test_the_gateway_traces_embed_semantic_cache_and_classify(
         gateway.app.state.telemetry.force_flush()
         spans = {s.name: s for s in receiver.wait_for_spans(8)}
     assert {
-        "gateway.exact_cache",
-        "gateway.embed",
+        "gateway.pipeline.exact_cache",
+        "gateway.ml.embedder",
         "gateway.semantic_cache",
-        "gateway.classify",
-        "gateway.route",
+        "gateway.ml.classifier",
+        "gateway.pipeline.route",
     } <= set(spans)
     root = spans["POST /v1/chat/completions"]
     assert all(
-        spans[n].parent_span_id == root.span_id for n in ("gateway.embed", "gateway.classify")
+        spans[n].parent_span_id == root.span_id
+        for n in ("gateway.ml.embedder", "gateway.ml.classifier")
     )
     assert attributes(spans["gateway.semantic_cache"]) == {"gateway.cache": "miss"}
-    classify = attributes(spans["gateway.classify"])
+    classify = attributes(spans["gateway.ml.classifier"])
     assert classify["gateway.difficulty"] == pytest.approx(scores[HARD], abs=1e-3)
     assert classify["gateway.category"] == "math"
     assert attributes(root)["gateway.difficulty"] == pytest.approx(scores[HARD], abs=1e-3)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gateway.router.cli import router_app
+from gateway.training.router.cli import router_app
 
 pytestmark = pytest.mark.model
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from gateway.embed import Embedder
+from gateway.ml.embedder import Embedder
 
 pytestmark = pytest.mark.model
 

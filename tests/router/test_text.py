@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.classify import Classifier, features_of, features_of_text
-from gateway.router import metrics
-from gateway.router.data import LabelledRow
-from gateway.router.head import groups_of
-from gateway.router.text import PROBLEM_FEATURES, problem_features, term_counts, terms
-from gateway.router.train import fit, sparse_logistic_fit
+from gateway.ml.classifier import Classifier, features_of, features_of_text
+from gateway.ml.head import groups_of
+from gateway.ml.terms import PROBLEM_FEATURES, problem_features, term_counts, terms
+from gateway.training.router import metrics
+from gateway.training.router.data import LabelledRow
+from gateway.training.router.train import fit, sparse_logistic_fit
 
 SIGNATURE = {"model": "fake", "max_seq_length": 8, "quantized": False, "dim": 16}
 
@@ -68,7 +68,7 @@ def test_sparse_logistic_fit_matches_the_dense_one() -> None:
     y = (x[:, 0] + rng.normal(size=60) > 0).astype(float)
     rows, cols = np.nonzero(x)
     w, b = sparse_logistic_fit((rows, cols, x[rows, cols]), 60, 4, y, 1.0)
-    from gateway.router.train import logistic_fit
+    from gateway.training.router.train import logistic_fit
 
     dense_w, dense_b = logistic_fit(x, y, 1.0)
     assert np.allclose(w, dense_w, atol=1e-5) and abs(b - dense_b) < 1e-5

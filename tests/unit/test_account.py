@@ -9,9 +9,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from gateway import account
-from gateway.budget import periods
-from gateway.normalize import chat_request
+from gateway.pipeline import ledger as account
+from gateway.pipeline.budget import periods
+from gateway.pipeline.normalize import chat_request
 from gateway.policy.schema import Policy, Price, cheapest_model
 from gateway.providers import Usage
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.auth import OPEN_TENANT, KeyRing, bearer_key, require_admin, tenant_of
 from gateway.errors import Unauthorized
+from gateway.runtime.keys import OPEN_TENANT, KeyRing, bearer_key, require_admin, tenant_of
 
 RING = KeyRing(
     {"team-a": ["sk-aaaaaaaaaaaaaaaa"], "team-b": ["sk-bbbbbbbbbbbbbbbb", "sk-b2b2b2b2b2b2b2b2"]}

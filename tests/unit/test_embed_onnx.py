@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.embed import Embedder
+from gateway.ml.embedder import Embedder
 
 pytestmark = pytest.mark.model
 

@@ -4,9 +4,9 @@ from decimal import Decimal
 
 import pytest
 
-from gateway.cost import cost_usd
 from gateway.errors import BadRequest
-from gateway.normalize import chat_request, parse_tags
+from gateway.pipeline.cost import cost_usd
+from gateway.pipeline.normalize import chat_request, parse_tags
 from gateway.policy.schema import Price
 from gateway.providers import PromptTokensDetails, Usage
 

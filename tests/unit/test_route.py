@@ -7,12 +7,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from gateway.classify import Judgement
 from gateway.errors import BadRequest, ModelNotFound
-from gateway.normalize import ChatRequest, chat_request
+from gateway.ml.classifier import Judgement
+from gateway.pipeline.normalize import ChatRequest, chat_request
+from gateway.pipeline.route import choose, request_unit
 from gateway.policy.schema import Policy
-from gateway.route import choose, request_unit
-from gateway.sessions import Sessions
+from gateway.runtime.sessions import Sessions
 
 
 def make_policy(routes: list[dict[str, Any]], **extra: Any) -> Policy:

@@ -1,6 +1,6 @@
 """``gateway cache ...``: operator tools for the semantic cache.
 
-Mount with ``app.add_typer(gateway.semantic.cli.app, name="cache")``.
+Mount with ``app.add_typer(gateway.training.cache.cli.app, name="cache")``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from gateway.semantic import evaluate, guard
+from gateway.ml import guard
+from gateway.training.cache import evaluate
 
 app = typer.Typer(no_args_is_help=True, help="Semantic cache tools.")
 out = Console(highlight=False)
@@ -32,7 +33,7 @@ DEFAULT_THRESHOLDS = "0.70,0.75,0.78,0.80,0.82,0.85,0.88,0.90,0.92,0.95"
 def _embed_texts(texts: list[str], model: str, progress: Progress) -> npt.NDArray[np.float32]:
     """Embed with the gateway's embedding stage (the same model and settings as serving)."""
     task = progress.add_task("loading model", total=None)
-    from gateway.embed import Embedder
+    from gateway.ml.embedder import Embedder
 
     embedder = Embedder.load(model)
     progress.update(task, description="embedding", total=len(texts), completed=0)
@@ -180,7 +181,7 @@ def train_guard_command(
     ``gateway cache train-guard --pairs qqp_pairs_dev.jsonl --part dev --out
     gateway/data/semantic_verifier.npz``: the development half only; the odd rows stay for
     testing."""
-    from gateway.semantic import train_guard
+    from gateway.training.cache import train_guard
 
     rows = evaluate.load_pairs(pairs)
     if part != "all":

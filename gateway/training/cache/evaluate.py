@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from gateway.semantic import guard
+from gateway.ml import guard
 
 __all__ = [
     "Pair",

@@ -3,7 +3,7 @@
 Recipe, chosen by 5-fold cross-validation on the development half of QQP (even rows; the odd
 rows are the test half and are never read here):
 
-- features: :func:`gateway.semantic.verifier.pair_features`, standardised;
+- features: :func:`gateway.ml.verifier.pair_features`, standardised;
 - model: ``members`` one-hidden-layer ReLU MLPs (32 units), each from its own seed, trained
   with Adam (lr 1e-3, batches of 200) on cross-entropy plus an L2 penalty, selected by
   held-out accuracy on a 10% slice per member (patience 10); probabilities averaged. Precision
@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gateway.semantic import guard
-from gateway.semantic.evaluate import Pair
-from gateway.semantic.verifier import FEATURES_VERSION, Members, WordPieces, pair_features
+from gateway.ml import guard
+from gateway.ml.verifier import FEATURES_VERSION, Members, WordPieces, pair_features
+from gateway.training.cache.evaluate import Pair
 
 F32 = npt.NDArray[np.float32]
 

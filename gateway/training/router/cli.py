@@ -16,10 +16,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gateway.router.data import VALIDATION_FRACTION
+from gateway.training.router.data import VALIDATION_FRACTION
 
 if TYPE_CHECKING:
-    from gateway.router.calibrate import Prompt
+    from gateway.training.router.calibrate import Prompt
 
 router_app = typer.Typer(
     no_args_is_help=True,
@@ -76,9 +76,9 @@ def train(
     no_progress: NoProgress = False,
 ) -> None:
     """Train the difficulty head on labelled rows and write the artifact."""
-    from gateway.embed import Embedder
-    from gateway.router.data import cached_embeddings, load_labelled, split
-    from gateway.router.train import fit
+    from gateway.ml.embedder import Embedder
+    from gateway.training.router.data import cached_embeddings, load_labelled, split
+    from gateway.training.router.train import fit
 
     rows = load_labelled(data)
     train_rows, held = split(rows, validation_fraction) if validation_fraction > 0 else (rows, [])
@@ -100,7 +100,7 @@ def train(
     head.save(out_path)
     err.print(f"wrote {out_path} ({out_path.stat().st_size / 1e6:.2f} MB)")
     if held:
-        from gateway.router.evaluate import evaluate_rows
+        from gateway.training.router.evaluate import evaluate_rows
 
         results = evaluate_rows(head, held, vectors[[index[r.id] for r in held]])
         out.print(results_table(results, title="held-out validation rows"))
@@ -116,7 +116,7 @@ def score(
     no_progress: NoProgress = False,
 ) -> None:
     """Score prompts: difficulty in [0, 1] and category, one output row per input row."""
-    from gateway.router.evaluate import load_classifier, read_prompts, score_prompts
+    from gateway.training.router.evaluate import load_classifier, read_prompts, score_prompts
 
     prompts = read_prompts(in_path)
     classifier, embedder = load_classifier(head, model)
@@ -151,8 +151,8 @@ def eval_(
 
     Rows the head was trained on are left out unless --include-train is given.
     """
-    from gateway.router.data import cached_embeddings, load_labelled
-    from gateway.router.evaluate import evaluate_rows, load_classifier
+    from gateway.training.router.data import cached_embeddings, load_labelled
+    from gateway.training.router.evaluate import evaluate_rows, load_classifier
 
     rows = load_labelled(data)
     classifier, embedder = load_classifier(head, model)
@@ -194,8 +194,8 @@ def results_table(results: dict[str, Any], title: str) -> Table:
 
 def _ledger_prompts(since: str) -> list[Prompt]:
     from gateway.ledger.window import parse_when
-    from gateway.router.from_ledger import ledger_prompts
     from gateway.settings import Settings
+    from gateway.training.router.from_ledger import ledger_prompts
 
     now = time.time()
     prompts = ledger_prompts(Settings.from_env(), parse_when(since, now), now)
@@ -254,14 +254,14 @@ def calibrate(
     no_progress: NoProgress = False,
 ) -> None:
     """Set the difficulty threshold for a target share of strong calls or cost per Mtok."""
-    from gateway.router.calibrate import (
+    from gateway.training.router.calibrate import (
         CalibrationError,
         candidate_path,
         read_policy,
         write_threshold,
     )
-    from gateway.router.calibrate import calibrate as run_calibration
-    from gateway.router.evaluate import calibration_prompts
+    from gateway.training.router.calibrate import calibrate as run_calibration
+    from gateway.training.router.evaluate import calibration_prompts
 
     if (target_strong_share is None) == (target_cost_per_mtok is None):
         raise _fail("give one of --target-strong-share or --target-cost-per-mtok", 2)

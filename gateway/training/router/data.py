@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from gateway.embed import Embedder, Vectors
+    from gateway.ml.embedder import Embedder, Vectors
 
 VALIDATION_FRACTION = 0.25
 

@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gateway.classify import Classifier, Features, Judgement, features_of, features_of_text
-from gateway.embed import cache_text
-from gateway.router import metrics
-from gateway.router.data import LabelledRow, read_jsonl
+from gateway.ml.classifier import Classifier, Features, Judgement, features_of, features_of_text
+from gateway.ml.text import message_text, request_text
+from gateway.training.router import metrics
+from gateway.training.router.data import LabelledRow, read_jsonl
 
 if TYPE_CHECKING:
-    from gateway.embed import Embedder, Vectors
-    from gateway.router.calibrate import Prompt
-    from gateway.router.head import Head
+    from gateway.ml.embedder import Embedder, Vectors
+    from gateway.ml.head import Head
+    from gateway.training.router.calibrate import Prompt
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,14 +37,13 @@ class PromptRow:
 
 def read_prompts(path: Path) -> list[PromptRow]:
     """Rows ``{id, prompt}`` or ``{id, messages[, tools]}`` (OpenAI chat shape)."""
-    from gateway.embed import message_text
 
     rows = []
     for number, raw in enumerate(read_jsonl(path), 1):
         if isinstance(raw.get("messages"), list) and raw["messages"]:
             messages = raw["messages"]
             features = features_of(messages, has_tools=bool(raw.get("tools")))
-            text, all_text = cache_text(messages), "\n".join(message_text(m) for m in messages)
+            text, all_text = request_text(messages), "\n".join(message_text(m) for m in messages)
             images = any(
                 isinstance(m.get("content"), list)
                 and any(p.get("type") == "image_url" for p in m["content"] if isinstance(p, dict))
@@ -74,7 +73,7 @@ def load_classifier(
 ) -> tuple[Classifier, Embedder]:
     """The classifier and the embedder its head was trained with (``model`` overrides the
     model id or path, e.g. a local copy of the same model)."""
-    from gateway.embed import Embedder
+    from gateway.ml.embedder import Embedder
 
     classifier = Classifier.load(head)
     signature = classifier.embedder_signature
@@ -126,7 +125,7 @@ def _tokenizer() -> Any:
     """The MiniLM WordPiece tokenizer without truncation (tiktoken needs a download)."""
     from tokenizers import Tokenizer
 
-    from gateway.embed import DEFAULT_MODEL, resolve_model
+    from gateway.ml.embedder import DEFAULT_MODEL, resolve_model
 
     path = Path(resolve_model(DEFAULT_MODEL)) / "tokenizer.json"
     tokenizer = Tokenizer.from_file(str(path))
@@ -154,7 +153,7 @@ def calibration_prompts(
 ) -> tuple[list[Prompt], str]:
     """The prompts of a file with their difficulty (scored now unless the rows carry one) and
     token counts (``input_tokens``/``output_tokens`` from the rows when given)."""
-    from gateway.router.calibrate import Prompt
+    from gateway.training.router.calibrate import Prompt
 
     rows = read_prompts(path)
     if not rows:

@@ -15,8 +15,8 @@ from collections.abc import Iterable
 
 from gateway.ledger.record import LedgerRecord
 from gateway.ledger.store import open_ledger
-from gateway.router.calibrate import Prompt
 from gateway.settings import Settings
+from gateway.training.router.calibrate import Prompt
 
 
 def routed(records: Iterable[LedgerRecord]) -> list[Prompt]:

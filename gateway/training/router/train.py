@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gateway.classify import FEATURE_NAMES, features_of_text
-from gateway.router.data import LabelledRow, id_hash
-from gateway.router.head import FORMAT, GROUPS, Head, dense_features, groups_of, id_hashes
-from gateway.router.text import PROBLEM_FEATURES, terms, tfidf_rows
+from gateway.ml.classifier import FEATURE_NAMES, features_of_text
+from gateway.ml.head import FORMAT, GROUPS, Head, dense_features, groups_of, id_hashes
+from gateway.ml.terms import PROBLEM_FEATURES, terms, tfidf_rows
+from gateway.training.router.data import LabelledRow, id_hash
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -256,7 +256,7 @@ def fit(
 
 
 def _apgr_by_benchmark(rows: Sequence[LabelledRow], score: F64) -> dict[str, float]:
-    from gateway.router import metrics
+    from gateway.training.router import metrics
 
     out = {}
     for name in sorted({r.benchmark for r in rows}):

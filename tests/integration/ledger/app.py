@@ -22,10 +22,10 @@ import msgspec
 from litestar import Litestar, Request, Response, post
 from litestar.datastructures import State
 
-from gateway import api
-from gateway.auth import KeyRing
+from gateway.api import handlers as api
 from gateway.ledger import LedgerRecord, open_ledger
-from gateway.ledger import http as ledger_http
+from gateway.api import reports as ledger_http
+from gateway.runtime.keys import KeyRing
 
 ADMIN_KEY = "sk-test-ledger-admin-0123456789"
 PRICES = {"small": (Decimal("0.10"), Decimal("0.20")), "large": (Decimal("2.50"), Decimal("10"))}

@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.semantic import DEFAULT_THRESHOLD, SemanticCache, cache_text, context_fingerprint
+from gateway.ml.text import request_text
+from gateway.semantic import DEFAULT_THRESHOLD, SemanticCache, context_fingerprint
 
 pytestmark = pytest.mark.model
 
@@ -35,7 +36,7 @@ MISSES = [
 
 @pytest.fixture(scope="module")
 def embedder():  # type: ignore[no-untyped-def]
-    embed = pytest.importorskip("gateway.embed")
+    embed = pytest.importorskip("gateway.ml.embedder")
     return embed.Embedder.load()
 
 
@@ -69,11 +70,18 @@ async def test_follow_up_only_matches_its_conversation(embedder) -> None:  # typ
     cache = await SemanticCache.open(None, namespace="model-test")
     try:
         a, b = body("reverse a string in Python"), body("parse JSON in Python")
-        (vector,) = await embedder.embed([cache_text(a)])
-        await cache.store("team-a", context_fingerprint(a), vector, cache_text(a), b"rust reverse")
-        assert await cache.lookup("team-a", context_fingerprint(a), vector, cache_text(a), 0.9)
+        (vector,) = await embedder.embed([request_text(a["messages"])])
+        await cache.store(
+            "team-a", context_fingerprint(a), vector, request_text(a["messages"]), b"rust reverse"
+        )
+        assert await cache.lookup(
+            "team-a", context_fingerprint(a), vector, request_text(a["messages"]), 0.9
+        )
         assert (
-            await cache.lookup("team-a", context_fingerprint(b), vector, cache_text(b), 0.0) is None
+            await cache.lookup(
+                "team-a", context_fingerprint(b), vector, request_text(b["messages"]), 0.0
+            )
+            is None
         )
     finally:
         await cache.aclose()

@@ -16,11 +16,10 @@ import msgspec
 import pytest
 from openai.types.chat import completion_create_params
 
-from gateway import cached_answer
-from gateway.auth import KeyRing
-from gateway.cached_answer import CachedAnswer
 from gateway.errors import BadRequest
-from gateway.exact_cache import (
+from gateway.pipeline import answer as cached_answer
+from gateway.pipeline.answer import CachedAnswer
+from gateway.pipeline.exact_cache import (
     KEY_FIELDS,
     NON_KEY_FIELDS,
     ExactCache,
@@ -29,12 +28,13 @@ from gateway.exact_cache import (
     cacheable,
     key,
 )
-from gateway.normalize import ChatRequest, chat_request, parse_cache_control
+from gateway.pipeline.normalize import ChatRequest, chat_request, parse_cache_control
 from gateway.policy.load import LoadedPolicy
 from gateway.policy.schema import Policy
-from gateway.policy.store import Runtime
 from gateway.providers import Usage
-from gateway.sessions import Sessions
+from gateway.runtime.keys import KeyRing
+from gateway.runtime.sessions import Sessions
+from gateway.runtime.store import Runtime
 
 
 def test_every_openai_request_field_is_classified() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gateway.router.calibrate import (
+from gateway.training.router.calibrate import (
     CalibrationError,
     Prompt,
     calibrate,
@@ -19,7 +19,7 @@ from gateway.router.calibrate import (
     read_policy,
     write_threshold,
 )
-from gateway.router.cli import router_app
+from gateway.training.router.cli import router_app
 
 POLICY = textwrap.dedent("""\
     version: 1

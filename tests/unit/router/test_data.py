@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.router.data import LabelledRow, load_labelled, split
+from gateway.training.router.data import LabelledRow, load_labelled, split
 
 
 def _rows() -> list[LabelledRow]:

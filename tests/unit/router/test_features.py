@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.classify import CATEGORIES, features_of, features_of_text
-from gateway.embed import cache_text
+from gateway.ml.classifier import CATEGORIES, features_of, features_of_text
 
 
 @pytest.mark.parametrize(
@@ -57,15 +56,3 @@ def test_multiple_choice_is_noticed() -> None:
     f = features_of_text("Which is a prime?\nA. 4\nB. 6\nC. 7\nD. 9\nAnswer:")
     assert f.choices == 4
     assert f.vector()[4] == 1.0
-
-
-def test_cache_text_is_the_last_user_message() -> None:
-    messages = [
-        {"role": "user", "content": "first"},
-        {"role": "assistant", "content": "ok"},
-        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url"}]},
-        {"role": "assistant", "content": None},
-    ]
-    assert cache_text(messages) == "a"
-    assert cache_text([{"role": "system", "content": "only"}]) == "only"
-    assert cache_text([]) == ""

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gateway.classify import Classifier, features_of_text
-from gateway.router import metrics
-from gateway.router.data import LabelledRow, cached_embeddings
-from gateway.router.train import fit, logistic_fit
+from gateway.ml.classifier import Classifier, features_of_text
+from gateway.training.router import metrics
+from gateway.training.router.data import LabelledRow, cached_embeddings
+from gateway.training.router.train import fit, logistic_fit
 
 SIGNATURE = {"model": "fake", "max_seq_length": 8, "quantized": False, "dim": 16}
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from gateway.router import metrics
+from gateway.training.router import metrics
 
 # Four prompts; routing by score sends 0, 1, 2, 3 to the strong model in that order, gaining
 # +1, 0, +1, -1 correct answers: Q = 0.5, 0.75, 0.75, 1.0, 0.75 at shares 0, 1/4, ... 1.

@@ -10,7 +10,7 @@ import numpy.typing as npt
 import pytest
 from typer.testing import CliRunner
 
-from gateway.semantic import cli, evaluate
+from gateway.training.cache import cli, evaluate
 
 ROWS = [
     ("How do I cook risotto?", "How do I make risotto?", 1),

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from gateway.semantic.fingerprint import cache_text, context_fingerprint
+from gateway.ml.text import request_text
+from gateway.semantic.fingerprint import context_fingerprint
 
 BASE: dict[str, Any] = {
     "model": "auto",
@@ -35,7 +36,7 @@ FP = context_fingerprint(BASE)
 def test_the_question_text_is_not_part_of_the_fingerprint() -> None:
     other = with_messages(BASE["messages"][0], {"role": "user", "content": "Reverse a string."})
     assert context_fingerprint(other) == FP
-    assert cache_text(other) == "Reverse a string."
+    assert request_text(other["messages"]) == "Reverse a string."
 
 
 @pytest.mark.parametrize(
@@ -70,7 +71,7 @@ def test_prior_turns_scope_a_follow_up_to_its_conversation() -> None:
         )
 
     a, b = conversation("reverse a string in Python"), conversation("sort a list in Python")
-    assert cache_text(a) == cache_text(b) == "now do it in Rust"
+    assert request_text(a["messages"]) == request_text(b["messages"]) == "now do it in Rust"
     assert context_fingerprint(a) != context_fingerprint(b)
     assert context_fingerprint(a) == context_fingerprint(conversation("reverse a string in Python"))
 
@@ -87,7 +88,7 @@ def test_images_in_the_last_message_are_context() -> None:
             }
         )
 
-    assert cache_text(ask("https://x/1.png")) == "What is in this picture?"
+    assert request_text(ask("https://x/1.png")["messages"]) == "What is in this picture?"
     assert context_fingerprint(ask("https://x/1.png")) != context_fingerprint(
         ask("https://x/2.png")
     )
@@ -119,20 +120,4 @@ def test_nearby_temperatures_share_a_bucket() -> None:
     )
     assert context_fingerprint(variant(temperature=None)) == context_fingerprint(
         variant(temperature=1.0)
-    )
-
-
-def test_cache_text_edge_cases() -> None:
-    assert cache_text({}) == ""
-    assert cache_text({"messages": [{"role": "system", "content": "x"}]}) == ""
-    assert (
-        cache_text(
-            with_messages(
-                {
-                    "role": "user",
-                    "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
-                }
-            )
-        )
-        == "a\nb"
     )

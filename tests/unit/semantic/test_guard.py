@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from gateway.semantic.guard import Reason, check, same_question
+from gateway.ml.guard import Reason, check, same_question
 
 NEGATIVES = [
     # numbers

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.embed import Embedder
-from gateway.semantic import guard
-from gateway.semantic.evaluate import Pair
-from gateway.semantic.train_guard import save, train
-from gateway.semantic.verifier import DEFAULT_VERIFIER, FEATURES_VERSION, Verifier
+from gateway.ml import guard
+from gateway.ml.embedder import Embedder
+from gateway.ml.verifier import DEFAULT_VERIFIER, FEATURES_VERSION, Verifier
+from gateway.training.cache.evaluate import Pair
+from gateway.training.cache.train_guard import save, train
 
 pytestmark = pytest.mark.model
 
