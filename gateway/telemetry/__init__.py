@@ -37,8 +37,9 @@ if TYPE_CHECKING:
         upstream_headers,
     )
 
-# Names are imported on first use: the settings (and so every CLI command) need only
-# TelemetryConfig, not OpenTelemetry, Litestar and prometheus_client, which take a second.
+# Names are imported on first use: the settings (and so every CLI command) import
+# gateway.telemetry.config, which runs this file first; plain imports here would load the SDK,
+# prometheus_client and Litestar for it, about 0.2 s against 0.01 s (`python -X importtime`).
 _HOMES = {
     "TelemetryConfig": "config",
     "Telemetry": "core",

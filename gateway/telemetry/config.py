@@ -1,9 +1,13 @@
 """Telemetry settings, from the standard OpenTelemetry environment variables.
 
-The gateway's own span exporter (`otlp_traces`) takes its settings from here too: the
+The gateway's span exporter (`otlp_traces`) takes its settings from here too: the
 ``OTEL_EXPORTER_OTLP_[TRACES_]*`` headers, compression, timeout and certificates, and the
-``OTEL_BSP_*`` queue and batch sizes. The OTLP metric exporter reads its own variables, and the
-SDK reads ``OTEL_TRACES_SAMPLER`` and ``OTEL_RESOURCE_ATTRIBUTES``, as usual.
+``OTEL_BSP_*`` queue and batch sizes. Spans always go as OTLP/HTTP JSON, which every
+OpenTelemetry Collector accepts: ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`` is not read. The
+OTLP metric exporter reads its own variables, and the SDK reads ``OTEL_TRACES_SAMPLER`` and
+``OTEL_RESOURCE_ATTRIBUTES``, as usual.
+
+This module imports nothing heavy: the settings (and so every CLI command) import it.
 """
 
 from __future__ import annotations
@@ -65,10 +69,6 @@ class TelemetryConfig:
     """Seconds between OTLP metric exports (`OTEL_METRIC_EXPORT_INTERVAL`, in milliseconds)."""
     span_export: SpanExportSettings = field(default_factory=SpanExportSettings)
     """How spans are queued and sent to `traces_url`."""
-    traces_protocol: str = "http/json"
-    """``http/json``: the gateway's own exporter (`otlp_traces`); ``http/protobuf``: the SDK's
-    batch processor and protobuf exporter, for a collector that takes no JSON, at about twice
-    the CPU (`OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TelemetryConfig:
@@ -84,11 +84,6 @@ class TelemetryConfig:
             metrics=not disabled and _exporter_on(env.get("OTEL_METRICS_EXPORTER")),
             metric_interval_s=int(interval_ms) / 1000 if interval_ms.isdigit() else 15.0,
             span_export=_span_export(env),
-            traces_protocol=(
-                env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-                or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-                or "http/json"
-            ).strip(),
         )
 
     @property

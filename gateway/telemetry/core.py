@@ -3,49 +3,36 @@
 The app factory makes one and the lifespan closes it (`aclose` flushes the span queue and the
 last metrics off the event loop). With no OTLP endpoint there is no tracer at all: requests get
 a shared silent `RequestTrace`, and only the Prometheus counters and the log line remain. With
-one, spans go to the gateway's own OTLP/HTTP JSON exporter (`otlp_traces`); an injected SDK
-``span_exporter`` (tests, or anything the SDK can export to), or the SDK's protobuf exporter
-when ``http/protobuf`` is asked for, gets them through the SDK's span processors instead.
-Either way the SDK's tracer provider supplies the sampler (``OTEL_TRACES_SAMPLER``), the ids
-and the resource.
+one, lean spans (`spans`) go to the gateway's OTLP/HTTP JSON exporter (`otlp_traces`); tests
+inject a `spans.InMemorySpanExporter` instead. The SDK's tracer provider supplies the sampler
+(``OTEL_TRACES_SAMPLER``), the ids and the resource.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    SimpleSpanProcessor,
-    SpanExporter,
-)
 
 from gateway.telemetry.config import TelemetryConfig
 from gateway.telemetry.logs import log_request
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.otlp_metrics import RegistryPusher
-from gateway.telemetry.spans import SpanSink, sdk_emitter
+from gateway.telemetry.otlp_traces import OtlpJsonExporter
+from gateway.telemetry.spans import SpanExporter, SpanSink
 from gateway.telemetry.tracing import RecordingTrace, RequestTrace
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.metrics.export import MetricExporter
     from prometheus_client import CollectorRegistry
 
     from gateway.ledger.record import LedgerRecord
 
 SCOPE = "gateway"
-
-
-class _Spans(Protocol):
-    """Where ended spans are flushed and stopped: an SDK tracer provider or our exporter."""
-
-    def force_flush(self, timeout_millis: int = ...) -> bool: ...
-
-    def shutdown(self) -> None: ...
 
 
 class Telemetry:
@@ -56,49 +43,24 @@ class Telemetry:
         config: TelemetryConfig | None = None,
         *,
         span_exporter: SpanExporter | None = None,
-        batch: bool = True,
         metric_exporter: MetricExporter | None = None,
         registry: CollectorRegistry | None = None,
     ) -> None:
-        """``span_exporter`` and ``metric_exporter`` replace the OTLP ones (tests use the SDK's
-        in-memory span exporter); ``batch=False`` exports each span as it ends."""
+        """``span_exporter`` and ``metric_exporter`` replace the OTLP ones (tests keep spans in
+        a `spans.InMemorySpanExporter`), and turn tracing or metric export on without an
+        endpoint."""
         self.config = config = config or TelemetryConfig()
         resource = Resource.create({"service.name": config.service_name})
         self.metrics = Metrics(registry)
-        self._spans: _Spans | None = None
+        if span_exporter is None and config.traces_url:
+            span_exporter = OtlpJsonExporter(config.traces_url, resource, SCOPE, config.span_export)
+        self._spans = span_exporter
         self._sink: SpanSink | None = None
-        if (
-            span_exporter is None
-            and config.traces_url
-            and config.traces_protocol == "http/protobuf"
-        ):
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            span_exporter = OTLPSpanExporter(endpoint=config.traces_url)
-        if span_exporter is not None or config.traces_url:
+        if span_exporter is not None:
             provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-            if span_exporter is not None:
-                processor = (
-                    BatchSpanProcessor(span_exporter)
-                    if batch
-                    else SimpleSpanProcessor(span_exporter)
-                )
-                provider.add_span_processor(processor)
-                self._spans = provider
-                self._sink = SpanSink(provider, sdk_emitter(processor, provider.resource, SCOPE))
-            else:
-                from gateway.telemetry.otlp_traces import SpanExporter as OtlpJsonExporter
-
-                assert config.traces_url is not None
-                exporter = OtlpJsonExporter(
-                    config.traces_url, provider.resource, SCOPE, config.span_export
-                )
-                self._spans = exporter
-                self._sink = SpanSink(provider, exporter.emit)
-                self.metrics.count_lost_spans(lambda: exporter.lost)
+            self._sink = SpanSink(provider, span_exporter)
+            self.metrics.count_lost_spans(lambda: span_exporter.lost)
         if metric_exporter is None and config.metrics_url:
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-
             metric_exporter = OTLPMetricExporter(endpoint=config.metrics_url)
         self._pusher = (
             None

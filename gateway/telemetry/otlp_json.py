@@ -93,8 +93,8 @@ class SpanEncoder:
             fields,
             self._encode(span.name),
             span.kind.value + 1,  # the SDK's INTERNAL is 0, OTLP's SPAN_KIND_INTERNAL is 1
-            span.start_ns,
-            span.end_ns,
+            span.start_time,
+            span.end_time,
             extra,
             flags,
         )

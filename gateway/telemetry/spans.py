@@ -1,32 +1,29 @@
-"""A lean span for the request path; when it ends, a small `SpanData` tuple goes to the sink.
+"""A lean span for the request path; when it ends, a small `SpanData` tuple goes to the exporter.
 
-Why not the SDK's own ``Tracer.start_span``: on these 2-core machines one SDK span costs about
-30 µs to start and end (a sampler call, locked bounded attribute and event containers, span
-limits, three locks), and a request has nine; the telemetry budget of a whole request is
-300 µs. `LeanSpan` keeps a plain dict of attributes and two timestamps, and at ``end`` hands a
-`SpanData` tuple to the sink's ``emit``: with the OTLP endpoint that is
-`otlp_traces.SpanExporter.emit`, an append to a bounded queue (JSON encoding and export happen on
-its thread); with an injected SDK exporter (tests) `sdk_emitter` turns it into the SDK's
-`ReadableSpan` for the SDK's `SpanProcessor`, so in-memory exporters see ordinary SDK spans.
-The root span asks
-the provider's sampler exactly as ``Tracer.start_span`` does (``OTEL_TRACES_SAMPLER`` and an
-incoming ``traceparent``'s sampled flag are honoured); children follow their root's decision.
-Attribute values must be valid OpenTelemetry values (str, bool, int, float or sequences of
-one of those); they are not checked here.
+Why not the SDK's own ``Tracer.start_span``: one SDK span costs a sampler call, locked bounded
+attribute and event containers, span limits and three locks, and a request has nine; the SDK's
+batch processor then wants a `ReadableSpan` per span, built on the request path, and its OTLP
+exporter encodes protobuf on a thread that shares the GIL with the event loop (side by side in
+bench/telemetry: about twice the CPU per traced request, and a longer tail). `LeanSpan` keeps a
+plain dict of attributes and two timestamps, and at ``end`` hands a `SpanData` tuple to a
+`SpanExporter`'s ``emit``: `otlp_traces.OtlpJsonExporter` in production (an append to a bounded
+queue; encoding and export happen on its thread), `InMemorySpanExporter` in tests.
+The root span asks the provider's sampler exactly as ``Tracer.start_span`` does
+(``OTEL_TRACES_SAMPLER`` and an incoming ``traceparent``'s sampled flag are honoured); children
+follow their root's decision. Attribute values must be valid OpenTelemetry values (str, bool,
+int, float or sequences of one of those); they are not checked here.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import NamedTuple, Protocol
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import Event, TracerProvider
 from opentelemetry.sdk.trace.sampling import Decision
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     NonRecordingSpan,
     Span,
@@ -43,7 +40,8 @@ _SAMPLED = frozenset({Decision.RECORD_AND_SAMPLE})
 
 
 class SpanData(NamedTuple):
-    """An ended span, as exporters read it (immutable once ended: its span records no more)."""
+    """An ended span, as exporters read it (immutable once ended: its span records no more).
+    The fields that the SDK's `ReadableSpan` also has carry its names."""
 
     name: str
     context: SpanContext
@@ -52,20 +50,56 @@ class SpanData(NamedTuple):
     attributes: Mapping[str, AttributeValue]
     events: list[Event] | None
     status: Status
-    start_ns: int
-    end_ns: int
+    start_time: int
+    end_time: int
 
 
-Emit = Callable[[SpanData], None]
+class SpanExporter(Protocol):
+    """Where ended spans go."""
+
+    def emit(self, span: SpanData) -> None:
+        """Take one ended span; called on the request path, so it must not block or raise."""
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Export everything taken so far (blocking); False if time ran out."""
+
+    def shutdown(self) -> None:
+        """Export what is left and stop taking spans (blocking)."""
+
+    @property
+    def lost(self) -> int:
+        """Spans taken that will never be exported (``gateway_trace_spans_lost_total``)."""
+
+
+class InMemorySpanExporter:
+    """Keeps every span in a list, in the order they ended (for tests, like the SDK's
+    exporter of the same name)."""
+
+    lost = 0
+
+    def __init__(self) -> None:
+        self.spans: list[SpanData] = []
+
+    def emit(self, span: SpanData) -> None:
+        self.spans.append(span)
+
+    def get_finished_spans(self) -> tuple[SpanData, ...]:
+        return tuple(self.spans)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        return None
 
 
 class SpanSink:
     """What lean spans need of a tracer provider (its sampler and ids), and where they go."""
 
-    def __init__(self, provider: TracerProvider, emit: Emit) -> None:
+    def __init__(self, provider: TracerProvider, exporter: SpanExporter) -> None:
         self.sampler = provider.sampler
         self.ids = provider.id_generator
-        self.emit = emit
+        self.emit = exporter.emit
 
     def start_root(
         self,
@@ -202,27 +236,3 @@ class LeanSpan(Span):
                 end_time or time.time_ns(),
             )
         )
-
-
-def sdk_emitter(processor: SpanProcessor, resource: Resource, scope: str) -> Emit:
-    """An ``emit`` that hands each span to an SDK span processor as a `ReadableSpan`."""
-    instrumentation_scope = InstrumentationScope(scope)
-
-    def emit(span: SpanData) -> None:
-        processor.on_end(
-            ReadableSpan(
-                name=span.name,
-                context=span.context,
-                parent=span.parent,
-                resource=resource,
-                attributes=span.attributes,
-                events=span.events or (),
-                kind=span.kind,
-                status=span.status,
-                start_time=span.start_ns,
-                end_time=span.end_ns,
-                instrumentation_scope=instrumentation_scope,
-            )
-        )
-
-    return emit

@@ -8,10 +8,8 @@
     │   └── chat <upstream model>    CLIENT  attempt 2, or a fallback's
     └── gateway.ledger               INTERNAL
 
-The attempt spans are the GenAI "inference" spans of the OpenTelemetry conventions (kind
-CLIENT, named ``{gen_ai.operation.name} {gen_ai.request.model}``); the root is the HTTP server
-span, carrying the request's ``gen_ai.request.*`` and the answer's ``gen_ai.response.model``
-and ``gen_ai.usage.*`` from its ledger record.
+What each span carries is `genai`'s business; this module makes the spans, keeps the
+current one, and passes the trace context on.
 
 Why a `RequestTrace` object rather than the global tracer: every app has its own tracer
 provider (tests build several apps), and with tracing off the trace is a shared object whose
@@ -28,22 +26,28 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from functools import lru_cache
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Literal, get_args
-from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Span, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from opentelemetry.util.types import AttributeValue
 
+from gateway.telemetry.genai import (
+    ROOT_SPAN,
+    attempt_attributes,
+    attempt_name,
+    error_type,
+    record_attributes,
+    request_attributes,
+    root_attributes,
+)
 from gateway.telemetry.spans import SpanSink
 
 if TYPE_CHECKING:
     from gateway.ledger.record import LedgerRecord
-    from gateway.normalize import ChatRequest
+    from gateway.pipeline.normalize import ChatRequest
     from gateway.policy.schema import ModelConfig
     from gateway.telemetry.metrics import Metrics
 
@@ -51,27 +55,9 @@ Stage = Literal[
     "exact_cache", "budget", "embed", "semantic_cache", "classify", "route", "call", "ledger"
 ]
 STAGE_SPANS: Mapping[str, str] = MappingProxyType({s: f"gateway.{s}" for s in get_args(Stage)})
-ROOT_SPAN = "POST /v1/chat/completions"
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _EMPTY: Mapping[str, str] = MappingProxyType({})
-_FLOAT_PARAMS = (
-    ("temperature", "gen_ai.request.temperature"),
-    ("top_p", "gen_ai.request.top_p"),
-    ("frequency_penalty", "gen_ai.request.frequency_penalty"),
-    ("presence_penalty", "gen_ai.request.presence_penalty"),
-)
-_PROVIDERS = {
-    "api.openai.com": "openai",
-    "openai.azure.com": "azure.ai.openai",
-    "api.anthropic.com": "anthropic",
-    "api.mistral.ai": "mistral_ai",
-    "api.groq.com": "groq",
-    "api.deepseek.com": "deepseek",
-    "api.x.ai": "x_ai",
-    "api.perplexity.ai": "perplexity",
-    "generativelanguage.googleapis.com": "gcp.gemini",
-}
 
 
 class _NoopScope:
@@ -215,15 +201,7 @@ class RecordingTrace(RequestTrace):
         self._sink = sink
         parent = _PROPAGATOR.extract(headers) if headers and "traceparent" in headers else None
         self._root = sink.start_root(
-            ROOT_SPAN,
-            parent,
-            SpanKind.SERVER,
-            {
-                "http.request.method": "POST",
-                "http.route": "/v1/chat/completions",
-                "gen_ai.operation.name": "chat",
-                "gateway.request_id": request_id,
-            },
+            ROOT_SPAN, parent, SpanKind.SERVER, root_attributes(request_id)
         )
         self._root_ctx = trace.set_span_in_context(self._root)
         self._trace_id = self._root.get_span_context().trace_id
@@ -238,29 +216,8 @@ class RecordingTrace(RequestTrace):
         return trace.format_trace_id(self._trace_id) if self.recording else None
 
     def describe(self, request: ChatRequest) -> None:
-        span = self._root
-        if not span.is_recording():
-            return
-        body = request.body
-        attributes: dict[str, AttributeValue] = {
-            "gen_ai.request.model": request.model,
-            "gen_ai.request.stream": request.stream,
-            "gateway.tenant": request.tenant,
-        }
-        for key, name in _FLOAT_PARAMS:
-            value = body.get(key)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                attributes[name] = float(value)
-        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-        if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
-            attributes["gen_ai.request.max_tokens"] = max_tokens
-        seed = body.get("seed")
-        if isinstance(seed, int) and not isinstance(seed, bool):
-            attributes["gen_ai.request.seed"] = seed
-        n = body.get("n")
-        if isinstance(n, int) and not isinstance(n, bool) and n != 1:
-            attributes["gen_ai.request.choice.count"] = n
-        span.set_attributes(attributes)
+        if self._root.is_recording():
+            self._root.set_attributes(request_attributes(request))
 
     def _parent(self) -> SpanContext:
         """The current span when it belongs to this request (a stage), else the root."""
@@ -278,21 +235,11 @@ class RecordingTrace(RequestTrace):
         assert self._metrics is not None
         if not self._root.is_recording():
             return _AttemptScope(self._metrics, model, None)
-        address, port, provider = _server(config.base_url, config.provider)
         span = self._sink.start_child(
-            f"chat {config.model}",
+            attempt_name(config),
             self._parent(),
             SpanKind.CLIENT,
-            {
-                "gen_ai.operation.name": "chat",
-                "gen_ai.provider.name": provider,
-                "gen_ai.system": provider,
-                "gen_ai.request.model": config.model,
-                "server.address": address,
-                "server.port": port,
-                "gateway.model": model,
-                "gateway.attempt": number,
-            },
+            attempt_attributes(model, config, number),
         )
         return _AttemptScope(self._metrics, model, span)
 
@@ -316,7 +263,7 @@ class RecordingTrace(RequestTrace):
         span = self._root
         if span.is_recording():
             if record is not None:
-                span.set_attributes(_record_attributes(record))
+                span.set_attributes(record_attributes(record))
                 status = record.status
             if status is not None:
                 span.set_attribute("http.response.status_code", status)
@@ -324,33 +271,6 @@ class RecordingTrace(RequestTrace):
                     span.set_attribute("error.type", str(status))
                     span.set_status(Status(StatusCode.ERROR))
         span.end()
-
-
-def _record_attributes(record: LedgerRecord) -> dict[str, AttributeValue]:
-    attributes: dict[str, AttributeValue] = {
-        "gateway.tenant": record.tenant,
-        "gateway.cache": record.cache,
-        "gen_ai.usage.input_tokens": record.input_tokens,
-        "gen_ai.usage.output_tokens": record.output_tokens,
-    }
-    if record.model is not None:
-        attributes["gen_ai.response.model"] = record.model
-        attributes["gateway.model"] = record.model
-    if record.route is not None:
-        attributes["gateway.route"] = record.route
-    if record.cached_input_tokens:
-        attributes["gen_ai.usage.cache_read.input_tokens"] = record.cached_input_tokens
-    if record.cost_usd is not None:
-        attributes["gateway.cost_usd"] = float(record.cost_usd)
-    if record.baseline_cost_usd is not None:
-        attributes["gateway.baseline_cost_usd"] = float(record.baseline_cost_usd)
-    if record.difficulty is not None:
-        attributes["gateway.difficulty"] = record.difficulty
-    if record.ttft_ms is not None:
-        attributes["gen_ai.response.time_to_first_chunk"] = record.ttft_ms / 1000
-    if record.estimated:
-        attributes["gateway.usage_estimated"] = True
-    return attributes
 
 
 class _SpanScope:
@@ -370,7 +290,7 @@ class _SpanScope:
     ) -> None:
         otel_context.detach(self._token)
         if e is not None:
-            self._span.set_attribute("error.type", _error_type(e))
+            self._span.set_attribute("error.type", error_type(e))
             self._span.set_status(Status(StatusCode.ERROR))
         self._span.end()
 
@@ -391,7 +311,7 @@ class _AttemptScope:
     def __exit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        outcome = "ok" if e is None else _error_type(e)
+        outcome = "ok" if e is None else error_type(e)
         self._metrics.observe_attempt(self._model, outcome)
         if self._scope is not None:
             status = getattr(e, "status", None)
@@ -400,33 +320,9 @@ class _AttemptScope:
             self._scope.__exit__(t, e, tb)
 
 
-def _error_type(exc: BaseException) -> str:
-    """A low-cardinality name for a failure: the upstream's status, its kind, or the class."""
-    status = getattr(exc, "status", None)
-    if isinstance(status, int):
-        return str(status)
-    for name in ("kind", "code"):  # AttemptFailed.kind, GatewayError.code
-        value = getattr(exc, name, None)
-        if isinstance(value, str):
-            return value
-    if type(exc).__name__ == "CancelledError":
-        return "cancelled"
-    return type(exc).__name__
-
-
 def _status_of(exc: BaseException) -> int:
     """The HTTP status a request that failed with ``exc`` gets (499: the client went away)."""
     status = getattr(exc, "status_code", None)
     if isinstance(status, int):
         return status
     return 499 if type(exc).__name__ == "CancelledError" else 500
-
-
-@lru_cache(maxsize=256)
-def _server(base_url: str, provider: str) -> tuple[str, int, str]:
-    """``server.address``, ``server.port`` and ``gen_ai.provider.name`` of a base URL."""
-    parts = urlsplit(base_url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    name = next((v for k, v in _PROVIDERS.items() if host == k or host.endswith("." + k)), None)
-    return host, port, name or provider

@@ -19,8 +19,8 @@ import pytest
 from litestar import Litestar, Request, Response, post
 from litestar.datastructures import State
 
-from gateway import normalize
 from gateway.ledger.record import LedgerRecord
+from gateway.pipeline import normalize
 from gateway.policy.schema import ModelConfig
 from gateway.providers import AttemptFailed
 from gateway.telemetry import Telemetry, attempt, fallback, metrics_endpoint, upstream_headers

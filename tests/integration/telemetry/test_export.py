@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from gateway.telemetry import REQUEST_LOGGER, JsonFormatter, Telemetry, TelemetryConfig
+from gateway.telemetry.spans import InMemorySpanExporter
 from tests.fake_upstream import FakeUpstream, Fault
 from tests.integration.telemetry.conftest import PROMPT
 from tests.integration.telemetry.receiver import OtlpReceiver, attributes, value
@@ -241,10 +242,8 @@ def test_one_json_log_line_per_request_without_the_prompt(
 def test_the_prompt_is_logged_only_when_asked_and_lines_carry_the_trace_id(
     serve: Callable[[Telemetry], ServerThread], request_log: _Lines
 ) -> None:
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
     exporter = InMemorySpanExporter()
-    server = serve(Telemetry(span_exporter=exporter, batch=False))
+    server = serve(Telemetry(span_exporter=exporter))
     assert chat(server, **{"x-log-prompts": "yes"}).status_code == 200
     entry = json.loads(request_log.lines[-1])
     assert entry["prompt"] == PROMPT and entry["completion"] == "ok"

@@ -1,6 +1,6 @@
-"""The gateway's own OTLP/HTTP JSON span exporter against a real receiver on 127.0.0.1: the same
-spans as the SDK's path, a bounded queue that drops and counts, retries, compression, headers,
-and no span lost at shutdown."""
+"""The gateway's OTLP/HTTP JSON span exporter against a real receiver on 127.0.0.1: the spans as
+they ended, a bounded queue that drops and counts, retries, compression, headers, and no span
+lost at shutdown."""
 
 from __future__ import annotations
 
@@ -14,14 +14,12 @@ from typing import Any
 import httpx
 import pytest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from gateway.telemetry import Telemetry, TelemetryConfig
 from gateway.telemetry.config import SpanExportSettings
-from gateway.telemetry.otlp_traces import SpanExporter
-from gateway.telemetry.spans import SpanData
+from gateway.telemetry.otlp_traces import OtlpJsonExporter
+from gateway.telemetry.spans import InMemorySpanExporter, SpanData
 from tests.fake_upstream import FakeUpstream, Fault
 from tests.integration.telemetry.conftest import PROMPT
 from tests.integration.telemetry.receiver import OtlpReceiver, attributes, value
@@ -38,8 +36,8 @@ def receiver() -> Iterator[OtlpReceiver]:
         yield receiver
 
 
-def exporter_for(url: str, settings: SpanExportSettings = FAST) -> SpanExporter:
-    return SpanExporter(url, Resource.create({"service.name": "test"}), "gateway", settings)
+def exporter_for(url: str, settings: SpanExportSettings = FAST) -> OtlpJsonExporter:
+    return OtlpJsonExporter(url, Resource.create({"service.name": "test"}), "gateway", settings)
 
 
 def span(i: int = 1, **attrs: Any) -> SpanData:
@@ -58,23 +56,24 @@ def chat(server: ServerThread) -> None:
     assert reply.status_code == 200, reply.text
 
 
-def test_the_json_path_exports_what_the_sdk_path_does(
+def test_the_receiver_gets_the_spans_as_they_ended(
     serve: Callable[[Telemetry], ServerThread], receiver: OtlpReceiver, primary: FakeUpstream
 ) -> None:
-    """The same request through both paths: a remote parent, a fallback (an event, an error
-    attempt span), every attribute type. The SDK's in-memory spans are the reference."""
+    """The same request kept in memory and exported over OTLP/HTTP JSON: a remote parent, a
+    fallback (an event, an error attempt span), every attribute type. The spans in memory,
+    as they ended, are the reference."""
     memory = InMemorySpanExporter()
-    sdk = serve(Telemetry(span_exporter=memory, batch=False))
+    kept = serve(Telemetry(span_exporter=memory))
     telemetry = Telemetry(TelemetryConfig(otlp_endpoint=receiver.endpoint, metrics=False))
-    ours = serve(telemetry)
-    for server in (sdk, ours):
+    exported = serve(telemetry)
+    for server in (kept, exported):
         primary.script(Fault(status=503))
         chat(server)
     telemetry.force_flush()
 
-    def sdk_view(s: ReadableSpan) -> tuple[Any, ...]:
+    def ended_view(s: SpanData) -> tuple[Any, ...]:
         assert s.parent is not None or s.name.startswith("POST")
-        events = [(e.name, dict(e.attributes or {})) for e in s.events]
+        events = [(e.name, dict(e.attributes or {})) for e in s.events or ()]
         attrs = {k: v for k, v in (s.attributes or {}).items() if k != "gateway.request_id"}
         remote = s.parent is not None and s.parent.is_remote
         return (s.name, s.kind.value + 1, remote, attrs, events, s.status.status_code.value)
@@ -85,7 +84,7 @@ def test_the_json_path_exports_what_the_sdk_path_does(
         assert s.flags & 0x100 and s.flags & 0x1  # has-is-remote, sampled
         return (s.name, s.kind, bool(s.flags & 0x200), attrs, events, s.status.code)
 
-    expected = sorted(map(sdk_view, memory.get_finished_spans()), key=repr)
+    expected = sorted(map(ended_view, memory.get_finished_spans()), key=repr)
     spans = receiver.spans()
     assert sorted(map(otlp_view, spans), key=repr) == expected
     assert len(expected) == 7  # the request, 4 stages, 2 attempts
@@ -289,21 +288,6 @@ def test_status_description_and_events_are_encoded(receiver: OtlpReceiver) -> No
         ("e", 5, {"k": 1}),
         ("bare", 6, {}),
     ]
-
-
-def test_http_protobuf_keeps_the_sdk_exporter(receiver: OtlpReceiver) -> None:
-    config = TelemetryConfig.from_env(
-        {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-            "OTEL_METRICS_EXPORTER": "none",
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
-        }
-    )
-    telemetry = Telemetry(config)
-    telemetry.start_request({}, "req_1").end(status=200)
-    telemetry.shutdown()
-    assert receiver.content_types == ["application/x-protobuf"]
-    assert [s.name for s in receiver.spans()] == ["POST /v1/chat/completions"]
 
 
 def test_the_thread_sends_full_batches_and_leaves_the_rest_to_the_delay(

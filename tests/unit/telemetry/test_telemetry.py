@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import INVALID_SPAN, StatusCode
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
@@ -30,6 +29,7 @@ from gateway.telemetry import (
 )
 from gateway.telemetry.config import SpanExportSettings
 from gateway.telemetry.otlp_metrics import convert
+from gateway.telemetry.spans import InMemorySpanExporter
 
 CONFIG = ModelConfig(
     provider="openai_compatible", base_url="https://api.openai.com/v1", model="gpt-4o"
@@ -210,7 +210,7 @@ def test_text_log_format_shows_the_fields(root_logger: logging.Logger) -> None:
 
 def test_a_request_that_raises_ends_its_span_with_the_errors_status() -> None:
     exporter = InMemorySpanExporter()
-    telemetry = Telemetry(span_exporter=exporter, batch=False)
+    telemetry = Telemetry(span_exporter=exporter)
     trace = telemetry.start_request({}, "req_1")
 
     class Boom(Exception):
@@ -229,7 +229,7 @@ def test_a_request_that_raises_ends_its_span_with_the_errors_status() -> None:
 
 def test_well_known_hosts_name_their_provider() -> None:
     exporter = InMemorySpanExporter()
-    telemetry = Telemetry(span_exporter=exporter, batch=False)
+    telemetry = Telemetry(span_exporter=exporter)
     trace = telemetry.start_request({"traceparent": TRACEPARENT}, "req_1")
     with trace.activate(), trace.attempt("large", CONFIG, 1):
         sent = upstream_headers()
@@ -247,7 +247,7 @@ def test_well_known_hosts_name_their_provider() -> None:
 def test_sampler_from_the_environment_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
     exporter = InMemorySpanExporter()
-    telemetry = Telemetry(span_exporter=exporter, batch=False)
+    telemetry = Telemetry(span_exporter=exporter)
     trace = telemetry.start_request({}, "req_1")
     assert not trace.recording
     assert trace.stage("route") is trace.stage("call")
