@@ -3,9 +3,10 @@
 ``from local_engine import LocalEngine, EngineError`` is cheap: the names are imported on first
 use, so importing this package does not import torch or transformers.
 
-Modules: `engine` (LocalEngine: admission, decoding, stop sequences), `backends` (the batching
-backends: transformers, vLLM), `sampling` (per-request sampling processors), `models` (model
-resolution and the one-time GGUF conversion), `protocol` (the OpenAI wire format), `textstream`
+Modules: `engine` (LocalEngine: admission, decoding, stop sequences), `loader` (a model name to
+a backend, tokenizer and defaults), `backends` (the batching backends: transformers, vLLM),
+`sampling` (per-request sampling processors), `models` (model resolution, loading and the
+one-time GGUF conversion), `protocol` (the OpenAI wire format), `textstream`
 (incremental detokenization, stop matching), `metrics` (Prometheus), `server` (the ASGI app),
 `cli` (``local-engine serve``), `errors` (EngineError).
 """

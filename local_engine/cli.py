@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import uvicorn
 
+from local_engine.engine import LocalEngine
 from local_engine.errors import ModelLoadError
 from local_engine.models import DEFAULT_MODEL
+from local_engine.server import create_app
 
 app = typer.Typer(
     name="local-engine",
@@ -80,11 +83,7 @@ def serve(
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "info",
 ) -> None:
     """Serve MODEL on http://HOST:PORT/v1 (chat completions, models), /healthz and /metrics."""
-    import uvicorn
-
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    from local_engine.engine import LocalEngine
-
     try:
         engine = LocalEngine.load(
             model,
@@ -100,8 +99,6 @@ def serve(
     except ModelLoadError as exc:
         typer.echo(f"local-engine: error: {exc}", err=True)
         raise typer.Exit(1) from None
-    from local_engine.server import create_app
-
     uvicorn.run(create_app(engine), host=host, port=port, log_level=log_level.lower())
 
 

@@ -27,14 +27,14 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
-from local_engine import errors
+from local_engine import errors, loader
 from local_engine.backends import Backend, BackendError, GenParams
 from local_engine.errors import EngineError, bad_request
+from local_engine.loader import EngineParts, LoadOptions, Sizing
 from local_engine.metrics import EngineMetrics
-from local_engine.models import DEFAULT_MODEL, sampling_defaults
+from local_engine.models import DEFAULT_MODEL
 from local_engine.protocol import (
     OPENAI_SAMPLING,
     ChatRequest,
@@ -44,9 +44,6 @@ from local_engine.protocol import (
     parse_chat_request,
 )
 from local_engine.textstream import IncrementalDecoder, StopMatcher
-
-CPU_KV_CACHE_BYTES = 2 * 1024**3  # default KV cache budget on a CPU (the RAM is shared)
-CPU_MAX_KV_CACHE_TOKENS = 65536
 
 
 @dataclass
@@ -98,49 +95,11 @@ class LocalEngine:
 
     @classmethod
     def load(
-        cls,
-        model: str = DEFAULT_MODEL,
-        *,
-        device: str = "auto",
-        dtype: str = "auto",
-        max_batch_tokens: int | None = None,
-        max_running: int | None = None,
-        max_queue: int = 256,
-        kv_cache_tokens: int | None = None,
-        cache_dir: Path | None = None,
-        backend: str = "transformers",
+        cls, model: str = DEFAULT_MODEL, *, max_queue: int = 256, **options: Unpack[LoadOptions]
     ) -> LocalEngine:
-        """Resolve, convert if needed, and load ``model``. Blocking: run it in a thread.
-
-        Raises `ModelLoadError` with a one-line message when the model cannot be loaded.
-        """
-        from local_engine import models
-
-        source = models.resolve(model)
-        if backend == "vllm":
-            from local_engine.backends.vllm import load_vllm_engine
-
-            return load_vllm_engine(
-                cls, source, device, dtype, max_batch_tokens, max_running, max_queue, cache_dir
-            )
-        if backend != "transformers":
-            raise errors.ModelLoadError(f"unknown backend '{backend}' (transformers, vllm)")
-        location = models.local_path(source, cache_dir)
-        torch_device = models.pick_device(device)
-        model_obj, tokenizer = models.load_pretrained(
-            location, torch_device, models.pick_dtype(dtype, torch_device)
-        )
-        return cls.from_model(
-            model_obj,
-            tokenizer,
-            model_name=source.served_name,
-            aliases=source.aliases,
-            max_batch_tokens=max_batch_tokens,
-            max_running=max_running,
-            max_queue=max_queue,
-            kv_cache_tokens=kv_cache_tokens,
-            sampling=source.sampling,
-        )
+        """Resolve, convert if needed, and load ``model`` (`loader.load`). Blocking: run it in a
+        thread. Raises `ModelLoadError` with a one-line message when it cannot be loaded."""
+        return cls.over(loader.load(model, **options), max_queue=max_queue)
 
     @classmethod
     def from_model(
@@ -150,38 +109,28 @@ class LocalEngine:
         *,
         model_name: str,
         aliases: Iterable[str] = (),
-        max_batch_tokens: int | None = None,
-        max_running: int | None = None,
         max_queue: int = 256,
-        kv_cache_tokens: int | None = None,
         sampling: SamplingDefaults = OPENAI_SAMPLING,
+        **sizing: Unpack[Sizing],
     ) -> LocalEngine:
         """An engine over an already loaded transformers model (tests share one model).
         ``sampling`` applies where the model's generation config names no temperature or top_p."""
-        from local_engine.backends.transformers_cb import TransformersBackend
-
-        on_cpu = model.device.type == "cpu"
-        if max_running is None:
-            max_running = 64 if on_cpu else 256
-        if kv_cache_tokens is None and on_cpu:
-            kv_cache_tokens = min(CPU_MAX_KV_CACHE_TOKENS, CPU_KV_CACHE_BYTES // _kv_bytes(model))
-        if max_batch_tokens is None and on_cpu:
-            max_batch_tokens = 1024
-        backend = TransformersBackend(
-            model,
-            eos_token_ids=_eos_ids(model, tokenizer),
-            max_batch_tokens=max_batch_tokens,
-            max_running=max_running,
-            kv_cache_tokens=kv_cache_tokens,
+        parts = loader.over_model(
+            model, tokenizer, model_name=model_name, aliases=aliases, sampling=sampling, **sizing
         )
+        return cls.over(parts, max_queue=max_queue)
+
+    @classmethod
+    def over(cls, parts: EngineParts, *, max_queue: int = 256) -> LocalEngine:
+        """An engine over the parts that `loader` built."""
         return cls(
-            backend,
-            tokenizer,
-            model_name,
-            aliases=aliases,
-            max_running=max_running,
+            parts.backend,
+            parts.tokenizer,
+            parts.model_name,
+            aliases=parts.aliases,
+            max_running=parts.max_running,
             max_queue=max_queue,
-            sampling=sampling_defaults(model.generation_config, sampling),
+            sampling=parts.sampling,
         )
 
     # --------------------------------------------------------------------------- lifecycle
@@ -365,26 +314,6 @@ class LocalEngine:
         finally:
             await events.aclose()  # cancels the backend request if it has not finished
             self.metrics.request_done(outcome)
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
-    ids: set[int] = set()
-    configured = getattr(model.generation_config, "eos_token_id", None)
-    if isinstance(configured, int):
-        ids.add(configured)
-    elif configured:
-        ids.update(int(i) for i in configured)
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    return frozenset(ids)
-
-
-def _kv_bytes(model: Any) -> int:
-    """Bytes of KV cache per token."""
-    config = model.config.get_text_config()
-    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    return int(2 * config.num_hidden_layers * heads * head_dim * model.dtype.itemsize)
 
 
 __all__ = ["EngineError", "EngineStats", "LocalEngine"]

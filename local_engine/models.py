@@ -10,6 +10,9 @@ processes never see half a model.
 
 The cache directory is ``$GATEWAY_DATA_DIR/models`` (default ``./.gateway/models``) unless the
 caller passes one.
+
+torch and transformers are imported inside the functions that use them, so resolving a name
+(the CLI's first check) and importing `local_engine.engine` stay cheap.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from local_engine.protocol import OPENAI_SAMPLING, SamplingDefaults
 
 if TYPE_CHECKING:
     import torch
+    from transformers import GenerationConfig
 
 log = logging.getLogger("local_engine")
 
@@ -181,18 +185,56 @@ def local_path(source: ModelSource, cache_dir: Path | None) -> str:
 
 def load_pretrained(location: str, device: str, dtype: torch.dtype) -> tuple[Any, Any]:
     """Load the causal LM and its tokenizer; any failure becomes a one-line `ModelLoadError`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(location)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype)
+    except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
+        raise ModelLoadError(f"could not load '{location}': {_first_line(exc)}") from exc
+    loaded: Any = model
+    return loaded.to(device).eval(), tokenizer
+
+
+def load_tokenizer(location: str) -> Any:
+    """The chat model's tokenizer; a one-line `ModelLoadError` if it is missing or has no chat
+    template. (Typed `Any`: the engine's duck-typed use does not fit transformers' overloads.)"""
+    from transformers import AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelLoadError(f"could not load '{location}': {first_line}") from exc
+        raise ModelLoadError(f"could not load '{location}': {_first_line(exc)}") from exc
     if tokenizer.chat_template is None:
         raise ModelLoadError(f"'{location}' has no chat template; a chat model is needed")
-    loaded: Any = model
-    return loaded.to(device).eval(), tokenizer
+    return tokenizer
+
+
+def load_generation_config(location: str) -> GenerationConfig | None:
+    """The model's generation config, or None where it ships none (GGUF conversions)."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(location)
+    except OSError:
+        return None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def eos_token_ids(generation_config: Any, tokenizer_eos: int | None) -> frozenset[int]:
+    """The tokens that end a completion: the generation config's and the tokenizer's."""
+    ids: set[int] = set()
+    configured = getattr(generation_config, "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured:
+        ids.update(int(i) for i in configured)
+    if tokenizer_eos is not None:
+        ids.add(int(tokenizer_eos))
+    return frozenset(ids)
 
 
 def sampling_defaults(generation_config: Any, fallback: SamplingDefaults) -> SamplingDefaults:

@@ -48,9 +48,15 @@ CPU_PAGE_SIZE = 16
 per-step reads of the cache stay in the processor's caches: about 10% more tokens/s at 32
 concurrent requests than with 256-token pages (bench/engine/RESULTS.md). Requests with a
 common prefix (a shared system prompt) also share its complete pages sooner."""
+CPU_KV_CACHE_BYTES = 2 * 1024**3  # default KV cache budget on a CPU (the RAM is shared)
+CPU_MAX_KV_CACHE_TOKENS = 65536
+CPU_MAX_BATCH_TOKENS = 1024  # default token budget of one step on a CPU
 
 
 class TransformersBackend:
+    """``max_batch_tokens`` and ``kv_cache_tokens`` left as None are sized for a CPU here (the
+    ``CPU_*`` values) and by transformers from the free memory on a GPU."""
+
     def __init__(
         self,
         model: Any,
@@ -65,7 +71,12 @@ class TransformersBackend:
         config = model.config.get_text_config()
         self.context_length: int = int(getattr(config, "max_position_embeddings", 2048))
         self.max_request_tokens = self.context_length
-        self._page_size = page = CPU_PAGE_SIZE if model.device.type == "cpu" else GPU_PAGE_SIZE
+        on_cpu = model.device.type == "cpu"
+        if on_cpu and kv_cache_tokens is None:
+            kv_cache_tokens = min(CPU_MAX_KV_CACHE_TOKENS, CPU_KV_CACHE_BYTES // _kv_bytes(model))
+        if on_cpu and max_batch_tokens is None:
+            max_batch_tokens = CPU_MAX_BATCH_TOKENS
+        self._page_size = page = CPU_PAGE_SIZE if on_cpu else GPU_PAGE_SIZE
         self._cb_config = ContinuousBatchingConfig(
             page_size=page,
             num_blocks=None if kv_cache_tokens is None else math.ceil(kv_cache_tokens / page),
@@ -188,3 +199,11 @@ class TransformersBackend:
             return 0
         scheduler = processor.scheduler
         return len(scheduler.active_requests) + len(scheduler.waiting_requests)
+
+
+def _kv_bytes(model: Any) -> int:
+    """Bytes of KV cache per token."""
+    config = model.config.get_text_config()
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return int(2 * config.num_hidden_layers * heads * head_dim * model.dtype.itemsize)

@@ -14,29 +14,55 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import AsyncGenerator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from local_engine.backends import BackendError, GenParams, TokenEvent
 from local_engine.errors import ModelLoadError
 
-if TYPE_CHECKING:
-    from local_engine.engine import LocalEngine
-    from local_engine.models import ModelSource
+# vllm and torch are imported inside the functions that use them: vllm is an optional GPU-only
+# dependency, and this module is imported by the loader on every backend's path.
+
+
+def require_vllm(device: str) -> None:
+    """A clear `ModelLoadError` where vLLM cannot run: not installed, or no CUDA device."""
+    if importlib.util.find_spec("vllm") is None:
+        raise ModelLoadError("--backend vllm needs the 'vllm' package, which is not installed")
+    import torch
+
+    if device == "cpu" or not torch.cuda.is_available():
+        raise ModelLoadError("--backend vllm needs a CUDA GPU; none is available here")
 
 
 class VllmBackend:
-    def __init__(self, engine_args: Any, eos_token_ids: frozenset[int]) -> None:
-        self._engine_args = engine_args
-        self._engine: Any = None
+    def __init__(
+        self,
+        location: str,
+        *,
+        dtype: str,
+        eos_token_ids: frozenset[int],
+        max_batch_tokens: int | None,
+        max_running: int,
+    ) -> None:
+        self._location = location
+        self._dtype = dtype
+        self._max_batch_tokens = max_batch_tokens
+        self._max_running = max_running
+        self._engine: Any = None  # vllm's AsyncLLM (vllm ships no type information)
         self.eos_token_ids = eos_token_ids
         self.context_length = 0
         self.max_request_tokens = 0
 
     async def start(self) -> None:
-        from vllm.v1.engine.async_llm import AsyncLLM  # type: ignore[import-not-found, unused-ignore]
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
 
-        self._engine = AsyncLLM.from_engine_args(self._engine_args)
+        args = AsyncEngineArgs(
+            model=self._location,
+            dtype=self._dtype,
+            max_num_batched_tokens=self._max_batch_tokens,
+            max_num_seqs=self._max_running,
+        )
+        self._engine = AsyncLLM.from_engine_args(args)
         self.context_length = int(self._engine.model_config.max_model_len)
         self.max_request_tokens = self.context_length
 
@@ -51,7 +77,7 @@ class VllmBackend:
     async def generate(
         self, request_id: str, prompt_ids: list[int], params: GenParams
     ) -> AsyncGenerator[TokenEvent, None]:
-        from vllm import SamplingParams, TokensPrompt  # type: ignore[import-not-found, unused-ignore]
+        from vllm import SamplingParams, TokensPrompt
 
         if self._engine is None:
             raise BackendError("the vLLM engine is not running")
@@ -78,55 +104,3 @@ class VllmBackend:
 
     def kv_cache_usage(self) -> float:
         return 0.0  # vLLM exports its own gauge (vllm:kv_cache_usage_perc) on its registry
-
-
-def load_vllm_engine(
-    engine_cls: type[LocalEngine],
-    source: ModelSource,
-    device: str,
-    dtype: str,
-    max_batch_tokens: int | None,
-    max_running: int | None,
-    max_queue: int,
-    cache_dir: Path | None,
-) -> LocalEngine:
-    """A `LocalEngine` over vLLM; a clear `ModelLoadError` where vLLM cannot run."""
-    if importlib.util.find_spec("vllm") is None:
-        raise ModelLoadError("--backend vllm needs the 'vllm' package, which is not installed")
-    import torch
-
-    if device == "cpu" or not torch.cuda.is_available():
-        raise ModelLoadError("--backend vllm needs a CUDA GPU; none is available here")
-    from transformers import AutoTokenizer, GenerationConfig
-    from vllm import AsyncEngineArgs  # type: ignore[import-not-found, unused-ignore]
-
-    from local_engine import models
-
-    location = models.local_path(source, cache_dir)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(location)
-    except Exception as exc:
-        raise ModelLoadError(f"could not load the tokenizer of '{location}': {exc}") from exc
-    eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    try:  # vLLM also stops on the generation config's end tokens
-        generation_config = GenerationConfig.from_pretrained(location)
-    except OSError:
-        generation_config = None
-    configured = getattr(generation_config, "eos_token_id", None)
-    eos.update([configured] if isinstance(configured, int) else configured or [])
-    args = AsyncEngineArgs(
-        model=location,
-        dtype=dtype,
-        max_num_batched_tokens=max_batch_tokens,
-        max_num_seqs=max_running or 256,
-    )
-    backend = VllmBackend(args, frozenset(eos))
-    return engine_cls(
-        backend,
-        tokenizer,
-        source.served_name,
-        aliases=source.aliases,
-        max_running=max_running or 256,
-        max_queue=max_queue,
-        sampling=models.sampling_defaults(generation_config, source.sampling),
-    )

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from local_engine import models
+from local_engine import loader, models
 from local_engine.backends import TokenEvent
 from local_engine.engine import LocalEngine
 from local_engine.errors import EngineError, ModelLoadError, overloaded
@@ -145,6 +145,17 @@ def test_resolve_names_paths_and_hub_ids(tmp_path: Path) -> None:
     assert models.resolve("org/some-model").location == "org/some-model"
     with pytest.raises(ModelLoadError, match="no such model"):
         models.resolve("/definitely/not/here")
+
+
+def test_load_refuses_an_unknown_backend_and_ends_on_every_eos_token() -> None:
+    from transformers import GenerationConfig
+
+    with pytest.raises(ModelLoadError, match="unknown backend 'tpu' \\(transformers, vllm\\)"):
+        loader.load("org/some-model", backend="tpu")
+    both = GenerationConfig(eos_token_id=[2, 3])
+    assert models.eos_token_ids(both, 7) == {2, 3, 7}
+    assert models.eos_token_ids(GenerationConfig(eos_token_id=2), None) == {2}
+    assert models.eos_token_ids(None, 7) == {7}  # no generation config (GGUF)
 
 
 def test_sampling_defaults_come_from_the_model_then_its_card_then_openai() -> None:

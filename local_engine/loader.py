@@ -1,0 +1,156 @@
+"""From a model name to the parts `LocalEngine` serves: a started-to-be backend, its tokenizer,
+the served names and the sampling defaults.
+
+`load` resolves the name (`models`), converts a GGUF file once, and builds the chosen backend:
+transformers' continuous batching (the default, sized for the device) or vLLM (GPU only).
+`LocalEngine.load` and `LocalEngine.from_model` call this module and hand its `EngineParts` to
+the engine, so the engine never depends on a particular backend or on how models are found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypedDict
+
+from local_engine import models
+from local_engine.backends import Backend
+from local_engine.backends.vllm import VllmBackend, require_vllm
+from local_engine.errors import ModelLoadError
+from local_engine.protocol import OPENAI_SAMPLING, SamplingDefaults
+
+BACKENDS = ("transformers", "vllm")
+DEFAULT_MAX_RUNNING = 256
+CPU_MAX_RUNNING = 64
+
+
+@dataclass(frozen=True, slots=True)
+class EngineParts:
+    """What a `LocalEngine` is built from."""
+
+    backend: Backend  # not started yet
+    tokenizer: Any  # transformers' tokenizer: the chat template and decoding
+    model_name: str
+    aliases: tuple[str, ...]
+    max_running: int  # requests handed to the backend at once
+    sampling: SamplingDefaults  # for requests without temperature or top_p
+
+
+class Sizing(TypedDict, total=False):
+    """How much one engine takes on; ``None`` (the default) picks a value for the device."""
+
+    max_batch_tokens: int | None  # tokens in one forward pass (prefill chunks + decodes)
+    max_running: int | None  # requests in the running batch (64 on a CPU, 256 on a GPU)
+    kv_cache_tokens: int | None  # KV cache size (2 GiB worth on a CPU; transformers only)
+
+
+class LoadOptions(Sizing, total=False):
+    """`load`'s keyword arguments, for callers that pass them on (`LocalEngine.load`)."""
+
+    device: str  # auto, cpu, cuda, cuda:N
+    dtype: str  # auto, bfloat16, float16, float32
+    cache_dir: Path | None  # converted models (default: `models.default_cache_dir`)
+    backend: str  # one of BACKENDS
+
+
+def load(
+    model: str = models.DEFAULT_MODEL,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    max_batch_tokens: int | None = None,
+    max_running: int | None = None,
+    kv_cache_tokens: int | None = None,
+    cache_dir: Path | None = None,
+    backend: str = "transformers",
+) -> EngineParts:
+    """Resolve, convert if needed, and load ``model``. Blocking: run it in a thread.
+
+    Raises `ModelLoadError` with a one-line message when the model cannot be loaded.
+    """
+    source = models.resolve(model)
+    if backend not in BACKENDS:
+        raise ModelLoadError(f"unknown backend '{backend}' ({', '.join(BACKENDS)})")
+    if backend == "vllm":
+        require_vllm(device)  # before a conversion that would be of no use
+    location = models.local_path(source, cache_dir)
+    if backend == "vllm":
+        return _vllm_parts(source, location, dtype, max_batch_tokens, max_running)
+    torch_device = models.pick_device(device)
+    model_obj, tokenizer = models.load_pretrained(
+        location, torch_device, models.pick_dtype(dtype, torch_device)
+    )
+    return over_model(
+        model_obj,
+        tokenizer,
+        model_name=source.served_name,
+        aliases=source.aliases,
+        sampling=source.sampling,
+        max_batch_tokens=max_batch_tokens,
+        max_running=max_running,
+        kv_cache_tokens=kv_cache_tokens,
+    )
+
+
+def over_model(
+    model: Any,
+    tokenizer: Any,
+    *,
+    model_name: str,
+    aliases: Iterable[str] = (),
+    sampling: SamplingDefaults = OPENAI_SAMPLING,
+    max_batch_tokens: int | None = None,
+    max_running: int | None = None,
+    kv_cache_tokens: int | None = None,
+) -> EngineParts:
+    """Parts over an already loaded transformers model (tests share one model).
+    ``sampling`` applies where the model's generation config names no temperature or top_p."""
+    # Imported here: torch and transformers' batching internals load only when this backend is
+    # built, not for --backend vllm or for an engine over a test backend.
+    from local_engine.backends.transformers_cb import TransformersBackend
+
+    if max_running is None:
+        max_running = CPU_MAX_RUNNING if model.device.type == "cpu" else DEFAULT_MAX_RUNNING
+    backend = TransformersBackend(
+        model,
+        eos_token_ids=models.eos_token_ids(model.generation_config, tokenizer.eos_token_id),
+        max_batch_tokens=max_batch_tokens,
+        max_running=max_running,
+        kv_cache_tokens=kv_cache_tokens,
+    )
+    return EngineParts(
+        backend,
+        tokenizer,
+        model_name,
+        tuple(aliases),
+        max_running,
+        models.sampling_defaults(model.generation_config, sampling),
+    )
+
+
+def _vllm_parts(
+    source: models.ModelSource,
+    location: str,
+    dtype: str,
+    max_batch_tokens: int | None,
+    max_running: int | None,
+) -> EngineParts:
+    tokenizer = models.load_tokenizer(location)
+    generation_config = models.load_generation_config(location)  # vLLM stops on its eos too
+    running = max_running or DEFAULT_MAX_RUNNING
+    backend = VllmBackend(
+        location,
+        dtype=dtype,
+        eos_token_ids=models.eos_token_ids(generation_config, tokenizer.eos_token_id),
+        max_batch_tokens=max_batch_tokens,
+        max_running=running,
+    )
+    return EngineParts(
+        backend,
+        tokenizer,
+        source.served_name,
+        source.aliases,
+        running,
+        models.sampling_defaults(generation_config, source.sampling),
+    )
