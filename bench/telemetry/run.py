@@ -1,25 +1,30 @@
-"""Per-request cost of the gateway's telemetry: tracing on versus off, side by side.
+"""Per-request cost of the gateway's telemetry, and ours against the OpenTelemetry SDK's.
 
 One synthetic request goes through exactly the telemetry calls the request path makes (the
 root span with the request's attributes, a span per stage: exact cache, embed, semantic cache,
 classify, route, call with one attempt and its ``traceparent`` for the upstream, ledger; then
 ``request_done``: the span's end, the Prometheus metrics and the JSON log line), with no other
-work, so that the figure is the telemetry's own cost. Modes, interleaved round by round so
-that drift hits them all alike:
+work, so that the figure is the telemetry's own cost. Modes, interleaved round by round (the
+order rotated each round) so that the load of a shared machine hits them all alike:
 
 - ``none``: the same code shape with no telemetry calls at all (the floor);
 - ``off, spans only``: tracing off, the span calls alone (what "off" costs the span API);
 - ``off``: tracing off (the default): the silent trace, the Prometheus metrics, the log line;
-- ``on, SDK protobuf``: tracing on through the SDK's path (each span made a `ReadableSpan` for
-  a BatchSpanProcessor and the SDK's OTLP/HTTP protobuf exporter), to a real receiver on
-  127.0.0.1 (so the exporter thread's CPU competes as it would in production);
-- ``on``: tracing on as the gateway does it (`otlp_traces`: a bounded queue, OTLP/HTTP JSON
+- ``on, SDK``: the same spans through the SDK alone (its tracer, BatchSpanProcessor and
+  OTLP/HTTP protobuf exporter: `sdk_side.SdkTraces`), to a real receiver on 127.0.0.1;
+- ``on``: tracing on as the gateway does it (lean spans, a bounded queue, OTLP/HTTP JSON
   encoded on the export thread), to the same receiver;
-- ``on+otlp-metrics``: ``on`` plus the metrics pushed over OTLP (every 1 s).
+- ``on+metrics bridge``: ``on`` plus the Prometheus registry pushed over OTLP every 1 s
+  (`gateway.telemetry.otlp_metrics`);
+- ``on+SDK metrics``: ``on`` plus the SDK's own metrics: each observation also recorded on an
+  OpenTelemetry instrument, exported by a PeriodicExportingMetricReader every 1 s
+  (`sdk_side.SdkInstruments`).
 
-The log line goes to a real JSON handler writing to /dev/null.
+The receiver runs in a process of its own; the log line goes to a JSON handler writing to
+/dev/null. Each traced mode's export work is flushed inside its round, so it counts in its
+"process cpu/req".
 
-    .venv/bin/python bench/telemetry/run.py [--requests 3000] [--rounds 5]
+    .venv/bin/python bench/telemetry/run.py [--requests 2000] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -38,16 +43,16 @@ from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
+from bench.telemetry.sdk_side import SdkInstruments, SdkTraces
 from gateway.ledger.record import LedgerRecord
-from gateway.normalize import ChatRequest
+from gateway.pipeline.normalize import ChatRequest
 from gateway.policy.schema import ModelConfig
 from gateway.telemetry import (
+    Stage,
     Telemetry,
     TelemetryConfig,
     attempt,
@@ -57,7 +62,7 @@ from gateway.telemetry import (
 from gateway.telemetry.config import SpanExportSettings
 from tests.integration.telemetry.receiver import OtlpReceiver
 
-STAGES = ("exact_cache", "embed", "semantic_cache", "classify", "route")
+STAGES: tuple[Stage, ...] = ("exact_cache", "embed", "semantic_cache", "classify", "route")
 CONFIG = ModelConfig(
     provider="openai_compatible", base_url="http://127.0.0.1:8001/v1", model="smollm2"
 )
@@ -103,8 +108,11 @@ def record(chat: ChatRequest) -> LedgerRecord:
     )
 
 
-def with_telemetry(telemetry: Telemetry, done: bool = True) -> Callable[[int], None]:
-    """The request's telemetry calls; ``done=False`` ends the span only (no metrics, no log)."""
+def with_telemetry(
+    telemetry: Telemetry, done: bool = True, instruments: SdkInstruments | None = None
+) -> Callable[[int], None]:
+    """The request's telemetry calls; ``done=False`` ends the span only (no metrics, no log);
+    ``instruments``: each observation also recorded on the SDK's instruments."""
 
     def one(i: int) -> None:
         chat = request(i)
@@ -112,16 +120,27 @@ def with_telemetry(telemetry: Telemetry, done: bool = True) -> Callable[[int], N
         with trace.activate():
             trace.describe(chat)
             for stage in STAGES:
-                with trace.stage(stage):  # type: ignore[arg-type]
+                with trace.stage(stage):
                     pass
             with trace.stage("call"), attempt("local-small", CONFIG, 1):
                 upstream_headers()
+            if instruments is not None:
+                instruments.observe_attempt("local-small", "ok")
             with trace.stage("ledger"):
                 finished = record(chat)
             if done:
                 telemetry.request_done(trace, finished)
             else:
                 trace.end(finished)
+            if instruments is not None:
+                instruments.observe_request(finished)
+
+    return one
+
+
+def with_sdk(traces: SdkTraces) -> Callable[[int], None]:
+    def one(i: int) -> None:
+        traces.request(request(i), STAGES, CONFIG, record)
 
     return one
 
@@ -175,61 +194,86 @@ def receiver_process() -> Iterator[tuple[str, list[int]]]:
         process.join(10)
 
 
+class Flushable(Protocol):
+    def force_flush(self) -> Any: ...
+
+    def shutdown(self) -> Any: ...
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=2000, help="per mode and round")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    # Room for every span of a round, so that none is dropped and all are encoded and counted.
-    os.environ["OTEL_BSP_MAX_QUEUE_SIZE"] = str(args.requests * 12)
+    queue = args.requests * 12  # room for every span of a round: none dropped, all counted
 
     devnull = open(os.devnull, "w")  # noqa: SIM115
     configure_logging("info", "json", devnull)
     before = calibrate()
-    export = SpanExportSettings(max_queue=args.requests * 12)
+    export = SpanExportSettings(max_queue=queue)
     with receiver_process() as (endpoint, received):
-        sdk = Telemetry(
-            TelemetryConfig(metrics=False),
-            span_exporter=OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces"),
-        )
+        sdk = SdkTraces(endpoint, queue)
         on = Telemetry(TelemetryConfig(otlp_endpoint=endpoint, metrics=False, span_export=export))
-        on_metrics = Telemetry(
+        bridge = Telemetry(
             TelemetryConfig(otlp_endpoint=endpoint, metric_interval_s=1.0, span_export=export)
         )
+        on_sdk_metrics = Telemetry(
+            TelemetryConfig(otlp_endpoint=endpoint, metrics=False, span_export=export)
+        )
+        instruments = SdkInstruments(endpoint, interval_s=1.0)
         off = Telemetry()
-        modes: dict[str, tuple[Callable[[int], None], Telemetry | None]] = {
-            "none": (bare, None),
-            "off, spans only": (with_telemetry(off, done=False), off),
-            "off": (with_telemetry(off), off),
-            "on, SDK protobuf": (with_telemetry(sdk), sdk),
-            "on": (with_telemetry(on), on),
-            "on+otlp-metrics": (with_telemetry(on_metrics), on_metrics),
+        modes: dict[str, tuple[Callable[[int], None], list[Flushable]]] = {
+            "none": (bare, []),
+            "off, spans only": (with_telemetry(off, done=False), []),
+            "off": (with_telemetry(off), []),
+            "on, SDK": (with_sdk(sdk), [sdk]),
+            "on": (with_telemetry(on), [on]),
+            "on+metrics bridge": (with_telemetry(bridge), [bridge]),
+            "on+SDK metrics": (
+                with_telemetry(on_sdk_metrics, instruments=instruments),
+                [on_sdk_metrics, instruments],
+            ),
         }
-        for fn, telemetry in modes.values():  # warm up: imports, label children, caches
+        for fn, flush in modes.values():  # warm up: imports, label children, caches
             measure(fn, 300, 0)
-            if telemetry is not None:
-                telemetry.force_flush()
+            for each in flush:
+                each.force_flush()
         wall: dict[str, list[float]] = {name: [] for name in modes}
         cpu: dict[str, list[float]] = {name: [] for name in modes}
         process: dict[str, list[float]] = {name: [] for name in modes}
         gc.collect()
+        names = list(modes)
         for r in range(args.rounds):
-            for name, (fn, telemetry) in modes.items():
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                fn, flush = modes[name]
                 p0 = time.process_time_ns()
                 w, c = measure(fn, args.requests, (r + 1) * 1_000_000)
-                if telemetry is not None:
-                    telemetry.force_flush()  # the export's encoding counts for its mode
+                for each in flush:  # the export's encoding counts for its mode
+                    each.force_flush()
                 process[name].append((time.process_time_ns() - p0) / 1000 / args.requests)
                 wall[name] += w
                 cpu[name] += c
-        for telemetry in (sdk, on, on_metrics):
-            telemetry.shutdown()
+        for _fn, flush in modes.values():
+            for each in flush:
+                each.shutdown()
     spans, metric_posts = received
     logging.getLogger().handlers.clear()
     devnull.close()
-    after = calibrate()
+    report(args, wall, cpu, process, spans, metric_posts, before, calibrate())
 
-    expected = (args.rounds * args.requests + 300) * 9 * 3
+
+def report(
+    args: argparse.Namespace,
+    wall: dict[str, list[float]],
+    cpu: dict[str, list[float]],
+    process: dict[str, list[float]],
+    spans: int,
+    metric_posts: int,
+    before: float,
+    after: float,
+) -> None:
+    traced = sum(1 for name in wall if name.startswith("on"))
+    expected = (args.rounds * args.requests + 300) * 9 * traced
     print(
         f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.1f}; sum(range(1000)) took {before:.1f} / {after:.1f} us "
@@ -240,18 +284,39 @@ def main() -> None:
         f"received over OTLP/HTTP; {metric_posts} OTLP metric exports"
     )
     print(
-        f"{'mode':<20}{'wall p50':>9}{'p90':>8}{'p99':>9}{'cpu p50':>9}{'+cpu p50':>10}"
+        f"{'mode':<19}{'wall p50':>9}{'p90':>8}{'p99':>8}{'cpu p50':>9}{'+cpu p50':>10}"
         f"{'process cpu/req':>17}"
     )
     floor = statistics.median(cpu["none"])
-    for name in modes:
+    row: dict[str, tuple[float, float, float]] = {}
+    for name in wall:
         q = statistics.quantiles(wall[name], n=100)
         c50 = statistics.median(cpu[name])
+        p_cpu = statistics.median(process[name])
+        row[name] = (c50, q[98], p_cpu)
         print(
-            f"{name:<20}{statistics.median(wall[name]):>9.1f}{q[89]:>8.1f}{q[98]:>9.1f}"
-            f"{c50:>9.1f}{c50 - floor:>10.1f}{statistics.median(process[name]):>17.1f}"
+            f"{name:<19}{statistics.median(wall[name]):>9.1f}{q[89]:>8.1f}{q[98]:>8.1f}"
+            f"{c50:>9.1f}{c50 - floor:>10.1f}{p_cpu:>17.1f}"
         )
     print("(microseconds; +cpu p50: above 'none'; process cpu/req: all threads, exports included)")
+
+    def ratios(label: str, theirs: str, ours: str, base: str) -> None:
+        """What ``theirs`` and ``ours`` add over ``base``, and how many times ours."""
+        (t_cpu, t_p99, t_proc), (o_cpu, o_p99, o_proc), (b_cpu, _, b_proc) = (
+            row[theirs],
+            row[ours],
+            row[base],
+        )
+        added = [t_cpu - b_cpu, o_cpu - b_cpu, t_proc - b_proc, o_proc - b_proc]
+        print(
+            f"{label}, added over '{base}' by '{theirs}' / '{ours}': request-thread cpu p50 "
+            f"{added[0]:.1f} / {added[1]:.1f} us ({added[0] / added[1]:.2f}x), process cpu/req "
+            f"{added[2]:.1f} / {added[3]:.1f} us ({added[2] / added[3]:.2f}x); wall p99 "
+            f"{t_p99:.0f} / {o_p99:.0f} us ({t_p99 / o_p99:.2f}x)"
+        )
+
+    ratios("spans", "on, SDK", "on", "off")
+    ratios("metrics", "on+SDK metrics", "on+metrics bridge", "on")
 
 
 if __name__ == "__main__":
