@@ -5,11 +5,11 @@ lowerCamelCase, trace and span ids as hex strings (not base64), enums as integer
 integers (timestamps, ``intValue``) as decimal strings.
 
 Why JSON written here rather than the SDK's protobuf encoder: the SDK builds a protobuf message
-object per span, attribute and value (about 50 µs a span on this loaded 2-core machine), on an
-exporter thread that shares the GIL with the event loop. Here each span is one bytes template;
-attribute keys are encoded once and kept (they come from code, so there are few), values go
-through msgspec's C encoder, and the resource and scope are encoded once per exporter. That
-measures about 2-3 µs a span (bench/telemetry).
+object per span, attribute and value, on an exporter thread that shares the GIL with the event
+loop. Here each span is one bytes template; attribute keys are encoded once and kept (they come
+from code, so there are few), values go through msgspec's C encoder, and the resource and scope
+are encoded once per exporter. Side by side, all threads counted, a traced request costs about
+a third of the CPU it costs through the SDK (bench/telemetry/RESULTS.md).
 """
 
 from __future__ import annotations

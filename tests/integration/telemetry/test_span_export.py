@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from gateway.telemetry import Telemetry, TelemetryConfig
@@ -272,8 +273,6 @@ def test_spans_ended_after_shutdown_are_dropped(receiver: OtlpReceiver) -> None:
 
 
 def test_status_description_and_events_are_encoded(receiver: OtlpReceiver) -> None:
-    from opentelemetry.sdk.trace import Event
-
     exporter = exporter_for(f"{receiver.endpoint}/v1/traces")
     data = span()._replace(
         status=Status(StatusCode.ERROR, "bad"),
