@@ -10,16 +10,15 @@ from collections.abc import AsyncIterator
 from litestar import Litestar
 from litestar.datastructures import State
 
-from gateway.api import handlers as api
-from gateway.api import reports as ledger_http
+from gateway import api
 from gateway.background import Background
+from gateway.exact_store import MemoryStore, RedisStore, Store
 from gateway.ledger.store import open_ledger
 from gateway.ml.loader import Models
-from gateway.pipeline.exact_cache import ExactCache, MemoryStore, RedisStore, Store
-from gateway.pipeline.semantic_cache import SemanticStage
 from gateway.pipeline.services import Services
 from gateway.policy.schema import Policy
 from gateway.runtime.store import PolicyStore
+from gateway.semantic.lazy import LazySemanticCache
 from gateway.settings import Settings
 from gateway.telemetry import Telemetry, metrics_endpoint
 
@@ -32,17 +31,23 @@ def create_app(settings: Settings) -> Litestar:
     @contextlib.asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         runtime = await store.start()
+        policy = runtime.policy
         ledger = open_ledger(settings.redis_url, settings.data_dir)
         await ledger.start()
-        exact = ExactCache(_exact_store(settings, runtime.policy))
-        if isinstance(exact.store, MemoryStore):
-            telemetry.metrics.set_cache_size("exact", exact.store.__len__)
-        models, semantic = Models(settings.data_dir / "models"), SemanticStage(settings.redis_url)
-        await models.prepare(runtime)
-        await semantic.prepare(runtime)
+        exact = _exact_store(settings, policy)
+        if isinstance(exact, MemoryStore):
+            telemetry.metrics.set_cache_size("exact", exact.__len__)
+        models = Models(settings.data_dir / "models")
+        semantic = LazySemanticCache(settings.redis_url)
+        await models.prepare(
+            embedder=policy.cache.semantic.enabled or runtime.classifies,
+            classifier=runtime.classifies,
+        )
+        if policy.cache.semantic.enabled:
+            await semantic.get(policy.cache.semantic)
         telemetry.metrics.set_cache_size("semantic", semantic.size)
         services = state.services = Services(
-            ledger, exact, Background(), telemetry, models, semantic
+            ledger, exact, semantic, models, Background(), telemetry
         )
         watcher = asyncio.create_task(store.watch()) if settings.watch_policy else None
         # Everything loaded so far (policy, models, pools) lives as long as the process: keep
@@ -58,18 +63,19 @@ def create_app(settings: Settings) -> Litestar:
                     await watcher
             await services.background.drain()
             await ledger.aclose()
-            await exact.store.aclose()
+            await exact.aclose()
             await semantic.aclose()
             await models.aclose()
             await store.aclose()
             await telemetry.aclose()
 
     return Litestar(
-        route_handlers=[*api.ROUTES, *ledger_http.ROUTES, metrics_endpoint],
+        route_handlers=[*api.ROUTES, metrics_endpoint],
+        dependencies=api.DEPENDENCIES,
         lifespan=[lifespan],
         exception_handlers=api.EXCEPTION_HANDLERS,
         state=state,
-        request_max_body_size=None,  # the policy's limit applies, in api._read_body
+        request_max_body_size=None,  # the policy's limit applies, in api.door.read_body
         openapi_config=None,
         logging_config=None,
         debug=False,

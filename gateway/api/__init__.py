@@ -1,1 +1,17 @@
-"""TODO"""
+"""The HTTP face: thin handlers that read a request, run the pipeline, and write the answer.
+
+- :mod:`~gateway.api.door`: what every front door does around the pipeline; a door adds only
+  its wire format (:mod:`~gateway.api.chat`: OpenAI Chat Completions).
+- :mod:`~gateway.api.health`: ``/healthz``, ``/readyz``, ``/v1/models``.
+- :mod:`~gateway.api.admin` and :mod:`~gateway.api.reports`: the admin API.
+- :mod:`~gateway.api.deps`: what handlers declare as parameters, provided by Litestar.
+- :mod:`~gateway.api.errors`: the one exception handler, OpenAI's error shape.
+"""
+
+from gateway.api import admin, chat, health, reports
+from gateway.api.deps import DEPENDENCIES
+from gateway.api.errors import EXCEPTION_HANDLERS
+
+ROUTES = [chat.chat_completions, *health.ROUTES, *admin.ROUTES, *reports.ROUTES]
+
+__all__ = ["DEPENDENCIES", "EXCEPTION_HANDLERS", "ROUTES"]

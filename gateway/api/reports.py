@@ -16,23 +16,25 @@ from importlib import resources
 from typing import Any
 
 from litestar import Request, Response, get
+from litestar.di import NamedDependency
 
 from gateway.errors import BadRequest
-from gateway.ledger.store import Ledger
+from gateway.ledger.base import Ledger
 from gateway.ledger.window import iso, parse_by, parse_when
-from gateway.runtime import keys as auth
+from gateway.pipeline.authenticate import require_admin
+from gateway.runtime.keys import KeyRing
 
 _FORMATS = {"json": "application/json", "csv": "text/csv; charset=utf-8"}
 
 
-def _require_admin(request: Request[Any, Any, Any], authorization: str | None) -> None:
-    auth.require_admin(request.app.state.store.current.admins, authorization)
-
-
 @get("/admin/reports/cost")
-async def cost_report(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def cost_report(
+    request: Request[Any, Any, Any],
+    ledger: NamedDependency[Ledger],
+    admins: NamedDependency[KeyRing],
+) -> Response[bytes]:
     """Query: since, until (``7d``, ISO, unix), by (``model,route``), tenant, tag, format."""
-    _require_admin(request, request.headers.get("authorization"))
+    require_admin(admins, request.headers.get("authorization"))
     query = request.query_params
     now = time.time()
     since = _when(query.get("since") or "7d", now, "since")
@@ -49,7 +51,6 @@ async def cost_report(request: Request[Any, Any, Any]) -> Response[bytes]:
     tag = query.get("tag") or None
     if tag is not None and "=" not in tag:
         raise BadRequest("'tag' must be key=value.", param="tag")
-    ledger = _ledger(request)
     await ledger.flush(timeout_s=2.0)  # include what was recorded a moment ago
     report = await ledger.report(since, until, by, tenant=query.get("tenant") or None, tag=tag)
     headers = {
@@ -64,13 +65,15 @@ async def cost_report(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 
 @get("/admin/dashboard")
-async def dashboard(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def dashboard(
+    request: Request[Any, Any, Any], admins: NamedDependency[KeyRing]
+) -> Response[bytes]:
     """The cost dashboard; the key as ``Authorization: Bearer`` or ``?key=``."""
     authorization = request.headers.get("authorization")
     key = request.query_params.get("key")
     if not authorization and key:
         authorization = f"Bearer {key}"
-    _require_admin(request, authorization)
+    require_admin(admins, authorization)
     nonce = secrets.token_urlsafe(16)
     page = _page().replace("__NONCE__", nonce)
     return Response(
@@ -97,14 +100,6 @@ def _page() -> str:
     return template.replace("/*__CHART_JS__*/", chart_js)
 
 
-def _ledger(request: Request[Any, Any, Any]) -> Ledger:
-    """The app's ledger: ``state.services.ledger`` (the gateway) or ``state.ledger``."""
-    state = request.app.state
-    services = state.get("services")
-    ledger: Ledger = services.ledger if services is not None else state["ledger"]
-    return ledger
-
-
 def _when(text: str, now: float, name: str) -> float:
     try:
         return parse_when(text, now)
@@ -113,4 +108,3 @@ def _when(text: str, now: float, name: str) -> float:
 
 
 ROUTES = [cost_report, dashboard]
-"""Mount with ``Litestar(route_handlers=[*api.ROUTES, *ledger_http.ROUTES])``."""

@@ -27,7 +27,7 @@ from gateway.ml.head import Head
 from gateway.ml.text import message_text, request_text
 
 CATEGORIES = ("code", "math", "reasoning", "creative", "chat", "other")
-DEFAULT_HEAD = Path(__file__).parent / "data" / "router_head.npz"
+DEFAULT_HEAD = Path(__file__).resolve().parent.parent / "data" / "router_head.npz"
 _SCAN = 4000  # characters of a long prompt that the rules read
 
 _CODE = re.compile(

@@ -1,4 +1,5 @@
-"""The embed and classify stages: what the gateway works out about a request before routing it.
+"""The serving models, loaded once and run off the event loop: what the embed and classify
+stages ask of them.
 
 A request is embedded once (the text of its last user message, all-MiniLM-L6-v2); the same
 vector serves the semantic cache and the difficulty classifier. Both models run off the event
@@ -13,15 +14,14 @@ needs them (after a reload turned the semantic cache or a difficulty rule on), o
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gateway.ml.classifier import Classifier, Judgement, features_of
 from gateway.ml.embedder import Embedder, Vectors
-from gateway.ml.text import request_text
-from gateway.pipeline.normalize import ChatRequest
-from gateway.runtime.store import Runtime
 
 __all__ = ["Models", "Understanding"]
 
@@ -34,13 +34,11 @@ class Understanding:
     vector: Vectors
 
 
-def _judge(classifier: Classifier, request: ChatRequest, vector: Vectors) -> Judgement:
+def _judge(
+    classifier: Classifier, messages: Sequence[Mapping[str, Any]], has_tools: bool, vector: Vectors
+) -> Judgement:
     """In the classify worker: the text features (regular expressions) and the head."""
-    return classifier.classify(vector, features_of(request.body["messages"], request.has_tools))
-
-
-def needs_embedding(runtime: Runtime) -> bool:
-    return runtime.policy.cache.semantic.enabled or runtime.classifies
+    return classifier.classify(vector, features_of(messages, has_tools))
 
 
 class Models:
@@ -53,24 +51,26 @@ class Models:
         self._lock = asyncio.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classify")
 
-    async def prepare(self, runtime: Runtime) -> None:
-        """Load what this policy uses (blocking work in a thread)."""
-        if needs_embedding(runtime):
+    async def prepare(self, *, embedder: bool, classifier: bool) -> None:
+        """Load the models a policy uses now rather than on the first request (blocking work,
+        in a thread)."""
+        if embedder:
             await self._embedding_model()
-        if runtime.classifies:
+        if classifier:
             await self._classifier_model()
 
-    async def understand(self, request: ChatRequest) -> Understanding:
-        text = request_text(request.body["messages"])
+    async def understand(self, text: str) -> Understanding:
         embedder = self._embedder or await self._embedding_model()
         vectors = await embedder.embed([text])
         return Understanding(text, vectors[0])
 
-    async def classify(self, request: ChatRequest, understanding: Understanding) -> Judgement:
+    async def classify(
+        self, messages: Sequence[Mapping[str, Any]], has_tools: bool, vector: Vectors
+    ) -> Judgement:
         classifier = self._classifier or await self._classifier_model()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._executor, _judge, classifier, request, understanding.vector
+            self._executor, _judge, classifier, messages, has_tools, vector
         )
 
     async def aclose(self) -> None:

@@ -1,4 +1,5 @@
-"""The meaning guard's rules: a cheap veto on pairs whose embeddings are close but whose answers differ.
+"""The meaning guard's rules: a cheap veto on pairs whose embeddings are close but whose
+answers differ.
 
 Sentence embeddings barely move when one token flips the answer: "flights from Paris to London"
 and "from London to Paris" score 0.98 with all-MiniLM-L6-v2, as do "best phone under 10k" /

@@ -12,11 +12,8 @@ import time
 from datetime import UTC, datetime
 
 from gateway.errors import BudgetExceeded
-from gateway.ledger.store import Ledger
-from gateway.pipeline.normalize import ChatRequest
-from gateway.pipeline.route import Decision
+from gateway.pipeline.turn import Turn
 from gateway.policy.schema import cheapest_model
-from gateway.runtime.store import Runtime
 
 DOWNGRADE = "budget-downgrade"
 
@@ -32,21 +29,22 @@ def periods(now: float) -> tuple[tuple[str, float, float], ...]:
     )
 
 
-async def enforce(runtime: Runtime, ledger: Ledger, request: ChatRequest) -> Decision | None:
-    """None within budget; a downgrade decision, or `BudgetExceeded`, past it."""
-    tenant = runtime.policy.tenants.get(request.tenant)
+async def enforce(turn: Turn) -> str | None:
+    """None within budget; past it, the model to downgrade to, or `BudgetExceeded`."""
+    request, policy = turn.request, turn.runtime.policy
+    tenant = policy.tenants.get(request.tenant)
     if tenant is None:
         return None
     now = time.time()
     limits = {"daily": tenant.daily_budget_usd, "monthly": tenant.monthly_budget_usd}
     for name, start, reset in periods(now):
         limit = limits[name]
-        if limit is None or await ledger.spend(request.tenant, start) < limit:
+        if limit is None or await turn.services.ledger.spend(request.tenant, start) < limit:
             continue
         if tenant.on_budget_exceeded == "downgrade":
-            cheapest = cheapest_model(runtime.policy)
+            cheapest = cheapest_model(policy)
             assert cheapest is not None  # the policy's validation guarantees one
-            return Decision(DOWNGRADE, cheapest)
+            return cheapest
         resets = datetime.fromtimestamp(reset, UTC).isoformat()
         raise BudgetExceeded(
             f"Tenant {request.tenant!r} has used its {name} budget of ${limit}; "

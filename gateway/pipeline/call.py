@@ -30,11 +30,10 @@ from tenacity import (
 
 from gateway import telemetry
 from gateway.errors import UpstreamClientError, UpstreamUnavailable
-from gateway.pipeline.normalize import ChatRequest
 from gateway.pipeline.route import Decision
+from gateway.pipeline.turn import Turn
 from gateway.policy.schema import Retries
 from gateway.providers import AttemptFailed, Provider, Reply
-from gateway.runtime.store import Runtime
 
 T = TypeVar("T")
 
@@ -58,16 +57,21 @@ class Started:
             await self.rest.aclose()
 
 
-async def complete(runtime: Runtime, decision: Decision, request: ChatRequest) -> tuple[str, Reply]:
+async def complete(turn: Turn, decision: Decision) -> tuple[str, Reply]:
     """The name of the model that answered, and its answer."""
-    return await _first_success(runtime, decision, lambda p: p.complete(dict(request.body)))
+    body = turn.request.body
+    with turn.trace.stage("call"):
+        model, reply = await _first_success(turn, decision, lambda p: p.complete(dict(body)))
+    _remember_session(turn, decision, model)
+    return model, reply
 
 
-async def stream(runtime: Runtime, decision: Decision, request: ChatRequest) -> tuple[str, Started]:
-    """The name of the model that is answering, and its stream, started."""
+async def stream(turn: Turn, decision: Decision) -> tuple[str, Started]:
+    """The name of the model that is answering, and its stream, started (its first chunk in)."""
+    body = turn.request.body
 
     async def start(provider: Provider) -> Started:
-        chunks = provider.stream(dict(request.body))
+        chunks = provider.stream(dict(body))
         try:
             first = await anext(chunks)
         except StopAsyncIteration:
@@ -77,14 +81,24 @@ async def stream(runtime: Runtime, decision: Decision, request: ChatRequest) -> 
             raise
         return Started(first, time.monotonic(), chunks)
 
-    return await _first_success(runtime, decision, start)
+    with turn.trace.stage("call"):  # up to the first chunk; the rest streams after the response
+        model, started = await _first_success(turn, decision, start)
+    _remember_session(turn, decision, model)
+    return model, started
+
+
+def _remember_session(turn: Turn, decision: Decision, model: str) -> None:
+    """A sticky conversation keeps the model that answered its first turn."""
+    if decision.session is not None:
+        turn.runtime.sessions.remember(decision.session, model)
 
 
 async def _first_success(
-    runtime: Runtime, decision: Decision, attempt: Callable[[Provider], Awaitable[T]]
+    turn: Turn, decision: Decision, attempt: Callable[[Provider], Awaitable[T]]
 ) -> tuple[str, T]:
     attempts: list[dict[str, Any]] = []
     last: AttemptFailed | None = None
+    runtime = turn.runtime
     policy = runtime.policy
     for name in (decision.model, *policy.models[decision.model].fallbacks):
         provider = runtime.providers[name]

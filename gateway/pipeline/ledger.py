@@ -1,4 +1,6 @@
-"""The ledger stage: what a request consumed and cost, as one `LedgerRecord`.
+"""The ledger stage: what a request consumed and cost, as one `LedgerRecord`, written here and
+nowhere else (answers, cache hits and failures alike), with the request's span, metrics and log
+line.
 
 Token counts come from the provider's ``usage``. A stream is asked for its usage upstream even
 when the client did not ask (``normalize`` sets ``stream_options.include_usage``), and the
@@ -14,94 +16,29 @@ is claimed); with an unpriced model either is None, never zero.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
-import msgspec
-
+from gateway.errors import GatewayError
 from gateway.ledger.record import LedgerRecord
-from gateway.pipeline.answer import CachedAnswer
+from gateway.ml.classifier import Judgement
+from gateway.ml.text import request_text
+from gateway.pipeline.cached_answer import CachedAnswer
 from gateway.pipeline.cost import cost_usd
 from gateway.pipeline.normalize import ChatRequest
+from gateway.pipeline.reply import Answer
+from gateway.pipeline.services import Services
+from gateway.pipeline.turn import Turn
 from gateway.policy.schema import Policy
 from gateway.providers import PromptTokensDetails, Usage
 from gateway.runtime.tokens import TokenCounter
-
-if TYPE_CHECKING:
-    from gateway.ml.classifier import Judgement
+from gateway.telemetry import RequestTrace
 
 CLIENT_CLOSED = 499
 """Status recorded for a stream whose client went away (nginx's convention)."""
 
 
-class _Delta(msgspec.Struct):
-    content: str | None = None
-    tool_calls: list[object] | None = None
-    function_call: object | None = None
-
-
-class _Choice(msgspec.Struct):
-    index: int = 0
-    delta: _Delta | None = None
-    message: _Delta | None = None
-    finish_reason: str | None = None
-
-
-class _Answer(msgspec.Struct):
-    """The parts of a completion or chunk that accounting (and caching) read."""
-
-    model: str = ""
-    choices: list[_Choice] = []
-    usage: Usage | None = None
-
-
 def estimate_tokens(text_bytes: int) -> int:
     return -(-text_bytes // 4)
-
-
-@dataclass
-class StreamMeter:
-    """Watches a stream go by: its usage, and its text for an estimate or the cache."""
-
-    wants_usage: bool
-    usage: Usage | None = None
-    pieces: list[str] = field(default_factory=list)
-    finish_reason: str | None = None
-    upstream_model: str = ""
-    plain_text: bool = True
-    """One choice of text only: no tool calls, no other choices; only such answers are cached."""
-
-    def forward(self, chunk: bytes) -> bool:
-        """Account for ``chunk``; False when the client must not see it (unasked-for usage)."""
-        try:
-            answer = msgspec.json.decode(chunk, type=_Answer)
-        except msgspec.MsgspecError:
-            return True  # not a completion chunk (an error event, say): pass it on untouched
-        self.upstream_model = answer.model or self.upstream_model
-        if answer.usage is not None:
-            self.usage = answer.usage
-        for choice in answer.choices:
-            delta = choice.delta or _Delta()
-            if choice.index != 0 or delta.tool_calls or delta.function_call:
-                self.plain_text = False
-            if delta.content:
-                self.pieces.append(delta.content)
-            self.finish_reason = choice.finish_reason or self.finish_reason
-        return self.wants_usage or answer.usage is None or bool(answer.choices)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.pieces)
-
-
-def reply_usage(body: bytes) -> tuple[Usage | None, str]:
-    """The usage of a non-streamed answer, and its text for when there is none."""
-    try:
-        answer = msgspec.json.decode(body, type=_Answer)
-    except msgspec.MsgspecError:
-        return None, ""
-    return answer.usage, "".join(c.message.content or "" for c in answer.choices if c.message)
 
 
 def counted(
@@ -159,6 +96,75 @@ def record(
         stream=request.stream,
         estimated=estimated,
     )
+
+
+def record_answer(
+    turn: Turn,
+    route: str,
+    model: str,
+    answer: Answer,
+    *,
+    status: int = 200,
+    ttft_at: float | None = None,
+) -> tuple[Usage, LedgerRecord]:
+    """Write the record of an answer from ``model`` (tokens counted when upstream sent no usage);
+    returns the usage it was costed with, and the record."""
+    request = turn.request
+    usage, estimated = counted(
+        answer.usage, request, answer.text, turn.runtime.token_counters.get(model)
+    )
+    entry = record(
+        turn.runtime.policy,
+        request,
+        route=route,
+        model=model,
+        usage=usage,
+        estimated=estimated,
+        status=status,
+        ttft_at=ttft_at,
+        cache=turn.cache,
+        judgement=turn.judgement,
+    )
+    _write(turn.services, turn.trace, entry, turn, answer.text)
+    return usage, entry
+
+
+def record_hit(turn: Turn, answer: CachedAnswer) -> None:
+    """Write the record of a request answered from a cache."""
+    entry = cache_hit(turn.request, answer, turn.cache)
+    _write(turn.services, turn.trace, entry, turn, answer.content)
+
+
+def record_failure(
+    services: Services,
+    trace: RequestTrace,
+    request_id: str,
+    tenant: str,
+    arrived: tuple[float, float],
+    error: GatewayError,
+) -> None:
+    """Write the record of a request that failed without an answer."""
+    entry = failure(request_id, tenant, arrived, error.status_code, free=error.before_any_model)
+    _write(services, trace, entry)
+
+
+def _write(
+    services: Services,
+    trace: RequestTrace,
+    entry: LedgerRecord,
+    turn: Turn | None = None,
+    completion: str | None = None,
+) -> None:
+    """The one place a request's record is written; its span, metrics and log line end with it
+    (with the prompt and completion only when the policy says ``telemetry.log_prompts``)."""
+    services.ledger.record(entry)
+    if turn is not None and turn.runtime.policy.telemetry.log_prompts:
+        prompt = request_text(turn.request.body["messages"])
+        services.telemetry.request_done(
+            trace, entry, prompt=prompt, completion=completion, include_text=True
+        )
+    else:
+        services.telemetry.request_done(trace, entry)
 
 
 def failure(

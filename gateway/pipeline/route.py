@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import msgspec
 
 from gateway.errors import BadRequest, ModelNotFound
+from gateway.ml.classifier import Judgement
+from gateway.pipeline import budget
 from gateway.pipeline.normalize import ChatRequest
+from gateway.pipeline.turn import Turn
 from gateway.policy.schema import Policy, Route, When
 from gateway.runtime.sessions import Sessions, session_key
-
-if TYPE_CHECKING:
-    from gateway.ml.classifier import Judgement
 
 FORCED = "forced"
 STICKY = "sticky"
@@ -35,8 +34,20 @@ class Decision:
     model: str
     session: str | None = None
     """The sticky-session key under which to remember the model that answers."""
-    judgement: Judgement | None = None
-    """The classifier's difficulty and category, when it ran."""
+
+
+async def decide(turn: Turn) -> Decision:
+    """The model for this request: the tenant's budget first (a tenant past it is downgraded to
+    the cheapest model, or refused), then the client's choice or the policy's rules."""
+    with turn.trace.stage("route") as span:
+        downgrade = await budget.enforce(turn)
+        if downgrade is not None:
+            decision = Decision(budget.DOWNGRADE, downgrade)
+        else:
+            runtime = turn.runtime
+            decision = choose(runtime.policy, turn.request, runtime.sessions, turn.judgement)
+        span.set_attribute("gateway.route", decision.route)
+    return decision
 
 
 def choose(
@@ -67,8 +78,8 @@ def choose(
         session = session_key(request.tenant, request.session_id, request.body["messages"])
         pinned = sessions.model_of(session)
         if pinned in policy.models:
-            return Decision(STICKY, pinned, session, judgement)
-    return Decision(rule.name, _arm(rule, request), session, judgement)
+            return Decision(STICKY, pinned, session)
+    return Decision(rule.name, _arm(rule, request), session)
 
 
 def matches(when: When | None, request: ChatRequest, judgement: Judgement | None = None) -> bool:

@@ -1,4 +1,4 @@
-"""The semantic-cache stage: which requests may use it, in which scope, and the answers' codec.
+"""The semantic-cache stage: which requests may use it, and in which scope.
 
 :mod:`gateway.semantic` does the search, the meaning guard and the Redis sharing; this stage
 decides what the pipeline asks of it. A request takes part when the policy enables the cache,
@@ -11,144 +11,104 @@ route differently), the routing tags and the request's context fingerprint (syst
 earlier turns, tools, output-shaping parameters). An answer is therefore only ever offered to
 the same tenant, asking in the same context, under the same routing.
 
-The cache opens at start when the policy enables it, else on the first request that needs it.
-Its size settings (``max_entries``, ``ttl``, ``approximate_after``) are read when it opens;
-the threshold, the temperature limit and ``enabled`` are read per request.
+The cache itself is :class:`gateway.semantic.lazy.LazySemanticCache`, opened once; the
+threshold, the temperature limit and ``enabled`` are read here, per request.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-import time
-from typing import Any
 
 import msgspec
 
-from gateway.ml.loader import Understanding
-from gateway.pipeline import answer as cached_answer
-from gateway.pipeline.answer import CachedAnswer
+from gateway.pipeline import cached_answer
+from gateway.pipeline.cached_answer import CachedAnswer
 from gateway.pipeline.exact_cache import cacheable
-from gateway.pipeline.normalize import ChatRequest
-from gateway.policy.schema import SemanticCacheConfig
-from gateway.runtime.store import Runtime
-from gateway.semantic import DEFAULT_THRESHOLD, SemanticCache, context_fingerprint
-
-__all__ = ["SemanticHit", "SemanticStage"]
+from gateway.pipeline.turn import Turn
+from gateway.semantic import DEFAULT_THRESHOLD, context_fingerprint
 
 log = logging.getLogger(__name__)
 
 
-class SemanticHit(msgspec.Struct, frozen=True):
-    answer: CachedAnswer
-    score: float
+def wanted(turn: Turn) -> bool:
+    """Whether the request reads or writes the semantic cache at all."""
+    config = turn.runtime.policy.cache.semantic
+    control = turn.request.cache_control
+    return (
+        config.enabled
+        and (control.read or control.write)
+        and cacheable(turn.request.body, config.max_temperature)
+    )
 
 
-class SemanticStage:
-    def __init__(self, redis_url: str | None) -> None:
-        self._redis_url = redis_url
-        self._cache: SemanticCache | None = None
-        self._lock = asyncio.Lock()
-
-    @staticmethod
-    def wanted(request: ChatRequest, runtime: Runtime) -> bool:
-        """Whether the request reads or writes the semantic cache at all."""
-        config = runtime.policy.cache.semantic
-        control = request.cache_control
-        return (
-            config.enabled
-            and (control.read or control.write)
-            and cacheable(request.body, config.max_temperature)
-        )
-
-    async def prepare(self, runtime: Runtime) -> None:
-        if runtime.policy.cache.semantic.enabled:
-            await self._open(runtime.policy.cache.semantic)
-
-    async def lookup(
-        self, request: ChatRequest, runtime: Runtime, understanding: Understanding
-    ) -> SemanticHit | None:
-        config = runtime.policy.cache.semantic
-        if not understanding.text or not request.cache_control.read:
-            return None
-        cache = self._cache or await self._open(config)
-        max_age = request.cache_control.max_age
-        hit = await cache.lookup(
-            request.tenant,
-            _scope(request, runtime),
-            understanding.vector,
-            understanding.text,
-            DEFAULT_THRESHOLD if config.threshold is None else config.threshold,
-            max_age_s=config.ttl if max_age is None else min(max_age, config.ttl),
-        )
-        if hit is None:
-            return None
-        try:
-            answer = cached_answer.decode(hit.payload)
-        except msgspec.MsgspecError:
-            log.warning("semantic cache: deleting an undecodable entry %s", hit.entry_id)
-            await cache.discard(hit.entry_id, request.tenant)
-            return None
-        return SemanticHit(answer, hit.score)
-
-    async def save(
-        self,
-        request: ChatRequest,
-        runtime: Runtime,
-        understanding: Understanding,
-        answer: CachedAnswer,
-    ) -> None:
-        config = runtime.policy.cache.semantic
-        if not (config.enabled and understanding.text and request.cache_control.write):
-            return
-        cache = self._cache or await self._open(config)
-        await cache.store(
-            request.tenant,
-            _scope(request, runtime),
-            understanding.vector,
-            understanding.text,
-            cached_answer.encode(answer),
-        )
-
-    async def flush(self, tenant: str | None) -> int:
-        return 0 if self._cache is None else await self._cache.flush(tenant)
-
-    def health(self) -> dict[str, Any] | None:
-        return None if self._cache is None else self._cache.health()
-
-    def degraded(self) -> bool:
-        """Redis is unreachable: lookups use this process's entries only, stores are skipped."""
-        return self._cache is not None and self._cache.degraded
-
-    def size(self) -> int:
-        return 0 if self._cache is None else len(self._cache)
-
-    async def aclose(self) -> None:
-        if self._cache is not None:
-            await self._cache.aclose()
-
-    async def _open(self, config: SemanticCacheConfig) -> SemanticCache:
-        async with self._lock:
-            if self._cache is None:
-                started = time.perf_counter()
-                self._cache = await SemanticCache.open(
-                    self._redis_url,
-                    namespace="gw:semantic",
-                    max_entries=config.max_entries,
-                    ttl_s=config.ttl,
-                    approximate_after=config.approximate_after,
-                )
-                log.info(
-                    "semantic cache open (%s, %d entries) in %.2f s",
-                    "redis" if self._redis_url else "memory",
-                    self.size(),
-                    time.perf_counter() - started,
-                )
-            return self._cache
+async def lookup(turn: Turn) -> CachedAnswer | None:
+    """An answer to a question that means the same in the same scope; sets ``turn.cache`` (and
+    ``turn.cache_score`` on a hit) when the cache was asked."""
+    understanding = turn.understanding
+    if understanding is None or not turn.request.cache_control.read or not wanted(turn):
+        return None
+    with turn.trace.stage("semantic_cache") as span:
+        answer = await _lookup(turn) if understanding.text else None
+        if answer is not None:
+            turn.cache = "semantic"
+        elif turn.cache != "bypass" or not turn.services.semantic.degraded():
+            turn.cache = "miss"  # ``bypass`` stays only while a store is down
+        span.set_attribute("gateway.cache", turn.cache)
+    return answer
 
 
-def _scope(request: ChatRequest, runtime: Runtime) -> str:
+async def save(turn: Turn, answer: CachedAnswer) -> None:
+    """Store a complete answer (after the response)."""
+    config, understanding = turn.runtime.policy.cache.semantic, turn.understanding
+    if not (
+        understanding is not None
+        and understanding.text
+        and wanted(turn)
+        and turn.request.cache_control.write
+    ):
+        return
+    cache = await turn.services.semantic.get(config)
+    await cache.store(
+        turn.request.tenant,
+        _scope(turn),
+        understanding.vector,
+        understanding.text,
+        cached_answer.encode(answer),
+    )
+
+
+async def _lookup(turn: Turn) -> CachedAnswer | None:
+    config, request, understanding = (
+        turn.runtime.policy.cache.semantic,
+        turn.request,
+        turn.understanding,
+    )
+    assert understanding is not None  # the caller checked
+    cache = await turn.services.semantic.get(config)
+    max_age = request.cache_control.max_age
+    hit = await cache.lookup(
+        request.tenant,
+        _scope(turn),
+        understanding.vector,
+        understanding.text,
+        DEFAULT_THRESHOLD if config.threshold is None else config.threshold,
+        max_age_s=config.ttl if max_age is None else min(max_age, config.ttl),
+    )
+    if hit is None:
+        return None
+    try:
+        answer = cached_answer.decode(hit.payload)
+    except msgspec.MsgspecError:
+        log.warning("semantic cache: deleting an undecodable entry %s", hit.entry_id)
+        await cache.discard(hit.entry_id, request.tenant)
+        return None
+    turn.cache_score = hit.score
+    return answer
+
+
+def _scope(turn: Turn) -> str:
+    request, runtime = turn.request, turn.runtime
     model = f"auto@{runtime.loaded.digest}" if request.model == "auto" else request.model
     tags = sorted((k, v) for k, v in request.tags.items() if k in runtime.routing_tags)
     scope = msgspec.json.encode(

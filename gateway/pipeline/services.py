@@ -5,19 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.background import Background
-from gateway.ledger.store import Ledger
+from gateway.exact_store import Store
+from gateway.ledger.base import Ledger
 from gateway.ml.loader import Models
-from gateway.pipeline.exact_cache import ExactCache
-from gateway.pipeline.semantic_cache import SemanticStage
+from gateway.semantic.lazy import LazySemanticCache
 from gateway.telemetry import Telemetry
 
 
 @dataclass(frozen=True, slots=True)
 class Services:
     ledger: Ledger
-    exact: ExactCache
-    background: Background
-    telemetry: Telemetry
+    exact: Store
+    """Where the exact cache's entries live."""
+    semantic: LazySemanticCache
     models: Models
     """The embedder and the classifier."""
-    semantic: SemanticStage
+    background: Background
+    """Work after the response (cache stores), drained at shutdown."""
+    telemetry: Telemetry

@@ -1,4 +1,4 @@
-"""API keys to tenants, and the admin key check.
+"""Key rings: which owner (a tenant, or the admin) an API key belongs to.
 
 Keys are held only as SHA-256 digests (a heap dump or a debug print shows no key) and every
 stored digest is compared with ``hmac.compare_digest``, so the time taken reveals neither
@@ -10,11 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
-
-from gateway.errors import Unauthorized
-
-OPEN_TENANT = "default"
-"""The tenant of every request when the policy defines no tenants (open access)."""
 
 
 def _digest(key: str) -> bytes:
@@ -47,28 +42,3 @@ def bearer_key(authorization: str | None) -> str | None:
     if scheme.lower() != "bearer" or not key.strip():
         return None
     return key.strip()
-
-
-def tenant_of(ring: KeyRing, authorization: str | None) -> str:
-    """The tenant of a request; open access when the policy has no tenants."""
-    if not ring:
-        return OPEN_TENANT
-    key = bearer_key(authorization)
-    if key is None:
-        raise Unauthorized("Missing API key: send it as 'Authorization: Bearer <key>'.")
-    tenant = ring.owner(key)
-    if tenant is None:
-        raise Unauthorized("Incorrect API key provided.")
-    return tenant
-
-
-def require_admin(ring: KeyRing, authorization: str | None) -> None:
-    if not ring:
-        raise Unauthorized(
-            "The admin API is disabled: the policy names no admin key and "
-            "GATEWAY_ADMIN_KEY is not set.",
-            code="admin_disabled",
-        )
-    key = bearer_key(authorization)
-    if key is None or ring.owner(key) is None:
-        raise Unauthorized("Missing or incorrect admin key.")

@@ -1,7 +1,7 @@
 """What a semantic hit must share besides a close question: the request's context fingerprint.
 
-Only the last user message's text is embedded (:func:`gateway.ml.text.request_text`); everything else in the
-request that can change the answer is hashed into :func:`context_fingerprint`, and the cache
+Only the last user message's text is embedded (:func:`gateway.ml.text.request_text`); everything
+else in the request that can change the answer is hashed into :func:`context_fingerprint`; the cache
 searches only among entries with the same tenant and fingerprint. So "now do it in Rust" matches
 only within the same conversation, a different system prompt or tool list is a different cache,
 and "answer in JSON" with another schema never receives a prose answer.

@@ -128,19 +128,18 @@ def test_the_gateway_traces_embed_semantic_cache_and_classify(
         gateway.app.state.telemetry.force_flush()
         spans = {s.name: s for s in receiver.wait_for_spans(8)}
     assert {
-        "gateway.pipeline.exact_cache",
-        "gateway.ml.embedder",
+        "gateway.exact_cache",
+        "gateway.embed",
         "gateway.semantic_cache",
-        "gateway.ml.classifier",
-        "gateway.pipeline.route",
+        "gateway.classify",
+        "gateway.route",
     } <= set(spans)
     root = spans["POST /v1/chat/completions"]
     assert all(
-        spans[n].parent_span_id == root.span_id
-        for n in ("gateway.ml.embedder", "gateway.ml.classifier")
+        spans[n].parent_span_id == root.span_id for n in ("gateway.embed", "gateway.classify")
     )
     assert attributes(spans["gateway.semantic_cache"]) == {"gateway.cache": "miss"}
-    classify = attributes(spans["gateway.ml.classifier"])
+    classify = attributes(spans["gateway.classify"])
     assert classify["gateway.difficulty"] == pytest.approx(scores[HARD], abs=1e-3)
     assert classify["gateway.category"] == "math"
     assert attributes(root)["gateway.difficulty"] == pytest.approx(scores[HARD], abs=1e-3)

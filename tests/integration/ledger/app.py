@@ -21,13 +21,14 @@ from typing import Any
 import msgspec
 from litestar import Litestar, Request, Response, post
 from litestar.datastructures import State
+from litestar.di import Provide
 
-from gateway.api import handlers as api
+from gateway.api import EXCEPTION_HANDLERS, reports
 from gateway.ledger import LedgerRecord, open_ledger
-from gateway.api import reports as ledger_http
 from gateway.runtime.keys import KeyRing
 
 ADMIN_KEY = "sk-test-ledger-admin-0123456789"
+ADMINS = KeyRing({"admin": [ADMIN_KEY]})
 PRICES = {"small": (Decimal("0.10"), Decimal("0.20")), "large": (Decimal("2.50"), Decimal("10"))}
 
 
@@ -98,7 +99,6 @@ async def toy_completions(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 def make_app(data_dir: Path, redis_url: str | None = None, **options: Any) -> Litestar:
     ledger = open_ledger(redis_url, data_dir, **options)
-    store = SimpleNamespace(current=SimpleNamespace(admins=KeyRing({"admin": [ADMIN_KEY]})))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -109,10 +109,14 @@ def make_app(data_dir: Path, redis_url: str | None = None, **options: Any) -> Li
             await ledger.aclose()
 
     return Litestar(
-        route_handlers=[*ledger_http.ROUTES, toy_completions],
+        route_handlers=[*reports.ROUTES, toy_completions],
+        dependencies={
+            "ledger": Provide(lambda: ledger, sync_to_thread=False),
+            "admins": Provide(lambda: ADMINS, sync_to_thread=False),
+        },
         lifespan=[lifespan],
-        exception_handlers=api.EXCEPTION_HANDLERS,
-        state=State({"store": store, "services": SimpleNamespace(ledger=ledger), "seen": {}}),
+        exception_handlers=EXCEPTION_HANDLERS,
+        state=State({"services": SimpleNamespace(ledger=ledger), "seen": {}}),
         openapi_config=None,
         logging_config=None,
     )

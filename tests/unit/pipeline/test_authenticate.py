@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from gateway.errors import Unauthorized
-from gateway.runtime.keys import OPEN_TENANT, KeyRing, bearer_key, require_admin, tenant_of
+from gateway.pipeline.authenticate import OPEN_TENANT, require_admin, tenant_of
+from gateway.runtime.keys import KeyRing, bearer_key
 
 RING = KeyRing(
     {"team-a": ["sk-aaaaaaaaaaaaaaaa"], "team-b": ["sk-bbbbbbbbbbbbbbbb", "sk-b2b2b2b2b2b2b2b2"]}

@@ -173,7 +173,6 @@ JUDGED = [
 def test_difficulty_and_category_rules(judgement: Judgement | None, expected: str) -> None:
     decision = choose(make_policy(JUDGED), req(), Sessions(60, 100), judgement)
     assert decision.route == expected
-    assert decision.judgement == judgement
 
 
 def test_a_category_name_is_short_for_a_list_and_unknown_ones_are_refused() -> None:

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import msgspec
@@ -17,24 +18,53 @@ import pytest
 from openai.types.chat import completion_create_params
 
 from gateway.errors import BadRequest
-from gateway.pipeline import answer as cached_answer
-from gateway.pipeline.answer import CachedAnswer
-from gateway.pipeline.exact_cache import (
-    KEY_FIELDS,
-    NON_KEY_FIELDS,
-    ExactCache,
-    MemoryStore,
-    RedisStore,
-    cacheable,
-    key,
-)
+from gateway.exact_store import MemoryStore, RedisStore, Store
+from gateway.pipeline import cached_answer, exact_cache
+from gateway.pipeline.cached_answer import CachedAnswer
+from gateway.pipeline.exact_cache import KEY_FIELDS, NON_KEY_FIELDS, cacheable, key
 from gateway.pipeline.normalize import ChatRequest, chat_request, parse_cache_control
+from gateway.pipeline.reply import Answer
+from gateway.pipeline.turn import CacheOutcome, Turn
 from gateway.policy.load import LoadedPolicy
 from gateway.policy.schema import Policy
 from gateway.providers import Usage
 from gateway.runtime.keys import KeyRing
 from gateway.runtime.sessions import Sessions
 from gateway.runtime.store import Runtime
+from gateway.telemetry import Telemetry, TelemetryConfig
+
+TRACE = Telemetry(TelemetryConfig()).start_request(None, "r")  # tracing off
+
+
+class ExactCache:
+    """The exact-cache stage over one store, driven as the pipeline drives it."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def _turn(self, request: ChatRequest, runtime: Runtime) -> Turn:
+        return Turn(request, runtime, SimpleNamespace(exact=self.store), TRACE)  # type: ignore[arg-type]
+
+    async def lookup(
+        self, request: ChatRequest, runtime: Runtime
+    ) -> tuple[CacheOutcome, CachedAnswer | None]:
+        turn = self._turn(request, runtime)
+        answer = await exact_cache.lookup(turn)
+        return turn.cache, answer
+
+    async def save(self, request: ChatRequest, runtime: Runtime, answer: CachedAnswer) -> None:
+        await exact_cache.save(self._turn(request, runtime), answer)
+
+
+def kept(body: bytes) -> CachedAnswer | None:
+    """What the caches keep of a completion ``body``."""
+    return cached_answer.cached(
+        Answer.of_body(body),
+        model="main",
+        usage=Usage(3, 1, 4),
+        cost_usd=None,
+        baseline_cost_usd=None,
+    )
 
 
 def test_every_openai_request_field_is_classified() -> None:
@@ -275,9 +305,7 @@ def test_answers_round_trip_to_both_wire_shapes() -> None:
             "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
         }
     )
-    stored = cached_answer.from_reply(
-        body, model="main", usage=Usage(3, 1, 4), cost_usd=None, baseline_cost_usd=None, created=1.0
-    )
+    stored = kept(body)
     assert stored is not None and stored.content == "hello"
     replayed = ChatCompletion.model_validate_json(cached_answer.completion(stored))
     assert replayed.choices[0].message.content == "hello" and replayed.model == "gpt-x"
@@ -315,9 +343,4 @@ def test_tool_calls_several_choices_and_filtered_answers_are_not_cached(
     choices: list[dict[str, Any]],
 ) -> None:
     body = msgspec.json.encode({"model": "m", "choices": choices})
-    assert (
-        cached_answer.from_reply(
-            body, model="main", usage=Usage(), cost_usd=None, baseline_cost_usd=None, created=1.0
-        )
-        is None
-    )
+    assert kept(body) is None

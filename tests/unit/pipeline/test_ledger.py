@@ -1,8 +1,7 @@
-"""Accounting: usage from streams and replies, estimates, baselines, GPU-hour prices."""
+"""The ledger stage: estimates, costs and baselines, GPU-hour prices, budget periods."""
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from typing import Any
 
@@ -14,48 +13,6 @@ from gateway.pipeline.budget import periods
 from gateway.pipeline.normalize import chat_request
 from gateway.policy.schema import Policy, Price, cheapest_model
 from gateway.providers import Usage
-
-
-def chunk(
-    content: str | None = None, usage: dict[str, int] | None = None, finished: bool = False
-) -> bytes:
-    choices = (
-        []
-        if usage
-        else [
-            {
-                "index": 0,
-                "delta": {"content": content} if content else {},
-                "finish_reason": "stop" if finished else None,
-            }
-        ]
-    )
-    return json.dumps(
-        {"object": "chat.completion.chunk", "choices": choices, "usage": usage}
-    ).encode()
-
-
-USAGE = {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}
-
-
-@pytest.mark.parametrize("wants_usage", [True, False])
-def test_stream_meter_keeps_usage_and_hides_it_unless_asked(wants_usage: bool) -> None:
-    meter = account.StreamMeter(wants_usage)
-    shown = [
-        c
-        for c in [chunk("Hé"), chunk(" there"), chunk(finished=True), chunk(usage=USAGE)]
-        if meter.forward(c)
-    ]
-    assert len(shown) == (4 if wants_usage else 3)
-    assert meter.usage == Usage(10, 3, 13)
-    assert meter.text == "Hé there"
-
-
-def test_stream_meter_passes_unknown_events_on() -> None:
-    meter = account.StreamMeter(False)
-    assert meter.forward(b'{"error": {"message": "x"}}')
-    assert meter.forward(b"not json")
-    assert meter.usage is None
 
 
 def request(stream: bool = False) -> Any:
@@ -84,15 +41,6 @@ def test_missing_usage_is_estimated_and_marked() -> None:
     assert estimated and usage == Usage(3, 3, 6)  # 12 bytes / 4; 9 bytes / 4 rounded up
     usage, estimated = account.counted(Usage(1, 2, 3), request(), "nine char")
     assert not estimated and usage == Usage(1, 2, 3)
-
-
-def test_reply_usage() -> None:
-    body = json.dumps(
-        {"choices": [{"message": {"role": "assistant", "content": "four"}}], "usage": USAGE}
-    ).encode()
-    assert account.reply_usage(body) == (Usage(10, 3, 13), "four")
-    no_usage = json.dumps({"choices": [{"message": {"content": "four"}}]}).encode()
-    assert account.reply_usage(no_usage) == (None, "four")
 
 
 def policy(baseline: str | None = "large", small_price: dict[str, Any] | None = None) -> Policy:

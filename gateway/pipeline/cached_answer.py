@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.pipeline.reply import Answer
 from gateway.providers import Usage
 
 
@@ -40,62 +41,28 @@ def decode(data: bytes) -> CachedAnswer:
     return msgspec.json.decode(data, type=CachedAnswer)
 
 
-class _Message(msgspec.Struct):
-    content: str | None = None
-    tool_calls: list[Any] | None = None
-    function_call: Any | None = None
-
-
-class _Choice(msgspec.Struct):
-    message: _Message | None = None
-    finish_reason: str | None = None
-
-
-class _Completion(msgspec.Struct):
-    model: str = ""
-    choices: list[_Choice] = []
-    system_fingerprint: str | None = None
-
-
-def from_reply(body: bytes, **known: Any) -> CachedAnswer | None:
-    """The canonical form of a completion, or None when it must not be cached."""
-    try:
-        completion = msgspec.json.decode(body, type=_Completion)
-    except msgspec.MsgspecError:
-        return None
-    if len(completion.choices) != 1:
-        return None
-    choice = completion.choices[0]
-    message = choice.message
-    if (
-        message is None
-        or message.content is None
-        or message.tool_calls
-        or message.function_call
-        or choice.finish_reason not in ("stop", "length")
-    ):
-        return None
-    return CachedAnswer(
-        upstream_model=completion.model,
-        content=message.content,
-        finish_reason=choice.finish_reason,
-        system_fingerprint=completion.system_fingerprint,
-        **known,
-    )
-
-
-def from_stream(
-    pieces: list[str],
-    finish_reason: str | None,
-    upstream_model: str,
-    plain_text: bool,
-    **known: Any,
+def cached(
+    answer: Answer,
+    *,
+    model: str,
+    usage: Usage,
+    cost_usd: Decimal | None,
+    baseline_cost_usd: Decimal | None,
 ) -> CachedAnswer | None:
-    """The canonical form of a finished stream, or None when it must not be cached."""
-    if not plain_text or finish_reason not in ("stop", "length"):
+    """The canonical form of a complete answer, or None when it must not be cached."""
+    if not answer.cacheable:
         return None
+    assert answer.finish_reason is not None  # a cacheable answer has one
     return CachedAnswer(
-        upstream_model=upstream_model, content="".join(pieces), finish_reason=finish_reason, **known
+        model=model,
+        upstream_model=answer.upstream_model,
+        content=answer.text,
+        finish_reason=answer.finish_reason,
+        usage=usage,
+        cost_usd=cost_usd,
+        baseline_cost_usd=baseline_cost_usd,
+        created=time.time(),
+        system_fingerprint=answer.system_fingerprint,
     )
 
 

@@ -1,0 +1,83 @@
+"""Admin endpoints behind the admin key: the running policy, its reload, and cache flushes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, delete, get, post
+from litestar.di import NamedDependency
+
+from gateway.errors import BadRequest
+from gateway.pipeline.authenticate import require_admin
+from gateway.pipeline.services import Services
+from gateway.policy.load import PolicyError
+from gateway.runtime.keys import KeyRing
+from gateway.runtime.store import PolicyStore, Runtime
+
+
+@post("/admin/policy/reload", status_code=200)
+async def reload_policy(
+    request: Request[Any, Any, Any],
+    policy_store: NamedDependency[PolicyStore],
+    admins: NamedDependency[KeyRing],
+) -> dict[str, Any]:
+    require_admin(admins, request.headers.get("authorization"))
+    previous = policy_store.current.loaded.digest
+    try:
+        runtime = await policy_store.reload()
+    except PolicyError as exc:
+        raise InvalidPolicy(exc, previous) from exc
+    return {"status": "reloaded", "version": runtime.loaded.digest, "previous": previous}
+
+
+@get("/admin/policy")
+async def show_policy(
+    request: Request[Any, Any, Any],
+    runtime: NamedDependency[Runtime],
+    admins: NamedDependency[KeyRing],
+) -> dict[str, Any]:
+    """The running policy, secrets redacted, so an operator can see what is in force."""
+    require_admin(admins, request.headers.get("authorization"))
+    policy = runtime.policy.model_dump(mode="json")
+    for model in policy["models"].values():
+        if model.get("api_key"):
+            model["api_key"] = "[redacted]"
+    for tenant in policy["tenants"].values():
+        tenant["api_keys"] = ["[redacted]"] * len(tenant["api_keys"])
+    if policy.get("admin"):
+        policy["admin"]["api_keys"] = ["[redacted]"] * len(policy["admin"]["api_keys"])
+    return {"path": str(runtime.loaded.path), "version": runtime.loaded.digest, "policy": policy}
+
+
+@delete("/admin/cache", status_code=200)
+async def flush_cache(
+    request: Request[Any, Any, Any],
+    services: NamedDependency[Services],
+    admins: NamedDependency[KeyRing],
+) -> dict[str, Any]:
+    """Flush one tenant's cached answers (``?tenant=``) or everyone's."""
+    require_admin(admins, request.headers.get("authorization"))
+    tenant = request.query_params.get("tenant") or None
+    exact = await services.exact.flush(tenant)
+    return {
+        "flushed": {"exact": exact, "semantic": await services.semantic.flush(tenant)},
+        "tenant": tenant,
+    }
+
+
+class InvalidPolicy(BadRequest):
+    """A reload was refused; the body lists every problem of the new file."""
+
+    def __init__(self, error: PolicyError, running: str) -> None:
+        super().__init__(
+            f"The new policy is invalid; version {running} stays in force.", code="invalid_policy"
+        )
+        self.problems = [str(p) for p in error.problems]
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["error"]["problems"] = self.problems
+        return body
+
+
+ROUTES = [reload_policy, show_policy, flush_cache]

@@ -1,0 +1,80 @@
+"""The OpenAI Chat Completions door: ``POST /v1/chat/completions``.
+
+The pipeline's request type is Chat Completions-shaped, so reading it is `normalize`'s check of
+the fields the gateway acts on; writing the result back is the body as the model sent it, or
+its chunks framed as SSE (``data: {...}`` then ``data: [DONE]``), with an error event when an
+upstream stream breaks after it started.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, post
+from litestar.di import NamedDependency
+
+from gateway.api.door import Arrival, gateway_headers, serve
+from gateway.api.sse import SSEResponse
+from gateway.pipeline import normalize
+from gateway.pipeline.normalize import ChatRequest
+from gateway.pipeline.services import Services
+from gateway.pipeline.turn import Completed, Streaming
+from gateway.providers import AttemptFailed
+from gateway.runtime.store import Runtime
+
+log = logging.getLogger(__name__)
+
+
+@post("/v1/chat/completions", status_code=200)
+async def chat_completions(
+    request: Request[Any, Any, Any],
+    runtime: NamedDependency[Runtime],
+    services: NamedDependency[Services],
+) -> Response[bytes]:
+    return await serve(request, runtime, services, _parse, _render)
+
+
+def _parse(raw: bytes, arrival: Arrival) -> ChatRequest:
+    headers = arrival.headers
+    return normalize.chat_request(
+        raw,
+        request_id=arrival.request_id,
+        tenant=arrival.tenant,
+        tags_header=headers.get("x-gateway-tags"),
+        session_id=headers.get("x-session-id"),
+        cache_control=headers.get("cache-control"),
+        arrived=arrival.at,
+    )
+
+
+def _render(result: Completed | Streaming) -> Response[bytes]:
+    headers = gateway_headers(result)
+    if isinstance(result, Completed):
+        return Response(result.body, media_type="application/json", headers=headers)
+    headers["cache-control"] = "no-cache"
+    return SSEResponse(_sse(result.chunks, result.request.request_id), headers)
+
+
+async def _sse(chunks: AsyncGenerator[bytes, None], request_id: str) -> AsyncGenerator[bytes, None]:
+    """Frame the chunks as SSE; a stream that breaks ends with an error event.
+
+    Closing this generator (the client went away) closes the upstream stream too.
+    """
+    try:
+        async for chunk in chunks:
+            yield b"data: " + chunk + b"\n\n"
+        yield b"data: [DONE]\n\n"
+    except AttemptFailed as exc:
+        log.warning("stream %s broke after it started: %s", request_id, exc.message)
+        error = {
+            "message": f"The upstream stream broke: {exc.message}",
+            "type": "api_error",
+            "param": None,
+            "code": "upstream_stream_broken",
+        }
+        yield b"data: " + msgspec.json.encode({"error": error}) + b"\n\n"
+    finally:
+        await chunks.aclose()

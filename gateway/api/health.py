@@ -1,0 +1,54 @@
+"""Liveness, readiness, and the model list a client picks from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, get
+from litestar.di import NamedDependency
+
+from gateway.pipeline.authenticate import tenant_of
+from gateway.pipeline.services import Services
+from gateway.runtime.store import Runtime
+
+
+@get("/v1/models")
+async def list_models(
+    request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]
+) -> Response[bytes]:
+    tenant_of(runtime.tenants, request.headers.get("authorization"))
+    return Response(runtime.models_body, media_type="application/json")
+
+
+@get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/readyz")
+async def readyz(
+    runtime: NamedDependency[Runtime], services: NamedDependency[Services]
+) -> dict[str, Any]:
+    """Ready once the policy is loaded; ``degraded`` (still serving) when a store is down."""
+    cache, ledger = services.exact.health(), services.ledger.health()
+    stores: dict[str, Any] = {**cache, "ledger": ledger}
+    semantic = services.semantic.health()
+    if semantic is not None:
+        stores["semantic_cache"] = semantic
+    degraded = (
+        cache["exact_cache"] == "degraded"
+        or ledger.get("redis") == "down"
+        or services.semantic.degraded()
+    )
+    return {
+        "status": "degraded" if degraded else "ready",
+        "policy": {
+            "path": str(runtime.loaded.path),
+            "version": runtime.loaded.digest,
+            "loaded_at": runtime.loaded_at,
+        },
+        "stores": stores,
+    }
+
+
+ROUTES = [list_models, healthz, readyz]

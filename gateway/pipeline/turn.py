@@ -1,0 +1,75 @@
+"""One request on its way through the pipeline (a `Turn`), and what it ends as.
+
+Every stage takes the turn: the request, the policy runtime it started with, the services and
+its trace, plus what earlier stages found out (the cache outcome, the embedding, the
+classifier's judgement). A stage reads what it needs and adds what it learns, so the stages'
+signatures stay one argument wide however much the flow grows.
+
+A turn ends as `Completed` (a whole answer's bytes) or `Streaming` (an answer's chunks, still
+arriving): the pipeline's results, which a front door turns into its wire format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
+
+from gateway.ml.classifier import Judgement
+from gateway.ml.loader import Understanding
+from gateway.pipeline.normalize import ChatRequest
+from gateway.pipeline.services import Services
+from gateway.runtime.store import Runtime
+from gateway.telemetry import RequestTrace
+
+CacheOutcome = Literal["miss", "bypass", "exact", "semantic"]
+"""``x-gateway-cache``: what the caches did for the request."""
+
+
+@dataclass(slots=True)
+class Turn:
+    request: ChatRequest
+    runtime: Runtime
+    """The policy in force when the request arrived; a reload meanwhile does not change it."""
+    services: Services
+    trace: RequestTrace
+    cache: CacheOutcome = "bypass"
+    cache_score: float | None = None
+    """On a semantic hit: the similarity of the question to the cached one."""
+    understanding: Understanding | None = None
+    """The request's text and embedding, when the semantic cache or the classifier needs it."""
+    judgement: Judgement | None = None
+    """The classifier's difficulty and category, when it ran."""
+
+    @property
+    def difficulty(self) -> float | None:
+        return None if self.judgement is None else self.judgement.difficulty
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    request: ChatRequest
+    route: str
+    model: str
+    """The policy model that answered (a fallback, perhaps) or whose cached answer was served."""
+    body: bytes
+    """A ``chat.completion`` object."""
+    cost_usd: Decimal | None
+    cache: CacheOutcome
+    difficulty: float | None = None
+    cache_score: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Streaming:
+    request: ChatRequest
+    route: str
+    model: str
+    chunks: AsyncGenerator[bytes, None]
+    """The SSE ``data`` payloads the client gets (``chat.completion.chunk`` objects)."""
+    cache: CacheOutcome
+    cost_usd: Decimal | None = None
+    """Known before the stream only for a cache hit (zero)."""
+    difficulty: float | None = None
+    cache_score: float | None = None

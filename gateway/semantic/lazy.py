@@ -1,0 +1,66 @@
+"""The semantic cache as the gateway holds it: opened at start when the policy enables it, else
+on the first request that needs it (after a reload turned it on), once.
+
+Its size settings (``max_entries``, ``ttl``, ``approximate_after``) are read when it opens;
+the threshold, the temperature limit and ``enabled`` are read per request by the pipeline's
+semantic-cache stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from gateway.policy.schema import SemanticCacheConfig
+from gateway.semantic.cache import SemanticCache
+
+log = logging.getLogger(__name__)
+
+
+class LazySemanticCache:
+    def __init__(self, redis_url: str | None) -> None:
+        self._redis_url = redis_url
+        self._cache: SemanticCache | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self, config: SemanticCacheConfig) -> SemanticCache:
+        """The cache, opened with ``config``'s sizes when it is not open yet."""
+        return self._cache or await self._open(config)
+
+    async def flush(self, tenant: str | None) -> int:
+        return 0 if self._cache is None else await self._cache.flush(tenant)
+
+    def health(self) -> dict[str, Any] | None:
+        return None if self._cache is None else self._cache.health()
+
+    def degraded(self) -> bool:
+        """Redis is unreachable: lookups use this process's entries only, stores are skipped."""
+        return self._cache is not None and self._cache.degraded
+
+    def size(self) -> int:
+        return 0 if self._cache is None else len(self._cache)
+
+    async def aclose(self) -> None:
+        if self._cache is not None:
+            await self._cache.aclose()
+
+    async def _open(self, config: SemanticCacheConfig) -> SemanticCache:
+        async with self._lock:
+            if self._cache is None:
+                started = time.perf_counter()
+                self._cache = await SemanticCache.open(
+                    self._redis_url,
+                    namespace="gw:semantic",
+                    max_entries=config.max_entries,
+                    ttl_s=config.ttl,
+                    approximate_after=config.approximate_after,
+                )
+                log.info(
+                    "semantic cache open (%s, %d entries) in %.2f s",
+                    "redis" if self._redis_url else "memory",
+                    self.size(),
+                    time.perf_counter() - started,
+                )
+            return self._cache
