@@ -12,10 +12,11 @@ measure beside ours: the same spans with the same attributes, the same metrics.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.metrics import Counter, Histogram
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -43,6 +44,7 @@ from gateway.telemetry.metrics import (
     TTFT_BUCKETS,
     Metrics,
 )
+from gateway.telemetry.otlp_metrics import NAMES
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -118,26 +120,22 @@ class SdkInstruments:
             shutdown_on_exit=False,
         )
         meter = self.provider.get_meter("gateway")
-        self.requests = meter.create_counter("gateway.requests", "{request}")
-        self.latency = meter.create_histogram(
-            "gen_ai.server.request.duration",
-            "s",
-            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
-        )
-        self.ttft = meter.create_histogram(
-            "gen_ai.server.time_to_first_token",
-            "s",
-            explicit_bucket_boundaries_advisory=TTFT_BUCKETS,
-        )
-        self.tokens = meter.create_counter("gateway.tokens", "{token}")
-        self.cost = meter.create_counter("gateway.cost", "USD")
-        self.baseline = meter.create_counter("gateway.baseline_cost", "USD")
-        self.difficulty = meter.create_histogram(
-            "gateway.request.difficulty",
-            "1",
-            explicit_bucket_boundaries_advisory=DIFFICULTY_BUCKETS,
-        )
-        self.attempts = meter.create_counter("gateway.upstream.attempts", "{attempt}")
+
+        def counter(family: str) -> Counter:
+            return meter.create_counter(*NAMES[family])  # the bridge's names and units
+
+        def histogram(family: str, buckets: Sequence[float]) -> Histogram:
+            name, unit = NAMES[family]
+            return meter.create_histogram(name, unit, explicit_bucket_boundaries_advisory=buckets)
+
+        self.requests = counter("gateway_requests")
+        self.latency = histogram("gateway_request_duration_seconds", LATENCY_BUCKETS)
+        self.ttft = histogram("gateway_time_to_first_token_seconds", TTFT_BUCKETS)
+        self.tokens = counter("gateway_tokens")
+        self.cost = counter("gateway_cost_usd")
+        self.baseline = counter("gateway_baseline_cost_usd")
+        self.difficulty = histogram("gateway_request_difficulty", DIFFICULTY_BUCKETS)
+        self.attempts = counter("gateway_upstream_attempts")
 
     def observe_request(self, record: LedgerRecord) -> None:
         """What `Metrics.observe_request` counts, on the OpenTelemetry instruments."""
