@@ -3,7 +3,7 @@ at concurrency 32, and FAISS search time at 10k and 1M entries (synthetic vector
 
     . .venv/bin/activate && python bench/cache/latency.py [--million] [--out FILE]
 
-Lookups use the gateway's real embedding stage (gateway.ml.embedder.Embedder, all-MiniLM-L6-v2 fp32,
+Lookups use the gateway's real embedder (gateway.ml.embedder.Embedder, all-MiniLM-L6-v2 fp32,
 ONNX Runtime unless --backend torch, micro-batched in a worker thread) and an in-process
 SemanticCache (rules and learned verifier) holding the stored side of
 2,000 QQP test pairs (their vectors from the on-disk cache); the queries are the other side.

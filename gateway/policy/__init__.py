@@ -1,1 +1,3 @@
-"""The routing policy: its schema, loading with file positions, and the live store."""
+"""The routing policy as data: its schema, and loading a file with positions and strict
+validation. Pure: it imports nothing of the request path or the providers (the runtime built
+from it is :mod:`gateway.runtime`)."""

@@ -7,169 +7,27 @@ loaded policy can be shared by concurrent requests without copying.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     StringConstraints,
-    model_validator,
 )
 
-Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$", max_length=128)]
-PerMillion = Annotated[Decimal, Field(ge=0, description="USD per million tokens")]
-Seconds = Annotated[float, Field(gt=0)]
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+from gateway.policy.models import EngineOptions, ModelConfig, Price, Retries, Timeouts
+from gateway.policy.types import Category, Duration, Name, PerMillion, Seconds, Strict, one_or_many
 
-
-def _seconds(value: object) -> object:
-    """``90``, ``"90s"``, ``"15m"``, ``"24h"`` or ``"7d"`` as seconds."""
-    if isinstance(value, str) and value[-1:] in _UNITS and value[:-1].strip():
-        try:
-            return float(value[:-1]) * _UNITS[value[-1]]
-        except ValueError:
-            return value
-    return value
-
-
-Duration = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
-Category = Literal["code", "math", "reasoning", "creative", "chat", "other"]
-"""The classifier's categories (``gateway.ml.classifier.CATEGORIES``)."""
-
-
-def _one_or_many(value: object) -> object:
-    """``category: code`` is short for ``category: [code]``."""
-    return (value,) if isinstance(value, str) else value
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Price(Strict):
-    """USD per million tokens, as exact decimals; or a GPU's hourly price and its throughput.
-
-    With ``gpu_hour_usd`` the per-million rates are derived:
-    ``rate = gpu_hour_usd * 1_000_000 / (3600 * tokens_per_s)``, separately for input (prefill,
-    ``input_tokens_per_s``) and output (decode, ``output_tokens_per_s``). Take the throughputs
-    from the engine's /metrics or from bench/engine at your usual concurrency.
-    """
-
-    input_per_mtok: PerMillion | None = None
-    output_per_mtok: PerMillion | None = None
-    cached_input_per_mtok: PerMillion | None = Field(
-        default=None, description="Price of prompt tokens the provider served from its cache."
-    )
-    gpu_hour_usd: PerMillion | None = Field(default=None, description="USD per GPU hour.")
-    input_tokens_per_s: Annotated[Decimal, Field(gt=0)] | None = None
-    output_tokens_per_s: Annotated[Decimal, Field(gt=0)] | None = None
-
-    @model_validator(mode="after")
-    def _one_form(self) -> Price:
-        per_token = self.input_per_mtok is not None and self.output_per_mtok is not None
-        per_hour = None not in (
-            self.gpu_hour_usd,
-            self.input_tokens_per_s,
-            self.output_tokens_per_s,
-        )
-        if per_token == per_hour:
-            raise ValueError(
-                "give either input_per_mtok and output_per_mtok, or gpu_hour_usd "
-                "with input_tokens_per_s and output_tokens_per_s"
-            )
-        return self
-
-    def _per_mtok(self, tokens_per_s: Decimal | None) -> Decimal:
-        assert self.gpu_hour_usd is not None and tokens_per_s is not None
-        return self.gpu_hour_usd * 1_000_000 / (3600 * tokens_per_s)
-
-    @property
-    def input_rate(self) -> Decimal:
-        if self.input_per_mtok is not None:
-            return self.input_per_mtok
-        return self._per_mtok(self.input_tokens_per_s)
-
-    @property
-    def output_rate(self) -> Decimal:
-        if self.output_per_mtok is not None:
-            return self.output_per_mtok
-        return self._per_mtok(self.output_tokens_per_s)
-
-    @property
-    def cached_input_rate(self) -> Decimal:
-        if self.cached_input_per_mtok is not None:
-            return self.cached_input_per_mtok
-        return self.input_rate
-
-
-class Timeouts(Strict):
-    """Separate limits, because a slow first token and a long answer are different failures."""
-
-    connect_s: Seconds = Field(default=5.0, description="To open a connection.")
-    first_token_s: Seconds = Field(
-        default=60.0,
-        description="From sending the request to the response head or first streamed chunk; "
-        "also the longest pause allowed between chunks.",
-    )
-    total_s: Seconds = Field(default=600.0, description="For one whole attempt.")
-
-
-class Retries(Strict):
-    """Retries of one model on connection errors, timeouts, 429 and 5xx, before its fallbacks."""
-
-    max_attempts: int = Field(default=3, ge=1, le=10, description="Attempts, the first included.")
-    budget_s: Seconds = Field(
-        default=30.0, description="No new attempt on this model starts after this many seconds."
-    )
-    backoff_initial_s: Seconds = 0.2
-    backoff_max_s: Seconds = 5.0
-
-
-class EngineOptions(Strict):
-    """How ``provider: local_engine`` runs its model (see ``local-engine serve --help``)."""
-
-    device: Literal["auto", "cuda", "cpu"] = "auto"
-    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
-    max_batch_tokens: int | None = Field(default=None, ge=1)
-    max_queue: int = Field(default=256, ge=0, description="Waiting requests before 503.")
-    cache_dir: str | None = Field(
-        default=None,
-        description="Where converted models are kept (default: $GATEWAY_DATA_DIR/models).",
-    )
-
-
-class ModelConfig(Strict):
-    """A model the gateway can send requests to."""
-
-    provider: Literal["openai_compatible", "local_engine"] = Field(
-        description="openai_compatible speaks the OpenAI Chat Completions API: OpenAI, vLLM, TGI, "
-        "SGLang, Ollama, TensorRT-LLM and Triton front ends, the bundled local-engine server. "
-        "local_engine runs the bundled engine inside the gateway's own process."
-    )
-    base_url: Annotated[str, StringConstraints(pattern=r"^https?://")] | None = Field(
-        default=None, description="The API root, e.g. https://api.openai.com/v1"
-    )
-    model: str = Field(
-        min_length=1,
-        description="The model name the provider expects; for local_engine a Hugging Face id, "
-        "a local path, or smollm2-135m-instruct (bundled, offline).",
-    )
-    engine: EngineOptions = EngineOptions()
-    tokenizer: str | None = Field(
-        default=None,
-        description="A Hugging Face tokenizer id or local directory, to count tokens exactly "
-        "when the provider sends no usage (else they are estimated and marked so).",
-    )
-    api_key: str | None = Field(default=None, description="Use ${ENV_VAR}, never a literal key.")
-    price: Price | None = None
-    fallbacks: tuple[Name, ...] = Field(default=(), description="Tried in order when this fails.")
-    timeouts: Timeouts = Timeouts()
-    retries: Retries = Retries()
-    max_connections: int = Field(default=256, ge=1, description="Pool size towards this provider.")
-    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
+__all__ = [
+    "EngineOptions",
+    "ModelConfig",
+    "Policy",
+    "Price",
+    "Retries",
+    "Timeouts",
+    "cheapest_model",
+    "validate",
+]
 
 
 class Range(Strict):
@@ -211,7 +69,7 @@ class When(Strict):
         description="The classifier's difficulty in [0, 1] (probability that the small model "
         "falls short of the large one). Never matches a request the classifier did not score.",
     )
-    category: Annotated[tuple[Category, ...], BeforeValidator(_one_or_many)] | None = Field(
+    category: Annotated[tuple[Category, ...], BeforeValidator(one_or_many)] | None = Field(
         default=None, description="Any of these classifier categories (one name or a list)."
     )
 
