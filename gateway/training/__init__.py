@@ -5,3 +5,14 @@
 - :mod:`~gateway.training.cache`: ``gateway cache eval`` and ``train-guard`` (the semantic
   cache's threshold and the meaning guard's verifier).
 """
+
+
+class MissingTrainExtra(ImportError):
+    """Fitting needs scikit-learn, which serving does not: it lives in the ``train`` extra so that
+    a gateway install stays free of it. Raised by the fitting modules on import; the CLIs print
+    it."""
+
+    def __init__(self, cause: ModuleNotFoundError) -> None:
+        super().__init__(
+            f"training needs {cause.name or 'scikit-learn'}: pip install 'llm-gateway[train]'"
+        )

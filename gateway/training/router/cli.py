@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gateway.training import MissingTrainExtra
 from gateway.training.router.data import VALIDATION_FRACTION
 
 if TYPE_CHECKING:
@@ -78,7 +79,11 @@ def train(
     """Train the difficulty head on labelled rows and write the artifact."""
     from gateway.ml.embedder import Embedder
     from gateway.training.router.data import cached_embeddings, load_labelled, split
-    from gateway.training.router.train import fit
+
+    try:
+        from gateway.training.router.train import fit
+    except MissingTrainExtra as error:
+        raise _fail(str(error)) from None
 
     rows = load_labelled(data)
     train_rows, held = split(rows, validation_fraction) if validation_fraction > 0 else (rows, [])
