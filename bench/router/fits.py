@@ -1,8 +1,8 @@
 """The router head fitted two ways, side by side: the hand-written numpy fitting (Newton for the
 dense logistic regressions, Newton-CG for the sparse terms part, a hand-built TF-IDF) as it was
-at commit ``BASELINE``, and scikit-learn's (``LogisticRegression``, ``TfidfVectorizer``) as
-``gateway/training/router/train.py`` has it now. Same rows, same embeddings, same split; the
-figures behind the choice recorded in bench/router/RESULTS.md.
+at commit ``BASELINE`` (bench/router/baseline.py), and scikit-learn's (``LogisticRegression``,
+``TfidfVectorizer``) as ``gateway/training/router/train.py`` has it now. Same rows, same
+embeddings, same split; the figures behind the choice recorded in bench/router/RESULTS.md.
 
     .venv/bin/python bench/router/fits.py [--data ../shared/data/routing/routellm_train.jsonl]
 
@@ -13,11 +13,8 @@ hand-written code need not stay in the package to be measured. Embeddings come f
 
 from __future__ import annotations
 
-import argparse
-import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 from typing import Any
 
@@ -31,30 +28,14 @@ from gateway.training.router import train
 from gateway.training.router.data import cached_embeddings, load_labelled, split
 from gateway.training.router.evaluate import evaluate_rows
 
-BASELINE = "42a5bcc"  # the last commit whose train.py fits by hand
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # baseline.py
+from baseline import arguments, module_at
+
 console = Console(highlight=False, width=120)
 
 
-def baseline_module(revision: str) -> types.ModuleType:
-    """``train.py`` as it was at ``revision``, imported under another name."""
-    source = subprocess.run(
-        ["git", "show", f"{revision}:gateway/training/router/train.py"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    module = types.ModuleType("baseline_train")
-    sys.modules[module.__name__] = module
-    exec(compile(source, f"{revision}:train.py", "exec"), module.__dict__)
-    return module
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--data", type=Path, default=Path("../shared/data/routing/routellm_train.jsonl")
-    )
-    parser.add_argument("--baseline", default=BASELINE, help="git revision of the hand-written fit")
+    parser = arguments(__doc__, "--data", Path("../shared/data/routing/routellm_train.jsonl"))
     args = parser.parse_args()
 
     rows = load_labelled(args.data)
@@ -67,7 +48,9 @@ def main() -> None:
     console.print(f"{len(train_rows)} training rows, {len(held)} validation rows")
 
     fits: dict[str, Any] = {
-        f"hand-written ({args.baseline})": baseline_module(args.baseline).fit,
+        f"hand-written ({args.baseline})": module_at(
+            args.baseline, "gateway/training/router/train.py"
+        ).fit,
         "scikit-learn": train.fit,
     }
     heads, seconds = {}, {}

@@ -13,6 +13,4 @@ class MissingTrainExtra(ImportError):
     it."""
 
     def __init__(self, cause: ModuleNotFoundError) -> None:
-        super().__init__(
-            f"training needs {cause.name or 'scikit-learn'}: pip install 'llm-gateway[train]'"
-        )
+        super().__init__(f"training needs scikit-learn ({cause}): pip install 'llm-gateway[train]'")

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from gateway.ml import guard
+from gateway.training import MissingTrainExtra
 from gateway.training.cache import evaluate
 
 app = typer.Typer(no_args_is_help=True, help="Semantic cache tools.")
@@ -175,13 +176,18 @@ def train_guard_command(
     ] = 0.64,
     model: Annotated[str, typer.Option(help="Embedding model.")] = "all-MiniLM-L6-v2",
 ) -> None:
-    """Train the learned pair verifier of the meaning guard (numpy) and write its artifact.
+    """Train the learned pair verifier of the meaning guard and write its artifact (needs the
+    ``train`` extra: scikit-learn).
 
     The committed ``gateway/data/semantic_verifier.npz`` is
     ``gateway cache train-guard --pairs qqp_pairs_dev.jsonl --part dev --out
     gateway/data/semantic_verifier.npz``: the development half only; the odd rows stay for
     testing."""
-    from gateway.training.cache import train_guard
+    try:
+        from gateway.training.cache import train_guard
+    except MissingTrainExtra as error:
+        out.print(f"error: {error}", markup=False)
+        raise typer.Exit(1) from None
 
     rows = evaluate.load_pairs(pairs)
     if part != "all":

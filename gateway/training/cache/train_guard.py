@@ -1,4 +1,6 @@
-"""Training the learned pair verifier (``gateway cache train-guard``), numpy only.
+"""Training the learned pair verifier (``gateway cache train-guard``); needs the ``train`` extra
+(scikit-learn), which serving never imports: the verifier in :mod:`gateway.ml.verifier` reads the
+fitted weights with numpy.
 
 Recipe, chosen by 5-fold cross-validation on the development half of QQP (even rows; the odd
 rows are the test half and are never read here):
@@ -8,7 +10,11 @@ rows are the test half and are never read here):
   with Adam (lr 1e-3, batches of 200) on cross-entropy plus an L2 penalty, selected by
   held-out accuracy on a 10% slice per member (patience 10); probabilities averaged. Precision
   at recall 0.42 in cross-validation: 0.84 (with the 768 vector features as well: 0.84;
-  logistic regression 0.82-0.84; gradient boosting 0.83);
+  logistic regression 0.82-0.84; gradient boosting 0.83). The members are scikit-learn's
+  ``MLPClassifier``, which replaced a hand-written Adam loop: over ensemble seeds 0-2 on the QQP
+  test half (cosine 0.75, rules accepting) it scores average precision 0.852-0.853 against
+  0.851, precision 0.761-0.763 / recall 0.643-0.646 against 0.763-0.765 / 0.632-0.637 at the
+  chosen cutoffs; it fits in 16 s against 7 s (``bench/cache/guard_fits.py``);
 - cutoff: from out-of-fold probabilities on the training pairs (``folds`` > 1), the one that
   maximises precision subject to recall ≥ ``min_recall`` among the pairs above the cosine
   ``threshold`` that the hard rules accept, the decision the cache makes. The default
@@ -23,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,9 +39,20 @@ import numpy.typing as npt
 
 from gateway.ml import guard
 from gateway.ml.verifier import FEATURES_VERSION, Members, WordPieces, pair_features
+from gateway.training import MissingTrainExtra
 from gateway.training.cache.evaluate import Pair
 
+try:  # the `train` extra: scikit-learn fits here, the numpy verifier in gateway.ml serves
+    from sklearn.exceptions import ConvergenceWarning  # type: ignore[import-untyped]
+    from sklearn.neural_network import MLPClassifier  # type: ignore[import-untyped]
+    from sklearn.preprocessing import StandardScaler  # type: ignore[import-untyped]
+except ModuleNotFoundError as error:
+    raise MissingTrainExtra(error) from error
+
 F32 = npt.NDArray[np.float32]
+BATCH = 200
+MAX_EPOCHS = 60
+MIN_HELD_OUT = 20  # rows of each class, so that a 10% slice holds both
 
 
 def features(pieces: WordPieces, pairs: Sequence[Pair], stored: F32, query: F32) -> F32:
@@ -43,71 +61,42 @@ def features(pieces: WordPieces, pairs: Sequence[Pair], stored: F32, query: F32)
     )
 
 
-def _member(
-    x: F32,
-    y: F32,
-    *,
-    hidden: int,
-    l2: float,
-    seed: int,
-    max_epochs: int = 60,
-    patience: int = 10,
-    select: bool = True,
-) -> tuple[F32, F32, F32, float]:
-    """One standardised-input MLP; returns (w1, b1, w2, b2) at its best held-out loss."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(x))
-    cut = max(1, len(x) // 10)
-    held, train = order[:cut], order[cut:]
-    d = x.shape[1]
-    params = [
-        (rng.standard_normal((d, hidden)) * np.sqrt(2.0 / d)).astype(np.float32),
-        np.zeros(hidden, np.float32),
-        (rng.standard_normal(hidden) * np.sqrt(1.0 / hidden)).astype(np.float32),
-        np.zeros(1, np.float32),
-    ]
-    m = [np.zeros_like(p) for p in params]
-    v = [np.zeros_like(p) for p in params]
-    step, best, best_params, stale = 0, np.inf, [p.copy() for p in params], 0
+def _member(x: F32, y: F32, *, hidden: int, l2: float, seed: int) -> tuple[F32, F32, F32, float]:
+    """One MLP on standardised inputs: scikit-learn's ``MLPClassifier`` with the recipe's
+    settings; returns (w1, b1, w2, b2), the arrays :class:`~gateway.ml.verifier.Members` reads.
 
-    def loss(idx: npt.NDArray[np.int64]) -> float:
-        """Held-out error rate (as scikit-learn's early stopping: accuracy, not log-loss, which
-        stops too early for an ensemble)."""
-        h = np.maximum(x[idx] @ params[0] + params[1], 0)
-        z = h @ params[2] + params[3][0]
-        return float(np.mean((z > 0) != (y[idx] > 0.5)))
-
-    for _ in range(max_epochs):
-        rng.shuffle(train)
-        for start in range(0, len(train), 200):
-            idx = train[start : start + 200]
-            xb, yb = x[idx], y[idx]
-            pre = xb @ params[0] + params[1]
-            h = np.maximum(pre, 0)
-            z = h @ params[2] + params[3][0]
-            g = (1.0 / (1.0 + np.exp(-z)) - yb) / len(idx)
-            gh = np.outer(g, params[2]) * (pre > 0)
-            grads = [xb.T @ gh + l2 * params[0], gh.sum(0), h.T @ g + l2 * params[2], g.sum()[None]]
-            step += 1
-            for i, grad in enumerate(grads):
-                m[i] = 0.9 * m[i] + 0.1 * grad
-                v[i] = 0.999 * v[i] + 0.001 * grad * grad
-                m_hat, v_hat = m[i] / (1 - 0.9**step), v[i] / (1 - 0.999**step)
-                params[i] -= (1e-3 * m_hat / (np.sqrt(v_hat) + 1e-8)).astype(np.float32)
-        current = loss(held)
-        if current < best - 1e-4:
-            best, best_params, stale = current, [p.copy() for p in params], 0
-        else:
-            stale += 1
-            if stale >= patience:
-                break
-    w1, b1, w2, b2 = best_params if select else params
-    return w1, b1, w2, float(b2[0])
+    ``alpha = l2 * batch``: scikit-learn divides the penalty's gradient by the batch size, the
+    recipe adds ``l2 * w`` to the batch-mean gradient. Early stopping on held-out accuracy (a
+    10% slice, patience 10) keeps the best epoch's weights, as the hand-written Adam loop did.
+    """
+    positive, batch = y > 0.5, min(BATCH, len(x))
+    model = MLPClassifier(
+        hidden_layer_sizes=(hidden,),
+        alpha=l2 * batch,
+        batch_size=batch,
+        learning_rate_init=1e-3,
+        max_iter=MAX_EPOCHS,
+        # a held-out slice needs rows of both classes; a toy set trains to the epoch cap instead
+        early_stopping=min(int(positive.sum()), int((~positive).sum())) >= MIN_HELD_OUT,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        random_state=seed,
+    )
+    with warnings.catch_warnings():  # stopping at MAX_EPOCHS is the recipe, not a failure
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(x, positive)
+    w1, w2 = model.coefs_
+    b1, b2 = model.intercepts_
+    return w1.astype(np.float32), b1.astype(np.float32), w2[:, 0].astype(np.float32), float(b2[0])
 
 
 def fit(x: F32, y: F32, *, members: int, hidden: int, l2: float, seed: int) -> Members:
-    mean = x.mean(axis=0).astype(np.float32)
-    std = (x.std(axis=0) + 1e-6).astype(np.float32)
+    """The ensemble: ``members`` MLPs from seeds ``seed``, ``seed + 1``, ...; inputs standardised
+    here so that the artifact carries the mean and scale the verifier applies. A column constant
+    in training keeps scale 1 (``StandardScaler``'s rule), so that an unseen value of it cannot
+    blow up the logits."""
+    scaler = StandardScaler().fit(x)
+    mean, std = scaler.mean_.astype(np.float32), scaler.scale_.astype(np.float32)
     z = ((x - mean) / std).astype(np.float32)
     parts = [_member(z, y, hidden=hidden, l2=l2, seed=seed + k) for k in range(members)]
     return Members(

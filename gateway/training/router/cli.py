@@ -57,7 +57,7 @@ def _cache_dir(given: Path | None) -> Path:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"error: {message}")
+    err.print(f"error: {message}", markup=False)
     return typer.Exit(code)
 
 

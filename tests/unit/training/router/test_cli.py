@@ -43,37 +43,16 @@ def test_score(tmp_path: Path) -> None:
 
 def test_eval(tmp_path: Path) -> None:
     base = {"subset": "x", "weak_model": "w", "strong_model": "s", "contaminated": False}
+    cases = [  # benchmark, prompt, weak score, strong score
+        ("mmlu", "What is 2 + 2?\nA. 3\nB. 4\nAnswer:", 1, 1),
+        ("mmlu", "Which is a noble gas?\nA. Ne\nB. Na\nAnswer:", 0, 1),
+        ("mmlu", "Capital of Peru?\nA. Lima\nB. Cusco\nAnswer:", 1, 0),
+        ("gsm8k", "Tom has 3 apples and buys 4 more. How many?", 1, 1),
+        ("gsm8k", "A train leaves at 3 pm at 60 mph...", 0, 1),
+    ]
     rows: list[dict[str, object]] = [
-        {**base, "id": f"t/{i}", "benchmark": bench, "prompt": prompt, **scores}
-        for i, (bench, prompt, scores) in enumerate(
-            [
-                (
-                    "mmlu",
-                    "What is 2 + 2?\nA. 3\nB. 4\nAnswer:",
-                    {"weak_score": 1, "strong_score": 1},
-                ),
-                (
-                    "mmlu",
-                    "Which is a noble gas?\nA. Ne\nB. Na\nAnswer:",
-                    {"weak_score": 0, "strong_score": 1},
-                ),
-                (
-                    "mmlu",
-                    "Capital of Peru?\nA. Lima\nB. Cusco\nAnswer:",
-                    {"weak_score": 1, "strong_score": 0},
-                ),
-                (
-                    "gsm8k",
-                    "Tom has 3 apples and buys 4 more. How many?",
-                    {"weak_score": 1, "strong_score": 1},
-                ),
-                (
-                    "gsm8k",
-                    "A train leaves at 3 pm at 60 mph...",
-                    {"weak_score": 0, "strong_score": 1},
-                ),
-            ]
-        )
+        {**base, "id": f"t/{i}", "benchmark": b, "prompt": p, "weak_score": w, "strong_score": s}
+        for i, (b, p, w, s) in enumerate(cases)
     ]
     data = _write(tmp_path / "labelled.jsonl", rows)
     args = ["eval", "--data", str(data), "--cache-dir", str(tmp_path / "cache"), "--no-progress"]

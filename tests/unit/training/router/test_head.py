@@ -11,7 +11,7 @@ import pytest
 from gateway.ml.classifier import Classifier, features_of_text
 from gateway.training.router import metrics
 from gateway.training.router.data import LabelledRow, cached_embeddings
-from gateway.training.router.train import fit, logistic_fit
+from gateway.training.router.train import fit
 
 SIGNATURE = {"model": "fake", "max_seq_length": 8, "quantized": False, "dim": 16}
 
@@ -29,12 +29,6 @@ def _data(n: int = 400) -> tuple[list[LabelledRow], np.ndarray]:
         LabelledRow(f"r{i}", "mmlu", "s", f"question {i}?", weak[i], strong[i]) for i in range(n)
     ]
     return rows, vectors
-
-
-def test_logistic_fit_separates() -> None:
-    x = np.array([[-2.0], [-1.0], [1.0], [2.0]])
-    w, b = logistic_fit(x, [0, 0, 1, 1], l2=0.1)
-    assert w[0] > 0 and abs(b) < 1e-6
 
 
 def test_fit_learns_the_hard_cluster_and_round_trips(tmp_path: Path) -> None:
