@@ -13,8 +13,8 @@ rows are the test half and are never read here):
   logistic regression 0.82-0.84; gradient boosting 0.83). The members are scikit-learn's
   ``MLPClassifier``, which replaced a hand-written Adam loop: over ensemble seeds 0-2 on the QQP
   test half (cosine 0.75, rules accepting) it scores average precision 0.852-0.853 against
-  0.851, precision 0.761-0.763 / recall 0.643-0.646 against 0.763-0.765 / 0.632-0.637 at the
-  chosen cutoffs; it fits in 16 s against 7 s (``bench/cache/guard_fits.py``);
+  0.851, precision 0.761-0.763 / recall 0.641-0.648 against 0.763-0.765 / 0.632-0.637 at the
+  chosen cutoffs; it fits in 16 s against 7 s (``bench/cache/guard_fits.py``, RESULTS.md);
 - cutoff: from out-of-fold probabilities on the training pairs (``folds`` > 1), the one that
   maximises precision subject to recall ≥ ``min_recall`` among the pairs above the cosine
   ``threshold`` that the hard rules accept, the decision the cache makes. The default

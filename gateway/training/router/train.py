@@ -4,7 +4,7 @@ extra (scikit-learn), which serving never imports.
 The fitting is scikit-learn's (``LogisticRegression``, ``TfidfVectorizer``) rather than the
 hand-written Newton / Newton-CG solvers and TF-IDF this module had before: on the same split
 both give validation APGR MMLU 0.680, GSM8K 0.636 (difficulties within 1.3e-4 of each other)
-and scikit-learn fits in 13.8 s against 16.4 s (``bench/router/fits.py``, RESULTS.md). The
+and scikit-learn fits in 7.2 s against 8.1 s (``bench/router/fits.py``, RESULTS.md). The
 artifact is unchanged: weights, intercepts, the term vocabulary and idf as arrays that
 :mod:`gateway.ml.head` reads with numpy.
 
