@@ -26,7 +26,7 @@ from gateway.telemetry import Telemetry, metrics_endpoint
 def create_app(settings: Settings) -> Litestar:
     store = PolicyStore(settings)
     telemetry = Telemetry(settings.telemetry)
-    state = State({"store": store, "telemetry": telemetry})
+    state = State({"telemetry": telemetry})
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -47,7 +47,7 @@ def create_app(settings: Settings) -> Litestar:
             await semantic.get(policy.cache.semantic)
         telemetry.metrics.set_cache_size("semantic", semantic.size)
         services = state.services = Services(
-            ledger, exact, semantic, models, Background(), telemetry
+            store, ledger, exact, semantic, models, Background(), telemetry
         )
         watcher = asyncio.create_task(store.watch()) if settings.watch_policy else None
         # Everything loaded so far (policy, models, pools) lives as long as the process: keep

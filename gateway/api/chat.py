@@ -23,18 +23,15 @@ from gateway.pipeline.normalize import ChatRequest
 from gateway.pipeline.services import Services
 from gateway.pipeline.turn import Completed, Streaming
 from gateway.providers import AttemptFailed
-from gateway.runtime.store import Runtime
 
 log = logging.getLogger(__name__)
 
 
 @post("/v1/chat/completions", status_code=200)
 async def chat_completions(
-    request: Request[Any, Any, Any],
-    runtime: NamedDependency[Runtime],
-    services: NamedDependency[Services],
+    request: Request[Any, Any, Any], services: NamedDependency[Services]
 ) -> Response[bytes]:
-    return await serve(request, runtime, services, _parse, _render)
+    return await serve(request, services, _parse, _render)
 
 
 def _parse(raw: bytes, arrival: Arrival) -> ChatRequest:

@@ -8,12 +8,15 @@ from gateway.background import Background
 from gateway.exact_store import Store
 from gateway.ledger.base import Ledger
 from gateway.ml.loader import Models
+from gateway.runtime.store import PolicyStore
 from gateway.semantic.lazy import LazySemanticCache
 from gateway.telemetry import Telemetry
 
 
 @dataclass(frozen=True, slots=True)
 class Services:
+    policies: PolicyStore
+    """The policy in force (``policies.current``), reloaded on change."""
     ledger: Ledger
     exact: Store
     """Where the exact cache's entries live."""

@@ -1,7 +1,7 @@
 """A minimal gateway for ledger tests: the ledger's admin handlers on a real Litestar app.
 
-It stands in for the app factory (which mounts the same handlers): ``state.store`` has only
-``current.admins`` (a real `KeyRing`), and ``state.services.ledger`` is a real ledger that the
+It stands in for the app factory (which mounts the same handlers), providing their two
+dependencies itself: ``admins`` (a real `KeyRing`) and ``ledger``, a real ledger that the
 lifespan starts and closes. ``POST /v1/chat/completions`` is a toy gateway that answers at once and
 writes one ledger record per request, as the pipeline does: the same prompt twice is an exact
 cache hit, a prompt of more than 8 words goes to ``large``, others to ``small``.
