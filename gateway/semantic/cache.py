@@ -8,13 +8,10 @@ work runs in one worker thread; concurrent lookups that arrive while it is busy 
 together as one batch (one FAISS search per partition), so the event loop only ever waits on a
 future.
 
-With Redis (``redis_url``) every store is written to Redis first and then indexed locally; a
-follower task tails the Redis log and indexes other processes' entries as they arrive, and on
-start (or after an outage) it resynchronises: entries missing locally are loaded, local entries
-gone from Redis are dropped, and undecodable blobs are deleted. While Redis is unreachable or
-slow the cache is *degraded*: lookups keep working from the local index, stores are skipped,
-and the follower retries with backoff until a resync succeeds. Without Redis it is in-process
-only.
+With Redis (``redis_url``) the entries are shared with the other processes, and the cache is
+*degraded* while Redis is unreachable or slow (lookups keep working, stores are skipped); how
+the local index is kept in step is :mod:`~gateway.semantic.mirror`. Without Redis it is
+in-process only.
 
 Eviction is per process (``max_entries``, least recently used); Redis keeps the newest
 ``max_entries`` and nothing older than the TTL.
@@ -36,18 +33,15 @@ from typing import Any
 import faiss
 import numpy as np
 import numpy.typing as npt
-from redis.exceptions import RedisError
 
 from gateway.ml import guard
-from gateway.semantic import codec
 from gateway.semantic.index import Candidate, IndexConfig, LocalIndex, StoredEntry
-from gateway.semantic.store import Event, RedisStore, id_hex
+from gateway.semantic.mirror import RedisMirror
+from gateway.semantic.store import RedisStore, id_hex
 
 __all__ = ["Hit", "SemanticCache"]
 
 log = logging.getLogger(__name__)
-
-_REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 GuardCheck = Callable[[str, str, npt.NDArray[np.float32], npt.NDArray[np.float32]], guard.Verdict]
 """``check(query_text, entry_text, query_vector, entry_vector)``, as :meth:`guard.Guard.check`."""
@@ -98,7 +92,6 @@ class SemanticCache:
         sweep_interval_s: float = 5.0,
     ) -> None:
         self.config = config
-        self._store = store
         self._guard = guard_check
         self._clock = clock
         self._index = LocalIndex(config, clock)
@@ -109,12 +102,13 @@ class SemanticCache:
         self._drainer: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._sweep_interval_s = sweep_interval_s
-        self._degraded_reason: str | None = None
-        self._resync_needed = store is not None
-        self._cursor = "0-0"
         self._closed = False
         self.counters: Counter[str] = Counter()
-        self.last_sync: float | None = None
+        self._mirror = (
+            None
+            if store is None
+            else RedisMirror(store, self._index, self._run, self.counters, clock)
+        )
 
     @classmethod
     async def open(
@@ -154,12 +148,9 @@ class SemanticCache:
             clock=clock,
             sweep_interval_s=sweep_interval_s,
         )
-        if store is not None:
-            try:
-                await cache._resync()
-            except _REDIS_ERRORS as exc:
-                cache._degrade(exc)
-            cache._tasks.append(asyncio.create_task(cache._follow(), name="semantic-follow"))
+        if cache._mirror is not None:
+            await cache._mirror.start()
+            cache._tasks.append(asyncio.create_task(cache._mirror.follow(), name="semantic-follow"))
         cache._tasks.append(asyncio.create_task(cache._sweep(), name="semantic-sweep"))
         return cache
 
@@ -195,26 +186,9 @@ class SemanticCache:
         entry = StoredEntry(
             secrets.randbits(63), tenant, fingerprint, text, bytes(payload), self._clock()
         )
-        if self._store is not None:
-            if self._degraded_reason is not None:
-                self.counters["stores_skipped"] += 1
-                return None
-            record = codec.Record(
-                row.astype("<f4").tobytes(), tenant, fingerprint, text, entry.payload, entry.created
-            )
-            try:
-                await self._store.put(
-                    entry.entry_id,
-                    tenant,
-                    codec.encode(record),
-                    entry.created,
-                    self.config.ttl_s,
-                    self.config.max_entries,
-                )
-            except _REDIS_ERRORS as exc:
-                self._degrade(exc)
-                self.counters["stores_skipped"] += 1
-                return None
+        if self._mirror is not None and not await self._mirror.put(entry, row):
+            self.counters["stores_skipped"] += 1
+            return None
         await self._run(self._index.add, [(entry, row)])
         self.counters["stores"] += 1
         return id_hex(entry.entry_id)
@@ -223,13 +197,7 @@ class SemanticCache:
         """Delete the entries of ``tenant`` (every tenant when None), here and in Redis; returns
         how many were deleted (Redis's count when Redis is used)."""
         local = int(await self._run(self._index.remove_tenant, tenant))
-        if self._store is None:
-            return local
-        try:
-            return await self._store.flush(tenant)
-        except _REDIS_ERRORS as exc:
-            self._degrade(exc)
-            raise
+        return local if self._mirror is None else await self._mirror.flush(tenant)
 
     def __len__(self) -> int:
         return len(self._index)
@@ -237,25 +205,28 @@ class SemanticCache:
     @property
     def degraded(self) -> bool:
         """Redis is unreachable or slow: lookups use the local index, stores are skipped."""
-        return self._degraded_reason is not None
+        return self._mirror is not None and self._mirror.degraded_reason is not None
+
+    @property
+    def last_sync(self) -> float | None:
+        """Unix time of the last successful resync with Redis; None without one."""
+        return None if self._mirror is None else self._mirror.last_sync
 
     async def discard(self, entry_id: str, tenant: str) -> None:
         """Delete one entry (here and in Redis): its payload turned out unusable. Other
         processes keep their copy until it expires; each of them discards it on its own hit."""
         number = int(entry_id, 16)
         await self._run(self._index.remove, [number])
-        if self._store is not None and self._degraded_reason is None:
-            try:
-                await self._store.delete([(number, tenant)])
-            except _REDIS_ERRORS as exc:
-                self._degrade(exc)
+        if self._mirror is not None:
+            await self._mirror.delete(number, tenant)
 
     def health(self) -> dict[str, Any]:
         """State for /readyz and metrics: ``status`` is "ok" or "degraded"."""
+        reason = None if self._mirror is None else self._mirror.degraded_reason
         return {
-            "status": "degraded" if self._degraded_reason else "ok",
-            "backend": "redis" if self._store is not None else "memory",
-            "detail": self._degraded_reason,
+            "status": "degraded" if reason else "ok",
+            "backend": "redis" if self._mirror is not None else "memory",
+            "detail": reason,
             "entries": len(self._index),
             "partitions": self._index.partition_count(),
             "approximate_partitions": self._index.approximate_partitions(),
@@ -271,6 +242,8 @@ class SemanticCache:
         if self._closed:
             return
         self._closed = True
+        if self._mirror is not None:
+            self._mirror.stop()
         for task in [*self._tasks, self._drainer]:
             if task is not None and not task.done():
                 task.cancel()
@@ -280,8 +253,8 @@ class SemanticCache:
             if not pending.future.done():
                 pending.future.set_result(None)
         self._executor.shutdown(wait=True)
-        if self._store is not None:
-            await self._store.aclose()
+        if self._mirror is not None:
+            await self._mirror.aclose()
 
     # ---- lookups -------------------------------------------------------------------------
 
@@ -346,103 +319,6 @@ class SemanticCache:
                 id_hex(entry.entry_id), candidate.score, entry.text, entry.payload, entry.created
             )
         return None
-
-    # ---- Redis: sync, follow, degrade ----------------------------------------------------
-
-    def _degrade(self, exc: BaseException) -> None:
-        reason = f"redis: {type(exc).__name__}: {exc}"[:300]
-        if self._degraded_reason is None:
-            log.warning("semantic cache degraded (%s); serving from the local index", reason)
-        self._degraded_reason = reason
-        self._resync_needed = True
-
-    async def _resync(self) -> None:
-        """Make the local index equal to Redis's newest ``max_entries`` entries."""
-        assert self._store is not None
-        cursor = await self._store.last_log_id()
-        remote = await self._store.members(self.config.max_entries)
-        local = await self._run(self._index.ids)
-        gone = local - remote.keys()
-        if gone:
-            await self._run(self._index.remove, gone)
-        await self._load([i for i in remote if i not in local], remote)
-        self._cursor = cursor
-        self._resync_needed = False
-        self.last_sync = self._clock()
-        if self._degraded_reason is not None:
-            log.warning("semantic cache recovered: Redis answers again")
-        self._degraded_reason = None
-
-    async def _load(self, entry_ids: list[int], tenants: dict[int, str] | None = None) -> None:
-        """Fetch, validate and index entries; undecodable ones are deleted from Redis."""
-        assert self._store is not None
-        if not entry_ids:
-            return
-        blobs = await self._store.fetch(entry_ids)
-        good: list[tuple[StoredEntry, npt.NDArray[np.float32]]] = []
-        bad: list[tuple[int, str | None]] = []
-        for entry_id, blob in blobs.items():
-            tenant = tenants.get(entry_id) if tenants else None
-            if blob is None:
-                bad.append((entry_id, tenant))  # expired key: drop its index member
-                continue
-            try:
-                record, vector = codec.decode(blob, self.config.dim)
-            except codec.CorruptEntry as exc:
-                log.warning("deleting corrupt semantic-cache entry %s: %s", id_hex(entry_id), exc)
-                self.counters["corrupt_deleted"] += 1
-                bad.append((entry_id, tenant))
-                continue
-            if tenant is not None and record.tenant != tenant:
-                self.counters["corrupt_deleted"] += 1
-                bad.append((entry_id, tenant))
-                continue
-            entry = StoredEntry(
-                entry_id,
-                record.tenant,
-                record.fingerprint,
-                record.text,
-                record.payload,
-                record.created,
-            )
-            good.append((entry, vector))
-        if good:
-            await self._run(self._index.add, good)
-        if bad:
-            await self._store.delete(bad)
-
-    async def _apply(self, events: list[Event]) -> None:
-        adds: list[int] = []
-        for event in events:
-            if event.op == "add":
-                with contextlib.suppress(ValueError):
-                    entry_id = int(event.arg, 16)
-                    if entry_id not in self._index:
-                        adds.append(entry_id)
-            elif event.op == "flush":
-                await self._load(adds)
-                adds = []
-                await self._run(self._index.remove_tenant, event.arg or None)
-        await self._load(adds)
-
-    async def _follow(self) -> None:
-        assert self._store is not None
-        backoff = 0.1
-        while not self._closed:
-            try:
-                if self._resync_needed:
-                    await self._resync()
-                cursor, events = await self._store.follow(self._cursor)
-                if events:
-                    await self._apply(events)
-                self._cursor = cursor
-                backoff = 0.1
-            except asyncio.CancelledError:
-                raise
-            except _REDIS_ERRORS as exc:
-                self._degrade(exc)
-                await asyncio.sleep(backoff)
-                backoff = min(2.0, backoff * 2)
 
     async def _sweep(self) -> None:
         while not self._closed:
