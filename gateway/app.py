@@ -20,7 +20,7 @@ from gateway.policy.schema import Policy
 from gateway.runtime.store import PolicyStore
 from gateway.semantic.lazy import LazySemanticCache
 from gateway.settings import Settings
-from gateway.telemetry import Telemetry, metrics_endpoint
+from gateway.telemetry import Telemetry
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -70,7 +70,7 @@ def create_app(settings: Settings) -> Litestar:
             await telemetry.aclose()
 
     return Litestar(
-        route_handlers=[*api.ROUTES, metrics_endpoint],
+        route_handlers=api.ROUTES,
         dependencies=api.DEPENDENCIES,
         lifespan=[lifespan],
         exception_handlers=api.EXCEPTION_HANDLERS,

@@ -9,17 +9,17 @@ upstream stream breaks after it started.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import msgspec
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
 
-from gateway.api.door import Arrival, gateway_headers, serve
+from gateway.api.door import gateway_headers, serve
 from gateway.api.sse import SSEResponse
 from gateway.pipeline import normalize
-from gateway.pipeline.normalize import ChatRequest
+from gateway.pipeline.normalize import Arrival, ChatRequest
 from gateway.pipeline.services import Services
 from gateway.pipeline.turn import Completed, Streaming
 from gateway.providers import AttemptFailed
@@ -34,8 +34,7 @@ async def chat_completions(
     return await serve(request, services, _parse, _render)
 
 
-def _parse(raw: bytes, arrival: Arrival) -> ChatRequest:
-    headers = arrival.headers
+def _parse(raw: bytes, arrival: Arrival, headers: Mapping[str, str]) -> ChatRequest:
     return normalize.chat_request(
         raw,
         request_id=arrival.request_id,

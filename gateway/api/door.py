@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from litestar import Request, Response
@@ -20,24 +19,13 @@ from litestar import Request, Response
 from gateway.errors import GatewayError, PayloadTooLarge
 from gateway.pipeline import ledger
 from gateway.pipeline.authenticate import tenant_of
-from gateway.pipeline.normalize import ChatRequest, new_request_id
+from gateway.pipeline.normalize import Arrival, ChatRequest, new_request_id
 from gateway.pipeline.run import run
 from gateway.pipeline.services import Services
 from gateway.pipeline.turn import Completed, Streaming, Turn
 
-
-@dataclass(frozen=True, slots=True)
-class Arrival:
-    """Who sent a request and when, known before its body is read."""
-
-    request_id: str
-    tenant: str
-    headers: Mapping[str, str]
-    at: tuple[float, float]
-    """``time.time()`` and ``time.monotonic()`` when it arrived."""
-
-
-Parse = Callable[[bytes, Arrival], ChatRequest]
+Parse = Callable[[bytes, Arrival, Mapping[str, str]], ChatRequest]
+"""A door's reader: the body, who sent it and when, and the request's headers."""
 Render = Callable[[Completed | Streaming], Response[bytes]]
 
 
@@ -56,13 +44,14 @@ async def serve(
     trace = services.telemetry.start_request(request.headers, request_id)
     with trace.activate():  # an error escaping it ends the request's span with its status
         tenant = tenant_of(runtime.tenants, request.headers.get("authorization"))
+        arrival = Arrival(request_id, tenant, at)
         try:
             raw = await read_body(request, runtime.policy.limits.max_body_bytes)
-            chat = parse(raw, Arrival(request_id, tenant, request.headers, at))
+            chat = parse(raw, arrival, request.headers)
             trace.describe(chat)
             result = await run(Turn(chat, runtime, services, trace))
         except GatewayError as exc:
-            ledger.record_failure(services, trace, request_id, tenant, at, exc)
+            ledger.record_failure(services, trace, arrival, exc)
             raise
     return render(result)
 

@@ -1,4 +1,4 @@
-"""Liveness, readiness, and the model list a client picks from."""
+"""Liveness, readiness, metrics, and the model list a client picks from."""
 
 from __future__ import annotations
 
@@ -18,6 +18,15 @@ async def list_models(
 ) -> Response[bytes]:
     tenant_of(runtime.tenants, request.headers.get("authorization"))
     return Response(runtime.models_body, media_type="application/json")
+
+
+@get("/metrics", include_in_schema=False)
+async def metrics(
+    request: Request[Any, Any, Any], services: NamedDependency[Services]
+) -> Response[bytes]:
+    """The Prometheus exposition (OpenMetrics when the scraper asks for it)."""
+    body, content_type = services.telemetry.metrics.render(request.headers.get("accept"))
+    return Response(body, media_type=content_type)
 
 
 @get("/healthz")
@@ -51,4 +60,4 @@ async def readyz(
     }
 
 
-ROUTES = [list_models, healthz, readyz]
+ROUTES = [list_models, metrics, healthz, readyz]

@@ -24,7 +24,7 @@ from gateway.ml.classifier import Judgement
 from gateway.ml.text import request_text
 from gateway.pipeline.cached_answer import CachedAnswer
 from gateway.pipeline.cost import cost_usd
-from gateway.pipeline.normalize import ChatRequest
+from gateway.pipeline.normalize import Arrival, ChatRequest
 from gateway.pipeline.reply import Answer
 from gateway.pipeline.services import Services
 from gateway.pipeline.turn import Turn
@@ -136,15 +136,16 @@ def record_hit(turn: Turn, answer: CachedAnswer) -> None:
 
 
 def record_failure(
-    services: Services,
-    trace: RequestTrace,
-    request_id: str,
-    tenant: str,
-    arrived: tuple[float, float],
-    error: GatewayError,
+    services: Services, trace: RequestTrace, arrival: Arrival, error: GatewayError
 ) -> None:
     """Write the record of a request that failed without an answer."""
-    entry = failure(request_id, tenant, arrived, error.status_code, free=error.before_any_model)
+    entry = failure(
+        arrival.request_id,
+        arrival.tenant,
+        arrival.at,
+        error.status_code,
+        free=error.before_any_model,
+    )
     _write(services, trace, entry)
 
 

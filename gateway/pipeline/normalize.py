@@ -69,6 +69,16 @@ class ChatRequest:
     """When the request arrived (``time.time()``, ``time.monotonic()``)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """Who sent a request and when, known before its body is read."""
+
+    request_id: str
+    tenant: str
+    at: tuple[float, float]
+    """``time.time()`` and ``time.monotonic()`` when it arrived."""
+
+
 def new_request_id() -> str:
     return f"req_{uuid.uuid4().hex}"
 

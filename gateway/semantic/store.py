@@ -11,8 +11,8 @@ Keys, under ``{namespace}:sem``:
 
 Two clients: ``client`` with short timeouts for everything a request may wait on, ``blocking``
 with a socket timeout longer than the XREAD block for the follower. Redis errors propagate as
-``redis.exceptions.RedisError``/``OSError``; :class:`SemanticCache` turns them into a degraded
-state.
+``redis.exceptions.RedisError``/``OSError``; :class:`~gateway.semantic.mirror.RedisMirror`
+turns them into a degraded state.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Telemetry: OpenTelemetry traces, Prometheus (and OTLP) metrics, and JSON request logs.
 
-The app factory builds one `Telemetry` from `TelemetryConfig.from_env` and puts it in
-``app.state.telemetry``; `metrics` (the ``GET /metrics`` handler) reads it from there. Per
+The app factory builds one `Telemetry` from `TelemetryConfig.from_env` and hands it to the
+services (``GET /metrics``, in :mod:`gateway.api.health`, renders its `Metrics`). Per
 request: `Telemetry.start_request` gives a `RequestTrace` whose ``activate()`` block covers the
 handler, whose ``stage(...)`` blocks cover the pipeline stages, and which
 `Telemetry.request_done` ends with the ledger record (span, metrics and log line together).
@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from gateway.telemetry.config import TelemetryConfig
     from gateway.telemetry.core import Telemetry
-    from gateway.telemetry.http import metrics as metrics_endpoint
     from gateway.telemetry.logs import (
         REQUEST_LOGGER,
         JsonFormatter,
@@ -43,7 +42,6 @@ if TYPE_CHECKING:
 _HOMES = {
     "TelemetryConfig": "config",
     "Telemetry": "core",
-    "metrics_endpoint": "http",
     "REQUEST_LOGGER": "logs",
     "JsonFormatter": "logs",
     "TextFormatter": "logs",
@@ -75,7 +73,6 @@ __all__ = [
     "current",
     "fallback",
     "log_request",
-    "metrics_endpoint",
     "upstream_headers",
 ]
 
@@ -84,6 +81,4 @@ def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'gateway.telemetry' has no attribute {name!r}")
-    # The endpoint is exported under another name: the submodule `metrics` takes its own.
-    source = "metrics" if name == "metrics_endpoint" else name
-    return getattr(importlib.import_module(f"gateway.telemetry.{home}"), source)
+    return getattr(importlib.import_module(f"gateway.telemetry.{home}"), name)

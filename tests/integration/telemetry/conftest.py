@@ -18,12 +18,15 @@ import aiohttp
 import pytest
 from litestar import Litestar, Request, Response, post
 from litestar.datastructures import State
+from litestar.di import Provide
 
+from gateway.api.health import metrics
 from gateway.ledger.record import LedgerRecord
 from gateway.pipeline import normalize
+from gateway.pipeline.services import Services
 from gateway.policy.schema import ModelConfig
 from gateway.providers import AttemptFailed
-from gateway.telemetry import Telemetry, attempt, fallback, metrics_endpoint, upstream_headers
+from gateway.telemetry import Telemetry, attempt, fallback, upstream_headers
 from tests.fake_upstream import FakeUpstream
 from tests.servers import ServerThread
 
@@ -116,7 +119,14 @@ def build_app(telemetry: Telemetry, primary: FakeUpstream, backup: FakeUpstream)
             )
         return Response(body, media_type="application/json")
 
-    return Litestar([chat, metrics_endpoint], state=State({"telemetry": telemetry}), debug=False)
+    # /metrics reads only the telemetry of the services
+    services = Services(None, None, None, None, None, None, telemetry)  # type: ignore[arg-type]
+    return Litestar(
+        [chat, metrics],
+        dependencies={"services": Provide(lambda: services, sync_to_thread=False)},
+        state=State({"telemetry": telemetry}),
+        debug=False,
+    )
 
 
 @pytest.fixture
