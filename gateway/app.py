@@ -71,7 +71,7 @@ def create_app(settings: Settings) -> Litestar:
 
     return Litestar(
         route_handlers=api.ROUTES,
-        dependencies=api.DEPENDENCIES,
+        dependencies=api.dependencies(state),
         lifespan=[lifespan],
         exception_handlers=api.EXCEPTION_HANDLERS,
         state=state,

@@ -9,9 +9,9 @@
 """
 
 from gateway.api import admin, chat, health, reports
-from gateway.api.deps import DEPENDENCIES
+from gateway.api.deps import dependencies
 from gateway.api.errors import EXCEPTION_HANDLERS
 
 ROUTES = [chat.chat_completions, *health.ROUTES, *admin.ROUTES, *reports.ROUTES]
 
-__all__ = ["DEPENDENCIES", "EXCEPTION_HANDLERS", "ROUTES"]
+__all__ = ["EXCEPTION_HANDLERS", "ROUTES", "dependencies"]
