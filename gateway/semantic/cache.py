@@ -284,20 +284,56 @@ class SemanticCache:
                     item.future.set_result(result)
 
     def _lookup_batch(self, batch: list[_Lookup]) -> list[Hit | None]:
-        """In the worker thread: one FAISS search per partition for the whole batch."""
+        """In the worker thread: one FAISS search per partition for the whole batch.
+
+        A lookup that fails is a miss for itself alone: a partition whose shared search fails
+        is searched again one lookup at a time, and each lookup's decision is its own.
+        """
         groups: dict[tuple[str, str], list[int]] = {}
         for i, item in enumerate(batch):
             groups.setdefault((item.tenant, item.fingerprint), []).append(i)
         results: list[Hit | None] = [None] * len(batch)
-        for (tenant, fingerprint), members in groups.items():
-            vectors = np.vstack([batch[i].vector for i in members])
-            floor = min(batch[i].threshold for i in members)
-            ages = [batch[i].max_age_s for i in members]
-            max_age = None if any(a is None for a in ages) else max(a for a in ages if a)
-            found = self._index.search(tenant, fingerprint, vectors, floor, max_age)
-            for i, candidates in zip(members, found, strict=True):
-                results[i] = self._decide(batch[i], candidates)
+        for members in groups.values():
+            items = [batch[i] for i in members]
+            try:
+                found = self._search(items)
+            except Exception:
+                if len(items) == 1:
+                    self._failed(items[0])
+                    continue
+                found = [self._search_alone(item) for item in items]
+            for i, item, candidates in zip(members, items, found, strict=True):
+                try:
+                    results[i] = self._decide(item, candidates)
+                except Exception:
+                    self._failed(item)
         return results
+
+    def _search(self, items: list[_Lookup]) -> list[list[Candidate]]:
+        """The candidates of lookups of one tenant and fingerprint, in one search: down to the
+        lowest threshold and up to the oldest age any of them accepts (each is filtered to its
+        own in `_decide`)."""
+        ages = [item.max_age_s for item in items]
+        max_age = None if any(a is None for a in ages) else max(a for a in ages if a is not None)
+        return self._index.search(
+            items[0].tenant,
+            items[0].fingerprint,
+            np.vstack([item.vector for item in items]),
+            min(item.threshold for item in items),
+            max_age,
+        )
+
+    def _search_alone(self, item: _Lookup) -> list[Candidate]:
+        try:
+            return self._search([item])[0]
+        except Exception:
+            self._failed(item)
+            return []
+
+    def _failed(self, item: _Lookup) -> None:
+        """A lookup that raised is a miss, never an error (logged, counted)."""
+        log.exception("semantic lookup failed (tenant %s)", item.tenant)
+        self.counters["lookup_errors"] += 1
 
     def _decide(self, item: _Lookup, candidates: list[Candidate]) -> Hit | None:
         self.counters["lookups"] += 1

@@ -7,10 +7,12 @@ import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
+from gateway.ml import guard
 from gateway.semantic import SemanticCache
 from tests.integration.semantic.conftest import REDIS_URL, TcpProxy, near, unit
 
@@ -81,6 +83,55 @@ async def test_concurrent_lookups_are_batched_and_right(cache: SemanticCache) ->
     assert [h.payload.decode() if h else None for h in hits] == [str(i) for i in range(40)]
 
 
+async def test_a_failing_lookup_spoils_no_other_lookup_of_its_batch(namespace: str) -> None:
+    """``Cache-Control: max-age=0`` used to raise inside the batch (``max()`` of no ages), and
+    every lookup of that batch missed, other tenants' included. Now each lookup that fails (in
+    the shared search, or in its own decision) is a miss for itself alone."""
+    c = await SemanticCache.open(None, namespace=namespace, guard_check=_guard_failing_on_poison)
+    try:
+        v = unit(1)
+        for tenant in ("team-a", "team-b", "team-c"):
+            await c.store(tenant, "fp", v, Q, tenant.encode())
+        await asyncio.sleep(0.01)  # the entries are older than max-age=0
+        # team-c's partition search fails when a poisoned lookup is among its members.
+        search = c._index.search
+
+        def failing_search(tenant, fingerprint, vectors, threshold, max_age_s=None):  # type: ignore[no-untyped-def]
+            if tenant == "team-c" and threshold == 0.5:
+                raise RuntimeError("injected search failure")
+            return search(tenant, fingerprint, vectors, threshold, max_age_s)
+
+        c._index.search = failing_search  # type: ignore[method-assign]
+        lookups = [
+            ("team-a", Q, 0.9, None),
+            ("team-b", Q, 0.9, 0.0),  # max-age=0: a miss, and nothing else
+            ("team-a", "poison " + Q, 0.9, None),  # the guard raises on this one
+            ("team-c", Q, 0.9, None),
+            ("team-c", Q, 0.5, None),  # makes the shared search of team-c fail
+            ("team-a", Q, 0.9, 60.0),
+        ] * 3
+        hits = await asyncio.gather(
+            *(c.lookup(t, "fp", v, text, th, max_age_s=age) for t, text, th, age in lookups)
+        )
+        assert [h.payload.decode() if h else None for h in hits] == [
+            "team-a",
+            None,
+            None,
+            "team-c",
+            None,
+            "team-a",
+        ] * 3
+        assert c.health()["lookup_errors"] == 6  # the poisoned decisions and lone searches
+    finally:
+        await c.aclose()
+
+
+def _guard_failing_on_poison(a: str, b: str, u: Any, v: Any) -> guard.Verdict:
+    if a.startswith("poison"):
+        raise ValueError("injected guard failure")
+    return guard.check(a, b, u, v)
+
+
 async def test_lru_bound_and_ttl(namespace: str) -> None:
     c = await SemanticCache.open(
         REDIS_URL, namespace=namespace, max_entries=3, ttl_s=1.0, sweep_interval_s=0.2
@@ -126,7 +177,8 @@ async def test_restart_rebuilds_the_index_from_redis(namespace: str) -> None:
 SECOND_PROCESS = textwrap.dedent("""
     import asyncio, sys
     import numpy as np
-    from gateway.semantic import SemanticCache
+    from gateway.ml import guard
+from gateway.semantic import SemanticCache
 
     async def main() -> None:
         cache = await SemanticCache.open(sys.argv[1], namespace=sys.argv[2])
