@@ -1,8 +1,14 @@
 """Wire to value objects: the only place that reads the client's JSON.
 
-The gateway checks the few fields it acts on (``model``, ``messages``, ``stream``, ``tools``)
-with msgspec and forwards the client's object otherwise untouched, so fields it does not know
-(new OpenAI parameters, vendor extensions) still reach the provider.
+The gateway checks the fields it acts on (``model``, ``messages``, ``stream``, ``tools``) and
+those it reads anywhere later (the sampling parameters the caches key and bucket on, the
+counts telemetry reports) with msgspec, so no later stage meets a value of the wrong type; it
+forwards the client's object otherwise untouched, so fields it does not know (new OpenAI
+parameters, vendor extensions) still reach the provider.
+
+JSON nested deeper than `MAX_DEPTH` is refused: every later stage that walks the body (cache
+keys, fingerprints, the provider's encoder) recurses, and Python's recursion limit would turn a
+deep body into a crash anywhere along the way.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ import msgspec
 from gateway.errors import BadRequest
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+MAX_DEPTH = 64
+"""Nesting levels of arrays and objects a body may have (OpenAI allows 10 in a JSON schema)."""
+_TOO_DEEP = f"The body is nested more than {MAX_DEPTH} levels deep."
 
 
 class _Message(msgspec.Struct):
@@ -33,6 +42,16 @@ class _ChatBody(msgspec.Struct):
     stream: bool | None = False
     stream_options: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
+    # Read by the caches (key, cacheability, fingerprint buckets) and by telemetry.
+    temperature: float | None = None
+    top_p: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    n: int | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    seed: int | None = None
+    logprobs: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +117,13 @@ def chat_request(
         body = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"The body is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise BadRequest(_TOO_DEEP) from None
     if not isinstance(body, dict):
         raise BadRequest("The body must be a JSON object.")
+    deep = _too_deep(body)
+    if deep is not None:
+        raise BadRequest(_TOO_DEEP, param=deep)
     try:
         checked = msgspec.convert(body, _ChatBody)
     except msgspec.ValidationError as exc:
@@ -166,6 +190,24 @@ def parse_cache_control(header: str | None) -> CacheControl:
                 )
             max_age = float(value)
     return CacheControl(read, write, max_age)
+
+
+def _too_deep(body: dict[str, Any]) -> str | None:
+    """The top-level field whose arrays and objects nest past `MAX_DEPTH` levels (the body
+    itself being the first), or None. An explicit stack, since recursing is what a deep body
+    breaks."""
+    for field, value in body.items():
+        if not isinstance(value, dict | list):
+            continue
+        stack: list[tuple[dict[str, Any] | list[Any], int]] = [(value, 2)]
+        while stack:
+            node, depth = stack.pop()
+            if depth > MAX_DEPTH:
+                return field
+            for child in node.values() if isinstance(node, dict) else node:
+                if isinstance(child, dict | list):
+                    stack.append((child, depth + 1))
+    return None
 
 
 def _has_image(message: _Message) -> bool:
