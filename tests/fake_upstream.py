@@ -38,6 +38,9 @@ class Fault:
     """Raw body to send with ``status`` instead of the OpenAI error object."""
     no_usage: bool = False
     """Answer without ``usage``, as some servers do."""
+    long_line_after_chunks: int | None = None
+    """Streams: send this many chunks, then one SSE line longer than a client's line buffer
+    (aiohttp's limit is twice its read buffer, 512 KiB), then the rest."""
 
 
 @dataclass
@@ -147,6 +150,9 @@ class FakeUpstream:
                     with self._lock:
                         self.disconnects += 1
                     return
+                if fault.long_line_after_chunks == i:
+                    line = b"data: " + b"x" * (1 << 21) + b"\n\n"
+                    await send({"type": "http.response.body", "body": line, "more_body": True})
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await asyncio.sleep(0)
             await send({"type": "http.response.body", "body": b"", "more_body": False})

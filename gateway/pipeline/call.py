@@ -8,12 +8,18 @@ fault (400, 413, 422) ends everything at once and is passed on, since no other m
 accept the request either. Other failures (401, 403, 404) move on to the next candidate. When
 every candidate has failed, one `UpstreamUnavailable` lists every attempt.
 
+The client sees each failed attempt as a short reason of the gateway's own (model, kind,
+status, elapsed time), never the upstream's error text, which can quote the operator's key
+("Incorrect API key provided: sk-ab***yz"); that detail is logged, at WARNING, with the
+request id.
+
 A stream counts as started, and can no longer fall back, once its first chunk has arrived.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
@@ -33,9 +39,15 @@ from gateway.errors import UpstreamClientError, UpstreamUnavailable
 from gateway.pipeline.route import Decision
 from gateway.pipeline.turn import Turn
 from gateway.policy.schema import Retries
-from gateway.providers import AttemptFailed, Provider, Reply
+from gateway.providers import AttemptFailed, FailureKind, Provider, Reply
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+_REASONS: dict[FailureKind, str] = {
+    "timeout": "timed out",
+    "connect": "could not connect",
+    "protocol": "malformed response",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,12 +124,23 @@ async def _first_success(
                 with telemetry.attempt(name, policy.models[name], number):
                     return await attempt(provider)
             except AttemptFailed as exc:
+                elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+                log.warning(
+                    "request %s: attempt %d on %s failed after %.1f ms (%s): %s",
+                    turn.request.request_id,
+                    number,
+                    name,
+                    elapsed_ms,
+                    exc.kind,
+                    exc.message,
+                )
                 attempts.append(
                     {
                         "model": name,
-                        "error": exc.message,
+                        "kind": exc.kind,
                         "status": exc.status,
-                        "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
+                        "error": _reason(exc),
+                        "elapsed_ms": elapsed_ms,
                     }
                 )
                 if exc.clients_fault:
@@ -176,6 +199,13 @@ def _retrying(retries: Retries, attempts: int, budget_s: float) -> AsyncRetrying
         retry=retry_if_exception(lambda e: isinstance(e, AttemptFailed) and e.retryable),
         reraise=True,
     )
+
+
+def _reason(exc: AttemptFailed) -> str:
+    """What a client is told about one failed attempt: the gateway's words only."""
+    if exc.kind == "status":
+        return f"HTTP {exc.status}"
+    return _REASONS[exc.kind]
 
 
 def _unavailable(last: AttemptFailed, attempts: list[dict[str, Any]]) -> UpstreamUnavailable:

@@ -4,6 +4,12 @@ One pooled ``aiohttp.ClientSession`` per model entry of the policy, created when
 loaded and reused by every request. aiohttp rather than httpx, by measurement: on these 2-core
 machines a keep-alive request costs httpx about 1.7 ms of CPU and aiohttp about 0.3 ms
 (``bench/overhead/clients.py``), and the client is most of the gateway's own cost per request.
+
+Timeouts: ``first_token_s`` is aiohttp's ``sock_read`` on streams only (the wait for the head,
+the first chunk, and between chunks). A non-streamed answer's head comes only when generation
+ends, so it is bounded by ``total_s`` alone. Everything aiohttp raises (its ``ClientError``s,
+and its HTTP parser's errors, such as an SSE line over its buffer limit) leaves as
+`AttemptFailed`.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 
 import aiohttp
 import msgspec
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
 from gateway import telemetry
 from gateway.policy.schema import ModelConfig
@@ -32,13 +39,15 @@ class OpenAICompatible:
         headers = {"content-type": "application/json", **config.headers}
         if config.api_key:
             headers["authorization"] = f"Bearer {config.api_key}"
+        # connect covers the wait for a pooled connection too; on a stream, sock_read is the wait
+        # for the response head and between chunks: the time-to-first-token limit.
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, connect=t.connect_s, sock_read=t.first_token_s
+        )
+        self._complete_timeout = aiohttp.ClientTimeout(total=None, connect=t.connect_s)
         self._session = aiohttp.ClientSession(
             headers=headers,
-            # connect covers the wait for a pooled connection too; sock_read is the wait for the
-            # response head and between streamed chunks: the time-to-first-token limit.
-            timeout=aiohttp.ClientTimeout(
-                total=None, connect=t.connect_s, sock_read=t.first_token_s
-            ),
+            timeout=self._stream_timeout,
             connector=aiohttp.TCPConnector(limit=config.max_connections, ttl_dns_cache=300),
             auto_decompress=True,
         )
@@ -50,13 +59,16 @@ class OpenAICompatible:
         try:
             async with asyncio.timeout(self._config.timeouts.total_s):
                 async with self._session.post(
-                    self._url, data=self._payload(body), headers=_trace_headers()
+                    self._url,
+                    data=self._payload(body),
+                    headers=_trace_headers(),
+                    timeout=self._complete_timeout,
                 ) as response:
                     await _raise_for_status(response)
                     content = await response.read()
         except TimeoutError as exc:
             raise AttemptFailed("timeout", "timed out waiting for the answer") from exc
-        except aiohttp.ClientError as exc:
+        except _AIOHTTP_ERRORS as exc:
             raise _translate(exc) from exc
         return Reply(content)
 
@@ -79,7 +91,7 @@ class OpenAICompatible:
                     yield data
         except TimeoutError as exc:
             raise AttemptFailed("timeout", "timed out waiting for data") from exc
-        except aiohttp.ClientError as exc:
+        except _AIOHTTP_ERRORS as exc:
             raise _translate(exc) from exc
         raise AttemptFailed("protocol", "the stream ended without data: [DONE]")
 
@@ -141,9 +153,17 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _translate(exc: aiohttp.ClientError) -> AttemptFailed:
+_AIOHTTP_ERRORS = (aiohttp.ClientError, HttpProcessingError)
+"""What aiohttp raises on a failed exchange: its client errors, and its HTTP parser's errors
+(``LineTooLong``, ``BadHttpMessage``...), which are not ``ClientError``s."""
+
+
+def _translate(exc: aiohttp.ClientError | HttpProcessingError) -> AttemptFailed:
     if isinstance(exc, aiohttp.ServerTimeoutError | aiohttp.ConnectionTimeoutError):
         return AttemptFailed("timeout", f"timed out: {exc}")
     if isinstance(exc, aiohttp.ClientConnectorError):
         return AttemptFailed("connect", f"cannot connect: {exc}")
+    if isinstance(exc, LineTooLong):
+        # Its text quotes the start of the line: upstream data, not a reason.
+        return AttemptFailed("protocol", f"the upstream sent a line over {exc.args[1]} bytes")
     return AttemptFailed("protocol", f"{type(exc).__name__}: {exc}")
