@@ -17,6 +17,7 @@ from gateway.ledger.store import open_ledger
 from gateway.ml.loader import Models
 from gateway.pipeline.services import Services
 from gateway.policy.schema import Policy
+from gateway.runtime.limiter import Limiter
 from gateway.runtime.store import PolicyStore
 from gateway.semantic.lazy import LazySemanticCache
 from gateway.settings import Settings
@@ -47,7 +48,14 @@ def create_app(settings: Settings) -> Litestar:
             await semantic.get(policy.cache.semantic)
         telemetry.metrics.set_cache_size("semantic", semantic.size)
         services = state.services = Services(
-            store, ledger, exact, semantic, models, Background(), telemetry
+            store,
+            ledger,
+            exact,
+            semantic,
+            models,
+            Background(),
+            telemetry,
+            limiter=Limiter(settings.redis_url),
         )
         watcher = asyncio.create_task(store.watch()) if settings.watch_policy else None
         # Everything loaded so far (policy, models, pools) lives as long as the process: keep
@@ -68,6 +76,7 @@ def create_app(settings: Settings) -> Litestar:
             await models.aclose()
             await store.aclose()
             await telemetry.aclose()
+            await services.limiter.aclose()
 
     return Litestar(
         route_handlers=api.ROUTES,

@@ -11,6 +11,9 @@ logged at, so one handler (``api.render_error``) turns any of them into OpenAI's
     ├── ModelNotFound         404  invalid_request_error / model_not_found
     ├── PayloadTooLarge       413  invalid_request_error / request_too_large
     ├── BudgetExceeded        429  insufficient_quota / budget_exceeded
+    ├── RateLimited           429  requests or tokens / rate_limit_exceeded (a tenant's limits)
+    ├── ClientClosedRequest   499  the client went away before the answer (ledger only)
+    ├── Overloaded            503  api_error / overloaded (the server-wide queue is full)
     ├── UpstreamClientError   4xx  the upstream's own client error, passed on with its status
     ├── UpstreamUnavailable   502 / 503 / 504 after every retry and fallback failed
     └── FrameworkError        the HTTP layer's own refusals (unknown path, wrong method)
@@ -113,6 +116,41 @@ class BudgetExceeded(GatewayError):
     type = "insufficient_quota"
     default_code = "budget_exceeded"
     log_level = logging.INFO
+
+
+class RateLimited(GatewayError):
+    """A tenant's requests, tokens or concurrent requests per the policy's ``limits``; OpenAI's
+    ``type`` says which (``requests`` or ``tokens``), its headers when to come back."""
+
+    status = 429
+    before_any_model = True
+    type = "requests"
+    default_code = "rate_limit_exceeded"
+    log_level = logging.INFO
+
+
+class TokensRateLimited(RateLimited):
+    type = "tokens"
+
+
+class ClientClosedRequest(GatewayError):
+    """The client went away while its request ran; nobody reads this, the ledger records it
+    (nginx's 499). A model may have been reached, so its cost is unknown."""
+
+    status = 499
+    type = "invalid_request_error"
+    default_code = "client_closed_request"
+    log_level = logging.INFO
+
+
+class Overloaded(GatewayError):
+    """The server's concurrent requests and its queue are full: a fast refusal, not a wait."""
+
+    status = 503
+    before_any_model = True
+    type = "api_error"
+    default_code = "overloaded"
+    log_level = logging.WARNING
 
 
 class UpstreamClientError(GatewayError):

@@ -55,7 +55,7 @@ class FakeUpstream:
     name: str = "fake"
     requests: list[Received] = field(default_factory=list)
     disconnects: int = 0
-    """Streams whose client went away before the end."""
+    """Requests whose client went away before the end (during a delay, or a stream)."""
     _faults: deque[Fault] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     server: ServerThread | None = None
@@ -104,8 +104,8 @@ class FakeUpstream:
             await _send(send, 404, _error_body(f"no route {scope['path']}", "not_found"))
             return
         fault = self._next_fault() or Fault()
-        if fault.delay_s:
-            await asyncio.sleep(fault.delay_s)
+        if fault.delay_s and await self._left_during(receive, fault.delay_s):
+            return
         if fault.status is not None:
             extra = [(b"retry-after", fault.retry_after.encode())] if fault.retry_after else []
             content = (
@@ -126,6 +126,17 @@ class FakeUpstream:
             if fault.no_usage:
                 del answer["usage"]
             await _send(send, 200, json.dumps(answer).encode())
+
+    async def _left_during(self, receive: Receive, delay_s: float) -> bool:
+        """Wait ``delay_s``; True (counted in `disconnects`) when the client left meanwhile."""
+        gone = asyncio.ensure_future(receive())  # resolves with http.disconnect
+        await asyncio.wait([gone], timeout=delay_s)
+        if not gone.done():
+            gone.cancel()
+            return False
+        with self._lock:
+            self.disconnects += 1
+        return True
 
     async def _stream(
         self, body: dict[str, Any], receive: Receive, send: Send, fault: Fault

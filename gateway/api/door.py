@@ -3,21 +3,25 @@
 A door is an adapter: its handler reads its wire format into the pipeline's `ChatRequest` (a
 ``parse`` function) and turns the pipeline's result back into its wire format (``render``).
 `serve` does the rest, the same for every door: the request id and arrival time, the trace,
-the tenant from the API key, the body within the policy's size limit, the pipeline run, and
-the ledger record of a request that fails. The ``x-gateway-*`` headers are the same on every
-door (`gateway_headers`).
+the tenant from the API key, the body within the policy's size limit, the request's bounds and
+the rate limits (`gateway.pipeline.limits`), the pipeline run, and the ledger record of a
+request that fails. The ``x-gateway-*`` headers are the same on every door (`gateway_headers`).
+
+A client that goes away while its request runs (before a stream has begun) cancels the run,
+and with it the upstream call; the ledger records a 499, as for a stream the client left.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from litestar import Request, Response
 
-from gateway.errors import GatewayError, PayloadTooLarge
-from gateway.pipeline import ledger
+from gateway.errors import ClientClosedRequest, GatewayError, PayloadTooLarge
+from gateway.pipeline import ledger, limits
 from gateway.pipeline.authenticate import tenant_of
 from gateway.pipeline.normalize import Arrival, ChatRequest, new_request_id
 from gateway.pipeline.run import run
@@ -45,15 +49,70 @@ async def serve(
     with trace.activate():  # an error escaping it ends the request's span with its status
         tenant = tenant_of(runtime.tenants, request.headers.get("authorization"))
         arrival = Arrival(request_id, tenant, at)
+        admission = None
         try:
             raw = await read_body(request, runtime.policy.limits.max_body_bytes)
-            chat = parse(raw, arrival, request.headers)
+            chat = limits.shape(parse(raw, arrival, request.headers), runtime)
             trace.describe(chat)
-            result = await run(Turn(chat, runtime, services, trace))
+            with Watch(request) as watch:
+                try:
+                    admission = await limits.admit(services, runtime, tenant)
+                    result = await run(Turn(chat, runtime, services, trace))
+                except asyncio.CancelledError:
+                    if not watch.client_gone():
+                        raise
+                    raise ClientClosedRequest("The client closed the connection.") from None
         except GatewayError as exc:
+            if admission is not None:
+                await admission.release()
             ledger.record_failure(services, trace, arrival, exc)
             raise
-    return render(result)
+    if admission is None:
+        return render(result)
+    if isinstance(result, Streaming):
+        response = render(limits.held_until_end(result, admission))
+    else:
+        await admission.release()
+        response = render(result)
+    response.headers.update(admission.headers)
+    return response
+
+
+class Watch:
+    """Cancels the request's task when its client goes away, while the ``with`` block runs.
+
+    The body has been read, so the next ASGI message can only be ``http.disconnect``. It costs
+    one task per request, as `gateway.api.sse.SSEResponse` does for a stream.
+    """
+
+    __slots__ = ("_gone", "_task", "_watching")
+
+    def __init__(self, request: Request[Any, Any, Any]) -> None:
+        self._task = asyncio.current_task()
+        self._watching = False
+        self._gone: asyncio.Future[Any] = asyncio.ensure_future(request.receive())
+
+    def __enter__(self) -> Watch:
+        self._watching = True
+        self._gone.add_done_callback(self._cancel)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._watching = False
+        self._gone.remove_done_callback(self._cancel)
+        self._gone.cancel()
+
+    def client_gone(self) -> bool:
+        """True when the client left (the task's cancellation is then taken back)."""
+        if not self._gone.done() or self._gone.cancelled():
+            return False
+        if self._task is not None:
+            self._task.uncancel()
+        return True
+
+    def _cancel(self, gone: asyncio.Future[Any]) -> None:
+        if self._watching and self._task is not None and not gone.cancelled():
+            self._task.cancel()
 
 
 async def read_body(request: Request[Any, Any, Any], limit: int) -> bytes:

@@ -9,6 +9,7 @@ the caches, after the response.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from dataclasses import replace
 from decimal import Decimal
 
 from gateway.pipeline import (
@@ -18,6 +19,7 @@ from gateway.pipeline import (
     embed,
     exact_cache,
     ledger,
+    limits,
     route,
     semantic_cache,
 )
@@ -42,14 +44,19 @@ async def run(turn: Turn) -> Completed | Streaming:
     await classify.judge(turn)
     decision = await route.decide(turn)
     request = turn.request
+    # The chosen model's max_tokens (a named model's was applied before the caches already).
+    shaped = limits.for_model(
+        request, decision.model, turn.runtime.policy.models[decision.model].max_tokens
+    )
+    calling = turn if shaped is request else replace(turn, request=shaped)
     if request.stream:
-        model, started = await call.stream(turn, decision)
+        model, started = await call.stream(calling, decision)
         chunks = _metered(turn, decision.route, model, started)
         return Streaming(request, decision.route, model, chunks, turn.cache, None, turn.difficulty)
-    model, reply = await call.complete(turn, decision)
+    model, reply = await call.complete(calling, decision)
     with turn.trace.stage("ledger"):
         answer = Answer.of_body(reply.body)
-        cost = _account_and_keep(turn, decision.route, model, answer)
+        cost = await _account_and_keep(turn, decision.route, model, answer)
     return Completed(request, decision.route, model, reply.body, cost, turn.cache, turn.difficulty)
 
 
@@ -89,12 +96,12 @@ async def _metered(
         status = 502
         raise
     finally:
-        _account_and_keep(
+        await _account_and_keep(
             turn, route_name, model, meter.answer, status=status, ttft_at=started.first_at
         )
 
 
-def _account_and_keep(
+async def _account_and_keep(
     turn: Turn,
     route_name: str,
     model: str,
@@ -103,11 +110,12 @@ def _account_and_keep(
     status: int = 200,
     ttft_at: float | None = None,
 ) -> Decimal | None:
-    """Write the answer's ledger record; store a complete, cacheable answer in the caches after
-    the response. Returns what the answer cost."""
+    """Write the answer's ledger record and count its tokens against the tenant's limit; store
+    a complete, cacheable answer in the caches after the response. Returns what it cost."""
     usage, record = ledger.record_answer(
         turn, route_name, model, answer, status=status, ttft_at=ttft_at
     )
+    await limits.spend(turn, usage)
     kept = cached_answer.cached(
         answer,
         model=model,

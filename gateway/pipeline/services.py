@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.background import Background
 from gateway.exact_store import Store
 from gateway.ledger.base import Ledger
 from gateway.ml.loader import Models
+from gateway.runtime.gate import Gate
+from gateway.runtime.limiter import Limiter
 from gateway.runtime.store import PolicyStore
 from gateway.semantic.lazy import LazySemanticCache
 from gateway.telemetry import Telemetry
@@ -26,3 +28,7 @@ class Services:
     background: Background
     """Work after the response (cache stores), drained at shutdown."""
     telemetry: Telemetry
+    limiter: Limiter = field(default_factory=lambda: Limiter(None))
+    """Tenants' rate limits (in Redis when the gateway has one)."""
+    gate: Gate = field(default_factory=Gate)
+    """The server's concurrent requests and queue."""

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
+from gateway.policy.limits import MaxTokens
 from gateway.policy.types import Name, PerMillion, Seconds, Strict
 
 
@@ -135,4 +136,5 @@ class ModelConfig(Strict):
     timeouts: Timeouts = Timeouts()
     retries: Retries = Retries()
     max_connections: int = Field(default=256, ge=1, description="Pool size towards this provider.")
+    max_tokens: MaxTokens = MaxTokens()
     headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")

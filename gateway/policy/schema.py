@@ -15,15 +15,19 @@ from pydantic import (
     StringConstraints,
 )
 
+from gateway.policy.limits import Limits, MaxTokens, TenantLimits
 from gateway.policy.models import EngineOptions, ModelConfig, Price, Retries, Timeouts
 from gateway.policy.types import Category, Duration, Name, PerMillion, Seconds, Strict, one_or_many
 
 __all__ = [
     "EngineOptions",
+    "Limits",
+    "MaxTokens",
     "ModelConfig",
     "Policy",
     "Price",
     "Retries",
+    "TenantLimits",
     "Timeouts",
     "cheapest_model",
     "validate",
@@ -116,14 +120,16 @@ class Tenant(Strict):
         default="reject",
         description="downgrade: route to the cheapest priced model; reject: 429 until reset.",
     )
+    limits: TenantLimits = TenantLimits()
+    deny_fields: tuple[Annotated[str, StringConstraints(min_length=1)], ...] = Field(
+        default=(),
+        description="Request fields this tenant may not send (400 naming the field), e.g. "
+        "service_tier or store, which are forwarded unchanged and can change the bill.",
+    )
 
 
 class Admin(Strict):
     api_keys: tuple[Annotated[str, StringConstraints(min_length=16)], ...] = Field(min_length=1)
-
-
-class Limits(Strict):
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Else 413.")
 
 
 class ExactCacheConfig(Strict):
@@ -193,6 +199,9 @@ class Policy(Strict):
     telemetry: TelemetryPolicy = TelemetryPolicy()
 
 
+REQUIRED_FIELDS = frozenset({"model", "messages"})
+"""Request fields no request can go without, so no tenant can be denied them."""
+
 Problem = tuple[tuple[str | int, ...], str]
 """A cross-field problem: the key path it is about and a message."""
 
@@ -238,6 +247,12 @@ def validate(policy: Policy) -> list[Problem]:
     if "auto" in known:
         problems.append((("models", "auto"), "'auto' is reserved for routing by the policy"))
     problems.extend(_duplicate_keys(policy))
+    for tenant_name, tenant in policy.tenants.items():
+        for i, denied in enumerate(tenant.deny_fields):
+            if denied in REQUIRED_FIELDS:
+                problems.append(
+                    (("tenants", tenant_name, "deny_fields", i), f"{denied!r} is required")
+                )
     if cheapest_model(policy) is None:
         for tenant_name, tenant in policy.tenants.items():
             if tenant.on_budget_exceeded == "downgrade":
