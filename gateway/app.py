@@ -11,6 +11,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 
 from gateway import api
+from gateway.api.guard import guard
 from gateway.background import Background
 from gateway.exact_store import MemoryStore, RedisStore, Store
 from gateway.ledger.store import open_ledger
@@ -81,6 +82,7 @@ def create_app(settings: Settings) -> Litestar:
     return Litestar(
         route_handlers=api.ROUTES,
         dependencies=api.dependencies(state),
+        middleware=[guard(settings, lambda: not store.current.tenants)],
         lifespan=[lifespan],
         exception_handlers=api.EXCEPTION_HANDLERS,
         state=state,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import ipaddress
 import json
 import logging
 from pathlib import Path
@@ -15,6 +14,7 @@ from rich.console import Console
 from gateway.ledger.cli import register as register_ledger_commands
 from gateway.policy.load import PolicyError, load_policy
 from gateway.policy.schema import Policy
+from gateway.runtime.access import open_access_refused
 from gateway.settings import Settings
 from gateway.training.cache.cli import app as cache_app
 from gateway.training.router.cli import router_app
@@ -71,14 +71,11 @@ def serve(
 
     configure_logging(log_level, log_format.value)
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every change at INFO
-    settings = Settings.from_env(policy_path=policy)
+    settings = Settings.from_env(policy_path=policy, host=host, allow_open=allow_open)
     loaded = _load_or_exit(settings.policy_path)
-    if not loaded.policy.tenants and not allow_open and not _is_loopback(host):
-        err.print(
-            f"error: the policy {settings.policy_path} defines no tenants, so anyone could use "
-            f"the gateway; refusing to listen on {host}. Add tenants with API keys, or pass "
-            "--allow-open if this is really meant."
-        )
+    refused = open_access_refused(loaded.policy.tenants, settings)
+    if refused is not None:
+        err.print(f"error: {settings.policy_path}: {refused}")
         raise typer.Exit(2)
     uvicorn.run(
         create_app(settings),
@@ -129,15 +126,6 @@ def _load_or_exit(path: Path):  # type: ignore[no-untyped-def]
         for problem in exc.problems:
             err.print(f"  {problem}")
         raise typer.Exit(1) from exc
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def main() -> None:

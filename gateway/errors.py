@@ -10,6 +10,7 @@ logged at, so one handler (``api.render_error``) turns any of them into OpenAI's
     ├── Forbidden             403  permission_error
     ├── ModelNotFound         404  invalid_request_error / model_not_found
     ├── PayloadTooLarge       413  invalid_request_error / request_too_large
+    ├── UnsupportedMediaType  415  invalid_request_error / unsupported_media_type
     ├── BudgetExceeded        429  insufficient_quota / budget_exceeded
     ├── RateLimited           429  requests or tokens / rate_limit_exceeded (a tenant's limits)
     ├── ClientClosedRequest   499  the client went away before the answer (ledger only)
@@ -107,6 +108,14 @@ class PayloadTooLarge(GatewayError):
     before_any_model = True
     type = "invalid_request_error"
     default_code = "request_too_large"
+    log_level = logging.INFO
+
+
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    before_any_model = True
+    type = "invalid_request_error"
+    default_code = "unsupported_media_type"
     log_level = logging.INFO
 
 

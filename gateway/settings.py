@@ -28,6 +28,11 @@ class Settings:
     """Admin key used when the policy names none (`GATEWAY_ADMIN_KEY`)."""
     watch_policy: bool = True
     """Reload the policy when its file changes."""
+    host: str = "127.0.0.1"
+    """The address the gateway listens on (``serve --host``): a policy without tenants is served
+    only on a loopback address, unless `allow_open`."""
+    allow_open: bool = False
+    """Serve a policy without tenants on a non-loopback address (``serve --allow-open``)."""
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     """Traces and metrics export, from the standard ``OTEL_*`` variables."""
 

@@ -145,7 +145,10 @@ def start_gateway(tmp_path: Path, models_dir: Path) -> Iterator[Callable[..., Ga
         watch: bool = False,
         redis_url: str | None = None,
         telemetry: TelemetryConfig | None = None,
+        host: str = "127.0.0.1",
+        allow_open: bool = False,
     ) -> Gateway:
+        """``host``, ``allow_open``: what ``serve`` was told (the server binds 127.0.0.1)."""
         path = tmp_path / f"policy-{len(started)}.yaml"
         path.write_text(text)
         settings = Settings(
@@ -154,6 +157,8 @@ def start_gateway(tmp_path: Path, models_dir: Path) -> Iterator[Callable[..., Ga
             watch_policy=watch,
             redis_url=redis_url,
             telemetry=telemetry or TelemetryConfig(),
+            host=host,
+            allow_open=allow_open,
         )
         settings.data_dir.mkdir(parents=True)
         (settings.data_dir / "models").symlink_to(models_dir, target_is_directory=True)

@@ -291,3 +291,59 @@ def test_the_dockerfile_is_slim_non_root_with_a_data_volume() -> None:
     assert re.search(r"^HEALTHCHECK .*\n.*8080/readyz", text, flags=re.MULTILINE)
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".git", "tests"} <= set(ignored)
+
+
+def _published_hosts(service: dict[str, Any]) -> list[str]:
+    """The host address of each published port ("" when published on every interface)."""
+    out = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            out.append(str(port.get("host_ip", "")))
+            continue
+        parts = str(port).rsplit(":", 2)
+        out.append(parts[0].strip("[]") if len(parts) == 3 else "")
+    return out
+
+
+def _policy_has_tenants(service: dict[str, Any]) -> bool:
+    """The policy the gateway serves with none of compose's variables set (its default)."""
+    in_container = expand(str(service["environment"]["GATEWAY_POLICY"]))
+    mounts = [str(v).split(":") for v in service.get("volumes", [])]
+    for source, target, *_ in (m for m in mounts if len(m) >= 2):
+        if in_container.startswith(target.rstrip("/") + "/") and source.startswith("./"):
+            path = ROOT / source / in_container[len(target.rstrip("/")) + 1 :]
+            return bool((load(path) or {}).get("tenants"))
+    raise AssertionError(f"{in_container} is not in a mounted folder of the repository")
+
+
+def test_an_open_policy_is_never_published_beyond_loopback(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Closed by default: a policy without tenants answers anyone who can connect."""
+    gateway = services["gateway"]
+    hosts_ = _published_hosts(gateway)
+    assert hosts_, "the gateway publishes no port"
+    if not _policy_has_tenants(gateway):
+        wide = [h for h in hosts_ if h not in ("127.0.0.1", "::1", "localhost")]
+        assert not wide, f"a tenantless policy is published on {wide or 'every interface'}"
+
+
+@pytest.mark.parametrize(
+    ("port", "published_on"),
+    [
+        ("8080:8080", ""),
+        ("0.0.0.0:8080:8080", "0.0.0.0"),
+        ("127.0.0.1:8080-8083:8080", "127.0.0.1"),
+    ],
+)
+def test_published_hosts_are_read_as_compose_reads_them(port: str, published_on: str) -> None:
+    assert _published_hosts({"ports": [port]}) == [published_on]
+
+
+def test_prometheus_scrapes_the_gateway_with_the_admin_key(compose: dict[str, Any]) -> None:
+    config = load(ROOT / "deploy" / "prometheus.yml")
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "gateway"]
+    secret = job["authorization"]["credentials_file"].removeprefix("/run/secrets/")
+    assert compose["secrets"][secret] == {"environment": "GATEWAY_ADMIN_KEY"}
+    assert secret in compose["services"]["prometheus"]["secrets"]
+    assert compose["services"]["gateway"]["stop_grace_period"]

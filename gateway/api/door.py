@@ -20,7 +20,12 @@ from typing import Any
 
 from litestar import Request, Response
 
-from gateway.errors import ClientClosedRequest, GatewayError, PayloadTooLarge
+from gateway.errors import (
+    ClientClosedRequest,
+    GatewayError,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from gateway.pipeline import ledger, limits
 from gateway.pipeline.authenticate import tenant_of
 from gateway.pipeline.normalize import Arrival, ChatRequest, new_request_id
@@ -116,7 +121,17 @@ class Watch:
 
 
 async def read_body(request: Request[Any, Any, Any], limit: int) -> bytes:
-    """The body, refused as soon as it passes the policy's limit (before reading it all)."""
+    """The JSON body, refused as soon as it passes the policy's limit (before reading it all).
+
+    Only ``application/json``: a browser sends other types cross-site without asking first
+    (see :mod:`gateway.api.guard`), and no SDK sends anything else.
+    """
+    media = (request.headers.get("content-type") or "").partition(";")[0].strip().lower()
+    if media != "application/json":
+        raise UnsupportedMediaType(
+            "The body must be JSON, sent as 'Content-Type: application/json'.",
+            param="content-type",
+        )
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"The body is {declared} bytes; the limit is {limit}.")

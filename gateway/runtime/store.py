@@ -18,11 +18,12 @@ from pathlib import Path
 import msgspec
 import watchfiles
 
-from gateway.policy.load import LoadedPolicy, PolicyError, load_policy
+from gateway.policy.load import LoadedPolicy, PolicyError, Problem, load_policy
 from gateway.policy.schema import ModelConfig, Policy
 from gateway.providers import Provider
 from gateway.providers.local_engine import InProcessEngine
 from gateway.providers.openai_compatible import OpenAICompatible
+from gateway.runtime.access import open_access_refused
 from gateway.runtime.keys import KeyRing
 from gateway.runtime.sessions import Sessions
 from gateway.runtime.tokens import TokenCounter
@@ -86,7 +87,7 @@ class PolicyStore:
 
     async def start(self) -> Runtime:
         """Load the policy for start-up; raises `PolicyError`, since there is no old one to keep."""
-        self._current = await self._compile(load_policy(self._settings.policy_path))
+        self._current = await self._compile(self._servable(load_policy(self._settings.policy_path)))
         for warning in self._current.loaded.warnings:
             log.warning("policy: %s", warning)
         return self._current
@@ -95,7 +96,9 @@ class PolicyStore:
         """Load the file again; on `PolicyError` the running policy stays and the error rises."""
         async with self._lock:
             try:
-                loaded = await asyncio.to_thread(load_policy, self._settings.policy_path)
+                loaded = self._servable(
+                    await asyncio.to_thread(load_policy, self._settings.policy_path)
+                )
             except PolicyError as exc:
                 log.error(
                     "policy reload refused, keeping version %s:\n%s",
@@ -107,6 +110,13 @@ class PolicyStore:
             await self._retire_unused()
             log.info("policy reloaded: %s (version %s)", loaded.path, loaded.digest)
             return self._current
+
+    def _servable(self, loaded: LoadedPolicy) -> LoadedPolicy:
+        """``loaded``, unless serving it would open the gateway to anyone (`PolicyError`)."""
+        refused = open_access_refused(loaded.policy.tenants, self._settings)
+        if refused is not None:
+            raise PolicyError([Problem(str(loaded.path), 1, 1, ("tenants",), refused)])
+        return loaded
 
     async def watch(self) -> None:
         """Reload when the file changes (editors often replace it, so this watches its folder)."""

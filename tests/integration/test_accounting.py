@@ -114,7 +114,7 @@ def test_failures_are_recorded_with_their_status(gateway: Gateway, primary: Fake
     response = httpx.post(
         f"{gateway.url}/v1/chat/completions",
         content=b"{broken",
-        headers={"authorization": f"Bearer {TENANT_KEY}"},
+        headers={"authorization": f"Bearer {TENANT_KEY}", "content-type": "application/json"},
     )
     assert response.status_code == 400
     records = gateway.records(2)

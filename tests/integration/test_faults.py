@@ -14,6 +14,7 @@ from tests.fake_upstream import FakeUpstream, Fault
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
 AUTH = {"authorization": f"Bearer {TENANT_KEY}"}
+JSON_AUTH = {**AUTH, "content-type": "application/json"}
 
 
 def post(
@@ -22,7 +23,7 @@ def post(
     return httpx.post(
         f"{gateway.url}/v1/chat/completions",
         content=content,
-        headers={**AUTH, "content-type": "application/json", **(headers or {})},
+        headers={**JSON_AUTH, **(headers or {})},
     )
 
 
@@ -222,7 +223,7 @@ def test_stream_dropped_mid_way_ends_with_an_error_event(
         b'{"model": "auto", "stream": true, "messages": [{"role": "user", "content": "a b c d"}]}'
     )
     with httpx.stream(
-        "POST", f"{gateway.url}/v1/chat/completions", content=body, headers=AUTH, timeout=10
+        "POST", f"{gateway.url}/v1/chat/completions", content=body, headers=JSON_AUTH, timeout=10
     ) as response:
         assert response.status_code == 200
         events = [line for line in response.iter_lines() if line.startswith("data:")]
@@ -256,7 +257,7 @@ def test_stream_stalling_mid_way_ends_with_an_error_event(
     body = b'{"model": "auto", "stream": true, "messages": [{"role": "user", "content": "a b"}]}'
     started = time.monotonic()
     with httpx.stream(
-        "POST", f"{gw.url}/v1/chat/completions", content=body, headers=AUTH, timeout=10
+        "POST", f"{gw.url}/v1/chat/completions", content=body, headers=JSON_AUTH, timeout=10
     ) as response:
         events = [line for line in response.iter_lines() if line.startswith("data:")]
     assert time.monotonic() - started < 1.5
@@ -282,7 +283,7 @@ def test_client_leaving_a_stream_closes_the_upstream_stream(
     for left in range(1, 4):
         primary.script(Fault(chunk_delay_s=0.2))
         with httpx.stream(
-            "POST", f"{gw.url}/v1/chat/completions", content=body, headers=AUTH, timeout=10
+            "POST", f"{gw.url}/v1/chat/completions", content=body, headers=JSON_AUTH, timeout=10
         ) as response:
             next(response.iter_lines())
         deadline = time.monotonic() + 5

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.telemetry import REQUEST_LOGGER, JsonFormatter, TelemetryConfig
-from tests.conftest import Gateway, policy_text
+from tests.conftest import ADMIN_KEY, Gateway, policy_text
 from tests.fake_upstream import FakeUpstream, Fault
 from tests.integration.telemetry.receiver import OtlpReceiver, attributes
 
@@ -69,7 +69,10 @@ def test_a_request_with_a_fallback_is_traced_counted_and_logged(
     assert SECRET not in str(receiver.traces)
 
     families = {
-        f.name: f for f in text_string_to_metric_families(httpx.get(f"{gw.url}/metrics").text)
+        f.name: f
+        for f in text_string_to_metric_families(
+            httpx.get(f"{gw.url}/metrics", headers={"authorization": f"Bearer {ADMIN_KEY}"}).text
+        )
     }
     requests = families["gateway_requests"].samples
     assert any(s.labels["model"] == "backup" and s.value == 1 for s in requests)

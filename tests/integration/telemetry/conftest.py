@@ -26,9 +26,14 @@ from gateway.pipeline import normalize
 from gateway.pipeline.services import Services
 from gateway.policy.schema import ModelConfig
 from gateway.providers import AttemptFailed
+from gateway.runtime.keys import KeyRing
 from gateway.telemetry import Telemetry, attempt, fallback, upstream_headers
 from tests.fake_upstream import FakeUpstream
 from tests.servers import ServerThread
+
+ADMIN_KEY = "sk-test-telemetry-admin-0123456789"
+ADMINS = KeyRing({"admin": [ADMIN_KEY]})
+SCRAPE = {"authorization": f"Bearer {ADMIN_KEY}"}
 
 PROMPT = "the secret launch code is 0000"
 
@@ -123,7 +128,10 @@ def build_app(telemetry: Telemetry, primary: FakeUpstream, backup: FakeUpstream)
     services = Services(None, None, None, None, None, None, telemetry)  # type: ignore[arg-type]
     return Litestar(
         [chat, metrics],
-        dependencies={"services": Provide(lambda: services, sync_to_thread=False)},
+        dependencies={
+            "services": Provide(lambda: services, sync_to_thread=False),
+            "admins": Provide(lambda: ADMINS, sync_to_thread=False),
+        },
         state=State({"telemetry": telemetry}),
         debug=False,
     )

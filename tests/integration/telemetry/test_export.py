@@ -16,7 +16,7 @@ from prometheus_client.samples import Sample
 from gateway.telemetry import REQUEST_LOGGER, JsonFormatter, Telemetry, TelemetryConfig
 from gateway.telemetry.spans import InMemorySpanExporter
 from tests.fake_upstream import FakeUpstream, Fault
-from tests.integration.telemetry.conftest import PROMPT
+from tests.integration.telemetry.conftest import PROMPT, SCRAPE
 from tests.integration.telemetry.receiver import OtlpReceiver, attributes, value
 from tests.servers import ServerThread
 
@@ -137,7 +137,7 @@ def test_metrics_endpoint_serves_prometheus_text(
     primary.script(Fault(status=503))
     for _ in range(2):
         assert chat(server).status_code == 200
-    response = httpx.get(f"{server.url}/metrics")
+    response = httpx.get(f"{server.url}/metrics", headers=SCRAPE)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     found = samples(response.text)
@@ -175,7 +175,7 @@ def test_metrics_endpoint_serves_prometheus_text(
     assert found["gateway_request_difficulty_count"][0].value == 2
     assert "process_cpu_seconds_total" in found
     openmetrics = httpx.get(
-        f"{server.url}/metrics", headers={"accept": "application/openmetrics-text"}
+        f"{server.url}/metrics", headers={"accept": "application/openmetrics-text", **SCRAPE}
     )
     assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
     assert openmetrics.text.endswith("# EOF\n")

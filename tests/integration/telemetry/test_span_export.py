@@ -22,7 +22,7 @@ from gateway.telemetry.config import SpanExportSettings
 from gateway.telemetry.otlp_traces import OtlpJsonExporter
 from gateway.telemetry.spans import InMemorySpanExporter, SpanData
 from tests.fake_upstream import FakeUpstream, Fault
-from tests.integration.telemetry.conftest import PROMPT
+from tests.integration.telemetry.conftest import PROMPT, SCRAPE
 from tests.integration.telemetry.receiver import OtlpReceiver, attributes, value
 from tests.servers import ServerThread
 
@@ -206,7 +206,7 @@ def test_lost_spans_are_a_metric(
     telemetry.force_flush()
     per_request = len(receiver.spans())
     assert per_request > 0
-    scraped = httpx.get(f"{server.url}/metrics").text
+    scraped = httpx.get(f"{server.url}/metrics", headers=SCRAPE).text
     assert f"gateway_trace_spans_lost_total {float(per_request)}" in scraped
 
 
