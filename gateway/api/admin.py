@@ -11,6 +11,8 @@ from gateway.errors import BadRequest
 from gateway.pipeline.authenticate import require_admin
 from gateway.pipeline.services import Services
 from gateway.policy.load import PolicyError
+from gateway.policy.schema import Policy
+from gateway.policy.secrets import REDACTED, redact_url, secret_name
 from gateway.runtime.keys import KeyRing
 from gateway.runtime.store import PolicyStore, Runtime
 
@@ -38,15 +40,31 @@ async def show_policy(
 ) -> dict[str, Any]:
     """The running policy, secrets redacted, so an operator can see what is in force."""
     require_admin(admins, request.headers.get("authorization"))
-    policy = runtime.policy.model_dump(mode="json")
-    for model in policy["models"].values():
+    return {
+        "path": str(runtime.loaded.path),
+        "version": runtime.loaded.digest,
+        "policy": redacted(runtime.policy),
+    }
+
+
+def redacted(policy: Policy) -> dict[str, Any]:
+    """The policy as JSON, every secret replaced by ``[redacted]``: API keys, tenant and admin
+    keys, credential headers, and credentials in base URLs (`gateway.policy.secrets`)."""
+    out = policy.model_dump(mode="json")
+    for model in out["models"].values():
         if model.get("api_key"):
-            model["api_key"] = "[redacted]"
-    for tenant in policy["tenants"].values():
-        tenant["api_keys"] = ["[redacted]"] * len(tenant["api_keys"])
-    if policy.get("admin"):
-        policy["admin"]["api_keys"] = ["[redacted]"] * len(policy["admin"]["api_keys"])
-    return {"path": str(runtime.loaded.path), "version": runtime.loaded.digest, "policy": policy}
+            model["api_key"] = REDACTED
+        if model.get("base_url"):
+            model["base_url"] = redact_url(model["base_url"])
+        headers = model.get("headers") or {}
+        for name in headers:
+            if secret_name(name):
+                headers[name] = REDACTED
+    for tenant in out["tenants"].values():
+        tenant["api_keys"] = [REDACTED] * len(tenant["api_keys"])
+    if out.get("admin"):
+        out["admin"]["api_keys"] = [REDACTED] * len(out["admin"]["api_keys"])
+    return out
 
 
 @delete("/admin/cache", status_code=200)

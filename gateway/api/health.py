@@ -9,7 +9,7 @@ from litestar.di import NamedDependency
 
 from gateway.pipeline.authenticate import require_admin, tenant_of
 from gateway.pipeline.services import Services
-from gateway.runtime.keys import KeyRing
+from gateway.runtime.keys import KeyRing, bearer_key
 from gateway.runtime.store import Runtime
 
 
@@ -41,21 +41,33 @@ async def healthz() -> dict[str, str]:
 
 @get("/readyz")
 async def readyz(
-    runtime: NamedDependency[Runtime], services: NamedDependency[Services]
+    request: Request[Any, Any, Any],
+    runtime: NamedDependency[Runtime],
+    services: NamedDependency[Services],
 ) -> dict[str, Any]:
-    """Ready once the policy is loaded; ``degraded`` (still serving) when a store is down."""
+    """Ready once the policy is loaded; ``degraded`` (still serving) when a store is down.
+
+    Anyone (a load balancer, a container health check) gets the status and each store's
+    state; the details (the policy's path and version, store errors and counters) only with
+    the admin key, since they describe the deployment to whoever asks.
+    """
     cache, ledger = services.exact.health(), services.ledger.health()
-    stores: dict[str, Any] = {**cache, "ledger": ledger}
     semantic = services.semantic.health()
+    ledger_down = ledger.get("redis") == "down" or ledger.get("sqlite") == "down"
+    degraded = cache["exact_cache"] == "degraded" or ledger_down or services.semantic.degraded()
+    status = "degraded" if degraded else "ready"
+    if not _is_admin(runtime, request):
+        states = {**cache, "ledger": "degraded" if ledger_down else ledger.get("ledger", "ok")}
+        if semantic is not None:
+            states["semantic_cache"] = (
+                "degraded" if semantic["status"] == "degraded" else semantic["backend"]
+            )
+        return {"status": status, "stores": states}
+    stores: dict[str, Any] = {**cache, "ledger": ledger}
     if semantic is not None:
         stores["semantic_cache"] = semantic
-    degraded = (
-        cache["exact_cache"] == "degraded"
-        or ledger.get("redis") == "down"
-        or services.semantic.degraded()
-    )
     return {
-        "status": "degraded" if degraded else "ready",
+        "status": status,
         "policy": {
             "path": str(runtime.loaded.path),
             "version": runtime.loaded.digest,
@@ -63,6 +75,12 @@ async def readyz(
         },
         "stores": stores,
     }
+
+
+def _is_admin(runtime: Runtime, request: Request[Any, Any, Any]) -> bool:
+    """The request carries the admin key (no key, or a wrong one, is simply anonymous here)."""
+    key = bearer_key(request.headers.get("authorization"))
+    return key is not None and runtime.admins.owner(key) is not None
 
 
 ROUTES = [list_models, metrics, healthz, readyz]

@@ -22,6 +22,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from gateway.policy.schema import Policy, validate
+from gateway.policy.secrets import secret_name, url_credentials
 
 KeyPath = tuple[str | int, ...]
 _ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -168,10 +169,18 @@ def _interpolate(text: str, env: Mapping[str, str], report: Any) -> str:
 
 
 def _literal_secrets(tree: CommentedMap) -> Iterator[KeyPath]:
+    """Secrets written in the file rather than referenced as ``${ENV_VAR}``: the keys, extra
+    headers named like credentials, credentials in a base URL (`gateway.policy.secrets`)."""
     for pattern in _SECRET_PATHS:
         for path, value in _walk(tree, pattern, ()):
             if isinstance(value, str) and "${" not in value:
                 yield path
+    for path, value in _walk(tree, ("models", "*", "headers", "*"), ()):
+        if isinstance(value, str) and "${" not in value and secret_name(str(path[-1])):
+            yield path
+    for path, value in _walk(tree, ("models", "*", "base_url"), ()):
+        if isinstance(value, str) and any("${" not in c for c in url_credentials(value)):
+            yield path
 
 
 def _walk(node: Any, pattern: tuple[str, ...], path: KeyPath) -> Iterator[tuple[KeyPath, Any]]:

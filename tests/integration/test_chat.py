@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import Gateway
+from tests.conftest import ADMIN_KEY, TENANT_KEY, Gateway
 from tests.fake_upstream import FakeUpstream
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello there"}]
@@ -71,10 +71,20 @@ def test_models_lists_auto_and_policy_models(gateway: Gateway) -> None:
 
 def test_health_and_readiness(gateway: Gateway) -> None:
     assert httpx.get(f"{gateway.url}/healthz").json() == {"status": "ok"}
-    ready = httpx.get(f"{gateway.url}/readyz")
+    ready = httpx.get(f"{gateway.url}/readyz")  # anyone: the status and the stores' states
     assert ready.status_code == 200
-    assert ready.json()["status"] == "ready"
-    assert ready.json()["policy"]["path"] == str(gateway.policy_path)
+    assert ready.json() == {
+        "status": "ready",
+        "stores": {"exact_cache": "memory", "ledger": "sqlite"},
+    }
+    assert str(gateway.policy_path) not in ready.text
+    for wrong in (TENANT_KEY, "sk-not-the-admin-key-000000"):
+        shown = httpx.get(f"{gateway.url}/readyz", headers={"authorization": f"Bearer {wrong}"})
+        assert shown.json() == ready.json()
+    admin = httpx.get(f"{gateway.url}/readyz", headers={"authorization": f"Bearer {ADMIN_KEY}"})
+    assert admin.json()["status"] == "ready"
+    assert admin.json()["policy"]["path"] == str(gateway.policy_path)
+    assert admin.json()["stores"]["ledger"]["ledger"] == "sqlite"
 
 
 def test_tags_select_a_route(start_gateway, primary: FakeUpstream, backup: FakeUpstream) -> None:  # type: ignore[no-untyped-def]

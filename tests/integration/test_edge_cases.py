@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from gateway.ledger.record import LedgerRecord
-from tests.conftest import TENANT_KEY, Gateway, policy_text
+from tests.conftest import ADMIN_KEY, TENANT_KEY, Gateway, policy_text
 from tests.fake_upstream import FakeUpstream, Fault
 from tests.integration.test_faults import assert_openai_error, post
 
@@ -226,3 +226,53 @@ def test_attempt_kinds_for_timeouts_and_unreachable_upstreams(
     assert kinds[0] == ("main", "timeout", "timed out")
     assert kinds[-1] == ("backup", "connect", "could not connect")
     assert "127.0.0.1:9" not in response.text
+
+
+def test_admin_policy_redacts_secret_headers_and_url_credentials(
+    start_gateway: Callable[..., Gateway], primary: FakeUpstream, backup: FakeUpstream
+) -> None:
+    # The fake upstream ignores credentials; the gateway must not show them.
+    text = policy_text(primary, backup).replace(
+        f"base_url: {backup.base_url}",
+        f"base_url: {backup.base_url.replace('http://', 'http://svc:hunter2@')}?key=gkey-123"
+        "&api-version=2024-06-01\n"
+        "    headers: {api-key: azure-secret-1, x-api-key: xk-secret-2, "
+        "Authorization: Bearer tok-secret-3, anthropic-version: '2023-06-01'}",
+    )
+    gw = start_gateway(text)
+    shown = httpx.get(f"{gw.url}/admin/policy", headers={"authorization": f"Bearer {ADMIN_KEY}"})
+    assert shown.status_code == 200, shown.text
+    for secret in ("hunter2", "svc:", "gkey-123", "azure-secret-1", "xk-secret-2", "tok-secret-3"):
+        assert secret not in shown.text
+    assert "sk-upstream-secret" not in shown.text and TENANT_KEY not in shown.text
+    backup_model = shown.json()["policy"]["models"]["backup"]
+    assert backup_model["headers"] == {
+        "api-key": "[redacted]",
+        "x-api-key": "[redacted]",
+        "Authorization": "[redacted]",
+        "anthropic-version": "2023-06-01",  # not a secret: shown
+    }
+    host = backup.base_url.removeprefix("http://")
+    assert backup_model["base_url"] == (
+        f"http://[redacted]@{host}?key=[redacted]&api-version=2024-06-01"
+    )
+
+
+def test_readyz_details_need_the_admin_key(
+    start_gateway: Callable[..., Gateway], primary: FakeUpstream, backup: FakeUpstream
+) -> None:
+    gw = start_gateway(policy_text(primary, backup), redis_url="redis://127.0.0.1:9/0")
+    assert post(gw, BASE + "}").headers["x-gateway-cache"] == "bypass"  # Redis is noticed
+    deadline = time.monotonic() + 5
+    while (anonymous := httpx.get(f"{gw.url}/readyz")).json()["status"] != "degraded":
+        assert time.monotonic() < deadline, anonymous.text
+        time.sleep(0.05)
+    assert anonymous.status_code == 200
+    assert anonymous.json()["stores"]["exact_cache"] == "degraded"
+    assert set(anonymous.json()) == {"status", "stores"}
+    assert set(anonymous.json()["stores"]) == {"exact_cache", "ledger"}
+    assert all(isinstance(state, str) for state in anonymous.json()["stores"].values())
+    assert "policy" not in anonymous.json() and str(gw.policy_path) not in anonymous.text
+    admin = httpx.get(f"{gw.url}/readyz", headers={"authorization": f"Bearer {ADMIN_KEY}"})
+    assert admin.json()["policy"]["path"] == str(gw.policy_path)
+    assert admin.json()["stores"]["ledger"]["ledger"] == "redis"  # the details, for the admin

@@ -41,7 +41,7 @@ def test_reload_applies_a_valid_policy(
 
 
 def test_invalid_policy_is_refused_and_the_old_one_stays(gateway: Gateway) -> None:
-    before = httpx.get(f"{gateway.url}/readyz").json()["policy"]["version"]
+    before = httpx.get(f"{gateway.url}/readyz", headers=ADMIN).json()["policy"]["version"]
     gateway.policy_path.write_text(
         gateway.policy_path.read_text()
         .replace("to: main", "to: nowhere")
@@ -53,7 +53,7 @@ def test_invalid_policy_is_refused_and_the_old_one_stays(gateway: Gateway) -> No
     assert error["code"] == "invalid_policy"
     problems = error["problems"]
     assert any(":7:5: $.models.main.colour: unknown key" in p for p in problems), problems
-    assert httpx.get(f"{gateway.url}/readyz").json()["policy"]["version"] == before
+    assert httpx.get(f"{gateway.url}/readyz", headers=ADMIN).json()["policy"]["version"] == before
     assert route_of(gateway) == "default"
 
 
@@ -89,15 +89,15 @@ def test_file_change_is_picked_up(
 ) -> None:
     gw = start_gateway(policy_text(primary, backup), watch=True)
     time.sleep(0.3)  # let the watcher start
-    version = httpx.get(f"{gw.url}/readyz").json()["policy"]["version"]
+    version = httpx.get(f"{gw.url}/readyz", headers=ADMIN).json()["policy"]["version"]
     gw.policy_path.write_text("version: 1\nmodels: {oops")  # a broken save is ignored
     time.sleep(1.0)
-    assert httpx.get(f"{gw.url}/readyz").json()["policy"]["version"] == version
+    assert httpx.get(f"{gw.url}/readyz", headers=ADMIN).json()["policy"]["version"] == version
     gw.policy_path.write_text(
         policy_text(primary, backup, extra_routes="- {name: watched, to: backup}\n")
     )
     deadline = time.monotonic() + 10
-    while httpx.get(f"{gw.url}/readyz").json()["policy"]["version"] == version:
+    while httpx.get(f"{gw.url}/readyz", headers=ADMIN).json()["policy"]["version"] == version:
         assert time.monotonic() < deadline, "the changed policy was not loaded"
         time.sleep(0.1)
     assert route_of(gw) == "watched"

@@ -146,6 +146,32 @@ def test_literal_secrets_are_warnings(tmp_path: Path) -> None:
     ]
 
 
+def test_literal_secrets_in_headers_and_base_urls_are_warnings(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "base_url: http://127.0.0.1:8001/v1",
+        "base_url: http://svc:hunter2@127.0.0.1:8001/v1\n"
+        "    headers: {api-key: literal-1, x-api-key: '${XK}', Authorization: literal-3,"
+        " anthropic-version: '2023-06-01'}",
+    ).replace(
+        "${LARGE_URL:-https://api.example.com/v1}",
+        "https://${U}:${P}@api.example.com/v1?key=literal-4&api-version=1",
+    )
+    env = {**ENV, "XK": "from-env", "U": "u", "P": "p"}
+    loaded = load(tmp_path, text, env)
+    assert sorted(str(w).split(":", 1)[1].split(": a literal")[0] for w in loaded.warnings) == [
+        "11:5: $.models.large.base_url",  # its user info is referenced, its ?key= is not
+        "5:5: $.models.small.base_url",
+        "6:15: $.models.small.headers.api-key",
+        "6:55: $.models.small.headers.Authorization",
+    ]
+    referenced = text.replace("svc:hunter2", "${U}:${P}").replace("literal-4", "${XK}")
+    loaded = load(tmp_path, referenced, env)
+    assert [str(w).split(": ")[1] for w in loaded.warnings] == [
+        "$.models.small.headers.api-key",
+        "$.models.small.headers.Authorization",
+    ]
+
+
 def test_split_and_alias_checks(tmp_path: Path) -> None:
     text = GOOD.replace(
         "  - {name: default, to: small}",
