@@ -58,6 +58,14 @@ def serve(
             help="Serve a policy without tenants (no API keys) on a non-loopback host.",
         ),
     ] = False,
+    shutdown_grace: Annotated[
+        int | None,
+        typer.Option(
+            help="Seconds requests in flight may run on after SIGTERM before they are "
+            "cancelled [env: GATEWAY_SHUTDOWN_GRACE_S, default: 30].",
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
         LogFormat, typer.Option(help="json: one JSON object a line; text: for people.")
@@ -71,7 +79,9 @@ def serve(
 
     configure_logging(log_level, log_format.value)
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every change at INFO
-    settings = Settings.from_env(policy_path=policy, host=host, allow_open=allow_open)
+    settings = Settings.from_env(
+        policy_path=policy, host=host, allow_open=allow_open, shutdown_grace_s=shutdown_grace
+    )
     loaded = _load_or_exit(settings.policy_path)
     refused = open_access_refused(loaded.policy.tenants, settings)
     if refused is not None:
@@ -88,6 +98,7 @@ def serve(
         log_config=None,  # uvicorn's lines go through the gateway's formatter too
         lifespan="on",
         server_header=False,
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
 
 

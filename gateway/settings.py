@@ -33,6 +33,10 @@ class Settings:
     only on a loopback address, unless `allow_open`."""
     allow_open: bool = False
     """Serve a policy without tenants on a non-loopback address (``serve --allow-open``)."""
+    shutdown_grace_s: int = 30
+    """On SIGTERM, how long requests in flight may run on before they are cancelled
+    (`GATEWAY_SHUTDOWN_GRACE_S`, ``serve --shutdown-grace``); compose's stop_grace_period
+    matches the default."""
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     """Traces and metrics export, from the standard ``OTEL_*`` variables."""
 
@@ -44,6 +48,7 @@ class Settings:
             "data_dir": Path(env.get("GATEWAY_DATA_DIR") or ".gateway"),
             "admin_key": env.get("GATEWAY_ADMIN_KEY") or None,
             "redis_url": env.get("GATEWAY_REDIS_URL") or None,
+            "shutdown_grace_s": int(env.get("GATEWAY_SHUTDOWN_GRACE_S") or 30),
             "telemetry": TelemetryConfig.from_env(env),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -35,7 +35,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from gateway.ledger.base import SCAN_PAGE, Ledger, LedgerUnavailable
+from gateway.ledger.base import SCAN_PAGE, Batch, Ledger, LedgerUnavailable
 from gateway.ledger.record import LedgerRecord, encode
 from gateway.ledger.report import Group
 from gateway.ledger.spool import Spool
@@ -119,11 +119,6 @@ class RedisLedger(Ledger):
             max_connections=max_connections,
         )
         self._script = self.redis.register_script(WRITE)
-        self._up = True
-        self._retry_at = 0.0
-        self._backoff = 0.0
-        self._spooled_here: set[str] = set()
-        """Ids this process spooled: their cost stays in "unstored" until replayed."""
         self._last_spend: dict[tuple[str, int], int] = {}
 
     def health(self) -> dict[str, Any]:
@@ -132,12 +127,11 @@ class RedisLedger(Ledger):
             "redis": "up" if self._up else "down",
             "queued": len(self._queue),
             "spooled": self.spool.count(),
+            "lost": self.lost,
         }
 
     async def _open(self) -> None:
-        await asyncio.to_thread(self.spool.count)  # count what an earlier run left
-        if self.spool.count():
-            await self._replay()
+        return None  # the client connects on first use
 
     async def _close(self) -> None:
         if self._owns_client:
@@ -145,19 +139,8 @@ class RedisLedger(Ledger):
 
     # -- writing ----------------------------------------------------------------------------
 
-    async def _write(self, batch: list[LedgerRecord]) -> None:
-        if not self._up and time.monotonic() < self._retry_at:
-            await self._to_spool(batch)
-            return
-        if self.spool.count() and not await self._replay():
-            await self._to_spool(batch)
-            return
-        try:
-            await self._send(batch)
-        except _ERRORS as exc:
-            self._down(exc)
-            await self._to_spool(batch)
-            return
+    async def _store(self, batch: Batch) -> None:
+        await self._send(batch.records)
         self._stored(batch, {})
 
     async def _send(self, records: Sequence[LedgerRecord]) -> None:
@@ -172,9 +155,6 @@ class RedisLedger(Ledger):
                 keys, args = self._script_call(record)
                 await self._script(keys=keys, args=args, client=pipe)
             await pipe.execute()
-        if not self._up:
-            log.warning("ledger: Redis is back")
-        self._up, self._backoff = True, 0.0
 
     def _script_call(self, record: LedgerRecord) -> tuple[list[str], list[Any]]:
         sums = Sums.of(record)
@@ -200,43 +180,6 @@ class RedisLedger(Ledger):
         ]
         args += [_field([tag_key[1], tenant, model, route, cache]) for tag_key in tag_keys(record)]
         return keys, args
-
-    async def _to_spool(self, batch: list[LedgerRecord]) -> None:
-        await asyncio.to_thread(self.spool.append, batch)
-        self._spooled_here.update(record.request_id for record in batch)
-
-    def _down(self, exc: BaseException) -> None:
-        if self._up:
-            log.warning("ledger: Redis unreachable (%r); spooling records", exc)
-        self._up = False
-        self._backoff = min(5.0, max(0.1, self._backoff * 2))
-        self._retry_at = time.monotonic() + self._backoff
-
-    async def _replay(self) -> bool:
-        """Send every spooled record to Redis, once each; False when Redis failed."""
-        for path in await asyncio.to_thread(self.spool.claim):
-            records = await asyncio.to_thread(self.spool.read, path)
-            try:
-                for start in range(0, len(records), self.max_batch):
-                    await self._send(records[start : start + self.max_batch])
-            except _ERRORS as exc:
-                self._down(exc)
-                return False
-            await asyncio.to_thread(self.spool.remove, path, len(records))
-            mine = [r for r in records if r.request_id in self._spooled_here]
-            self._spooled_here.difference_update(r.request_id for r in mine)
-            self._stored(mine, {})
-            log.info("ledger: replayed %d spooled records from %s", len(records), path.name)
-        return True
-
-    def _idle_timeout(self) -> float | None:
-        if not self.spool.count():
-            return None
-        return max(0.05, self._retry_at - time.monotonic())
-
-    async def _upkeep(self) -> None:
-        if self.spool.count():
-            await self._replay()
 
     # -- reading ----------------------------------------------------------------------------
 

@@ -115,7 +115,8 @@ def store_batch(conn: sqlite3.Connection, batch: list[LedgerRecord]) -> dict[Spe
         conn.executemany(_UPSERT_TAG, [(*k, *s.values()) for k, s in tagged.items()])
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite rolls back by itself after some errors (a full disk)
+            conn.execute("ROLLBACK")
         raise
     return counted
 

@@ -8,6 +8,10 @@ Writes run in one dedicated thread that owns the write connection, and commit wi
 read-only connection in another thread (WAL lets them read while the writer writes). Budget
 spend is read once per (tenant, day) on the writer thread and then kept up to date from what
 each batch counted, so a budget check reads no disk.
+
+A write that fails (a full disk, a file locked by another process, a file that cannot be
+opened) sends its batch, and the ones after it, to the spool until the file takes writes
+again (`gateway.ledger.writer`).
 """
 
 from __future__ import annotations
@@ -15,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.ledger.base import SCAN_PAGE, Ledger, SpendKey
+from gateway.ledger.base import SCAN_PAGE, Batch, Ledger, SpendKey
 from gateway.ledger.record import LedgerRecord
 from gateway.ledger.report import Group
 from gateway.ledger.spool import Spool
@@ -29,6 +34,7 @@ from gateway.ledger.sqlite_queries import DIMS, ReportQuery, records_after, spen
 from gateway.ledger.sqlite_schema import SCHEMA, store_batch
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class SQLiteLedger(Ledger):
@@ -43,7 +49,13 @@ class SQLiteLedger(Ledger):
         """Stored spend per (tenant, day), loaded once per key, then kept up to date."""
 
     def health(self) -> dict[str, Any]:
-        return {"ledger": "sqlite", "queued": len(self._queue), "spooled": self.spool.count()}
+        return {
+            "ledger": "sqlite",
+            "sqlite": "up" if self._up else "down",
+            "queued": len(self._queue),
+            "spooled": self.spool.count(),
+            "lost": self.lost,
+        }
 
     def reader(self) -> sqlite3.Connection | None:
         """A new read-only connection to the file (the caller closes it); None before the file
@@ -62,12 +74,6 @@ class SQLiteLedger(Ledger):
 
     async def _open(self) -> None:
         await self._in_thread(self._connect)
-        # Records spooled when this store failed at a shutdown: store them now, once each.
-        for path in await asyncio.to_thread(self.spool.claim):
-            records = await asyncio.to_thread(self.spool.read, path)
-            for start in range(0, len(records), self.max_batch):
-                await self._in_thread(self._write_sync, records[start : start + self.max_batch])
-            await asyncio.to_thread(self.spool.remove, path, len(records))
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -82,16 +88,19 @@ class SQLiteLedger(Ledger):
         return self._conn
 
     async def _close(self) -> None:
-        if self._conn is not None:
-            await self._in_thread(self._conn.close)
-            self._conn = None
-        self._thread.shutdown(wait=True)
+        try:
+            if self._conn is not None:
+                await self._in_thread(self._conn.close)
+                self._conn = None
+        finally:
+            # A write stuck past the grace (a locked file) ends on its own; don't wait for it.
+            self._thread.shutdown(wait=False, cancel_futures=True)
 
-    async def _write(self, batch: list[LedgerRecord]) -> None:
+    async def _store(self, batch: Batch) -> None:
         await self._in_thread(self._write_sync, batch)
 
-    def _write_sync(self, batch: list[LedgerRecord]) -> None:
-        counted = store_batch(self._connect(), batch)
+    def _write_sync(self, batch: Batch) -> None:
+        counted = store_batch(self._connect(), batch.records)
         self._stored(batch, counted)
 
     # -- budget spend -----------------------------------------------------------------------
@@ -110,7 +119,13 @@ class SQLiteLedger(Ledger):
             with self._lock:
                 return sum(stored.values()) + self._unstored_nanos(tenant, days)
         # On the writer thread, so no batch commits between the read and the caching.
-        await self._in_thread(self._load_spend, tenant, days)
+        try:
+            await self._in_thread(self._load_spend, tenant, days)
+        except sqlite3.Error as exc:
+            log.warning("ledger: reading spend failed (%r); counting what is known", exc)
+            with self._lock:
+                known = sum(self._spend_cache.get((tenant, day), 0) for day in days)
+                return known + self._unstored_nanos(tenant, days)
         with self._lock:
             return self._cached_spend(tenant, days)
 

@@ -7,6 +7,7 @@ against it.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +23,18 @@ def open_ledger(
     redis_url: str | None,
     data_dir: Path,
     *,
+    replica: str | None = None,
     key_prefix: str = "gateway:ledger:",
     **options: Any,
 ) -> Ledger:
     """The Redis ledger when a URL is configured, else the SQLite file under ``data_dir``.
 
     Nothing is opened until `Ledger.start` (or the first report); the spool lives in
-    ``data_dir/ledger-spool/`` either way.
+    ``data_dir/ledger-spool/`` either way, in files of this replica's own (``replica``, by
+    default the host name; see `gateway.ledger.spool`). ``options`` go to the writer
+    (`gateway.ledger.writer.Writer`: ``max_queued``, ``store_timeout_s``, ...) and the store.
     """
-    spool = Spool(data_dir / "ledger-spool")
+    spool = Spool(data_dir / "ledger-spool", replica or socket.gethostname())
     if redis_url:
         return RedisLedger(redis_url, spool, key_prefix=key_prefix, **options)
     return SQLiteLedger(data_dir / "ledger.sqlite3", spool, **options)

@@ -51,7 +51,13 @@ async def test_reports_from_redis_rollups_equal_sqlite_reports(
     # the Redis store reports whole UTC days
     partial = await redis.report(T0 + 3600, T0 + 7200)
     assert (partial.since, partial.until) == (T0, T0 + DAY)
-    assert redis.health() == {"ledger": "redis", "redis": "up", "queued": 0, "spooled": 0}
+    assert redis.health() == {
+        "ledger": "redis",
+        "redis": "up",
+        "queued": 0,
+        "spooled": 0,
+        "lost": 0,
+    }
     for ledger in (redis, sqlite):
         await ledger.aclose()
 

@@ -118,6 +118,7 @@ async def test_spooled_records_are_stored_once_at_start(tmp_path: Path) -> None:
     spooled = [rec(), rec(), stored]
     ledger.spool.append(spooled)
     ledger.spool.append(spooled[:1])  # and one twice
+    ledger.spool.release()
     again = await started(tmp_path)
     assert again.spool.count() == 0
     report = await again.report(T0, T0 + DAY)
