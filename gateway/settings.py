@@ -24,6 +24,10 @@ class Settings:
     """Embedded stores and model caches (`GATEWAY_DATA_DIR`)."""
     redis_url: str | None = None
     """Redis for the ledger, caches and counters (`GATEWAY_REDIS_URL`); unset: embedded stores."""
+    replica_id: str | None = None
+    """This replica's name among those sharing a data volume (`GATEWAY_REPLICA_ID`): it names
+    the ledger's spool files. Unset: the host name (``-{pid}`` is added if a live process has
+    it already)."""
     admin_key: str | None = None
     """Admin key used when the policy names none (`GATEWAY_ADMIN_KEY`)."""
     watch_policy: bool = True
@@ -48,6 +52,7 @@ class Settings:
             "data_dir": Path(env.get("GATEWAY_DATA_DIR") or ".gateway"),
             "admin_key": env.get("GATEWAY_ADMIN_KEY") or None,
             "redis_url": env.get("GATEWAY_REDIS_URL") or None,
+            "replica_id": env.get("GATEWAY_REPLICA_ID") or None,
             "shutdown_grace_s": int(env.get("GATEWAY_SHUTDOWN_GRACE_S") or 30),
             "telemetry": TelemetryConfig.from_env(env),
         }
