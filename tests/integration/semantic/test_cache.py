@@ -177,8 +177,7 @@ async def test_restart_rebuilds_the_index_from_redis(namespace: str) -> None:
 SECOND_PROCESS = textwrap.dedent("""
     import asyncio, sys
     import numpy as np
-    from gateway.ml import guard
-from gateway.semantic import SemanticCache
+    from gateway.semantic import SemanticCache
 
     async def main() -> None:
         cache = await SemanticCache.open(sys.argv[1], namespace=sys.argv[2])
