@@ -1,10 +1,11 @@
 """Admin endpoints for cost: the report as JSON or CSV, and the dashboard page.
 
-Both need the admin key. The dashboard is one self-contained HTML page (Chart.js, MIT, is
-inlined from ``static/``: no CDN is reachable from where gateways usually run); it fetches
-``/admin/reports/cost`` with the key as a bearer header. Since a browser cannot send a header
-when it opens a page, ``GET /admin/dashboard`` also takes the key as ``?key=``; the page then
-keeps it in ``sessionStorage`` and removes it from the address bar.
+The report needs the admin key. The dashboard is one self-contained HTML page (Chart.js, MIT,
+is inlined from ``static/``: no CDN is reachable from where gateways usually run) that holds
+no data at all, so it is served to anyone: a browser cannot send a header when it opens a
+page, and a key in the address (``?key=``) would stay in the browser's history and in proxy
+logs. The page asks for the key in a form, keeps it in ``sessionStorage`` (this tab only) and
+fetches everything it shows from ``/admin/reports/cost`` with it as a bearer header.
 """
 
 from __future__ import annotations
@@ -65,15 +66,9 @@ async def cost_report(
 
 
 @get("/admin/dashboard")
-async def dashboard(
-    request: Request[Any, Any, Any], admins: NamedDependency[KeyRing]
-) -> Response[bytes]:
-    """The cost dashboard; the key as ``Authorization: Bearer`` or ``?key=``."""
-    authorization = request.headers.get("authorization")
-    key = request.query_params.get("key")
-    if not authorization and key:
-        authorization = f"Bearer {key}"
-    require_admin(admins, authorization)
+async def dashboard() -> Response[bytes]:
+    """The cost dashboard's page, the same for everyone: it holds no data (see the module
+    docstring); everything it shows comes from the report, with the key the page asks for."""
     nonce = secrets.token_urlsafe(16)
     page = _page().replace("__NONCE__", nonce)
     return Response(

@@ -76,10 +76,9 @@ def test_the_dashboard_draws_every_chart_with_data(
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
 
-    page.goto(f"{running.url}/admin/dashboard?key={ADMIN_KEY}")
+    sign_in(page, running.url, ADMIN_KEY)
     page.wait_for_selector("body[data-state=ready]", timeout=15_000)
     assert errors == []
-    assert "key=" not in page.url  # the key left the address bar for sessionStorage
 
     charts = page.evaluate(SUMMARY)
     assert sorted(charts) == sorted(CHARTS)
@@ -115,13 +114,55 @@ def test_the_dashboard_draws_every_chart_with_data(
     assert errors == []
 
 
+def sign_in(page: Any, url: str, key: str) -> None:
+    """Open the page (no key: it asks for one) and sign in with its form."""
+    page.goto(f"{url}/admin/dashboard")
+    page.wait_for_selector("body[data-state=login]", timeout=15_000)
+    page.fill("#key", key)
+    page.click("#apply")
+
+
+def test_the_key_comes_from_the_form_and_stays_for_the_tab(
+    server: tuple[ServerThread, list[LedgerRecord]], page: Any
+) -> None:
+    running, _ = server
+    fetched: list[str] = []
+    page.on("request", lambda r: fetched.append(r.url))
+    sign_in(page, running.url, ADMIN_KEY)
+    page.wait_for_selector("body[data-state=ready]", timeout=15_000)
+    assert all("key=" not in url for url in fetched)  # sent as a header, never in an address
+    assert page.input_value("#key") == ""
+    page.reload()  # the tab keeps the key: no form this time
+    page.wait_for_selector("body[data-state=ready]", timeout=15_000)
+    page.click("#signout")
+    page.wait_for_selector("body[data-state=login]", timeout=15_000)
+    assert page.evaluate("() => sessionStorage.length") == 0
+    assert page.inner_text("#cards") == ""
+
+
+def test_a_key_in_the_address_is_not_used(
+    server: tuple[ServerThread, list[LedgerRecord]], page: Any
+) -> None:
+    running, _ = server
+    fetched: list[str] = []
+    page.on("request", lambda r: fetched.append(r.url))
+    page.goto(f"{running.url}/admin/dashboard?key={ADMIN_KEY}&period=30d")
+    page.wait_for_selector("body[data-state=login]", timeout=15_000)
+    assert "key=" not in page.url and "period=30d" in page.url  # removed from the address
+    assert "not taken from the address" in page.inner_text("#status")
+    assert page.evaluate("() => sessionStorage.length") == 0
+    assert not [url for url in fetched if "/admin/reports/" in url]
+    assert page.input_value("#period") == "30d"
+
+
 def test_a_wrong_key_shows_an_error_not_a_blank_page(
     server: tuple[ServerThread, list[LedgerRecord]], page: Any
 ) -> None:
     running, _ = server
-    page.goto(f"{running.url}/admin/dashboard?key={ADMIN_KEY}")
+    sign_in(page, running.url, ADMIN_KEY)
     page.wait_for_selector("body[data-state=ready]", timeout=15_000)
     page.fill("#key", "sk-wrong")
     page.click("#apply")
     page.wait_for_selector("body[data-state=error]", timeout=15_000)
     assert "admin key" in page.inner_text("#status")
+    assert page.evaluate("() => sessionStorage.length") == 0  # a refused key is not kept
