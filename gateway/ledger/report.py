@@ -159,17 +159,40 @@ class Report:
         return msgspec.json.encode(self.to_dict())
 
     def to_csv(self) -> str:
-        """One line per row; without ``by``, one line of totals."""
+        """One line per row; without ``by``, one line of totals.
+
+        The group columns carry names from clients (``x-gateway-tags``) and from the policy
+        (tenants, routes, models): one that a spreadsheet would read as a formula (starting
+        with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) is written with a leading
+        ``'``, as OWASP recommends against CSV injection. The metrics are the gateway's own
+        numbers, left as they are (a negative saving stays a number). Lines end in CRLF, as
+        RFC 4180 says, which also makes the writer quote a cell holding a lone CR.
+        """
         buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
+        writer = csv.writer(buffer, lineterminator="\r\n")
         writer.writerow([*self.by, *METRICS])
         for row in self.rows if self.by else [self.totals]:
             values = row.as_dict()
-            writer.writerow(["" if values[k] is None else values[k] for k in (*self.by, *METRICS)])
+            writer.writerow(
+                [_cell(values[k]) for k in self.by]
+                + ["" if values[k] is None else values[k] for k in METRICS]
+            )
         return buffer.getvalue()
 
     def table(self) -> Table:
         return render_table(self)
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """A group column's CSV cell, defused if a spreadsheet would take it for a formula."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 def fold(

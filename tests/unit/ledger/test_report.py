@@ -126,6 +126,27 @@ def test_csv_has_a_header_and_one_line_per_row_or_the_totals() -> None:
     assert unpriced[lines[0].index("cost_usd")] == ""  # null, not 0
 
 
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_csv_defuses_cells_a_spreadsheet_would_run_as_formulas(start: str) -> None:
+    evil = start + 'HYPERLINK("http://x.test","y")'
+    records = [
+        rec(tenant=evil, model=evil, route=evil, tags={evil: "1"}),
+        rec(cost="0.005", baseline="0.004", tenant="team-b", tags={"app": start + "1"}),
+    ]
+    report = report_of(records, ("tenant", "model", "route", "tag"))
+    lines = list(csv.reader(io.StringIO(report.to_csv(), newline="")))
+    header = lines[0]
+    rows = [dict(zip(header, line, strict=True)) for line in lines[1:]]
+    first = next(r for r in rows if r["tenant"] != "team-b")
+    for column in ("tenant", "model", "route"):
+        assert first[column] == "'" + evil
+    assert first["tag"] == "'" + evil + "=1"
+    other = next(r for r in rows if r["tenant"] == "team-b")
+    assert other["tag"] == f"app={start}1"  # starts with a letter: left as it is
+    assert other["routing_savings_usd"] == "-0.001000000"  # the gateway's numbers stay numbers
+    assert all(not line[0].startswith(("=", "+", "-", "@", "\t", "\r")) for line in lines)
+
+
 def test_by_tag_counts_a_record_with_two_tags_in_two_rows_and_once_in_totals() -> None:
     records = [
         rec(tags={"team": "x", "env": "prod"}),
