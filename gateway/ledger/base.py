@@ -22,8 +22,9 @@ from typing import Any
 from gateway.errors import GatewayError
 from gateway.ledger.record import LedgerRecord
 from gateway.ledger.report import Group, Report, fold
+from gateway.ledger.spend import Batch, SpendKey
 from gateway.ledger.sums import day_of, from_nanos
-from gateway.ledger.writer import Batch, SpendKey, Writer
+from gateway.ledger.writer import Writer
 
 __all__ = ["SCAN_PAGE", "Batch", "Ledger", "LedgerUnavailable", "SpendKey"]
 

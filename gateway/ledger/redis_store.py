@@ -197,7 +197,7 @@ class RedisLedger(Ledger):
             log.warning("ledger: spend from Redis failed (%r); using the last known", exc)
             stored = {day: self._last_spend.get((tenant, day), 0) for day in days}
         with self._lock:
-            return sum(stored.values()) + self._unstored_nanos(tenant, days)
+            return sum(stored.values()) + self.unstored.nanos_locked(tenant, days)
 
     def _window(self, since: float, until: float) -> tuple[float, float]:
         return _whole_days(since, until)

@@ -117,7 +117,7 @@ class SQLiteLedger(Ledger):
         if self._conn is None:  # not started (a CLI): read the file as it is
             stored = await asyncio.to_thread(self._read, {}, spend_by_day, tenant, days)
             with self._lock:
-                return sum(stored.values()) + self._unstored_nanos(tenant, days)
+                return sum(stored.values()) + self.unstored.nanos_locked(tenant, days)
         # On the writer thread, so no batch commits between the read and the caching.
         try:
             await self._in_thread(self._load_spend, tenant, days)
@@ -125,13 +125,13 @@ class SQLiteLedger(Ledger):
             log.warning("ledger: reading spend failed (%r); counting what is known", exc)
             with self._lock:
                 known = sum(self._spend_cache.get((tenant, day), 0) for day in days)
-                return known + self._unstored_nanos(tenant, days)
+                return known + self.unstored.nanos_locked(tenant, days)
         with self._lock:
             return self._cached_spend(tenant, days)
 
     def _cached_spend(self, tenant: str, days: range) -> int:
         cached = sum(self._spend_cache[(tenant, day)] for day in days)
-        return cached + self._unstored_nanos(tenant, days)
+        return cached + self.unstored.nanos_locked(tenant, days)
 
     def _load_spend(self, tenant: str, days: range) -> None:
         stored = spend_by_day(self._connect(), tenant, days)

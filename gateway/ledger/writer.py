@@ -21,12 +21,9 @@ new batches. When the spool's disk fails too, a batch stays queued and is retrie
 past ``max_queued``, are the oldest records given up, logged one by one and counted in
 ``lost`` (memory stays bounded: nothing is left that could keep them).
 
-Budgets need spend that includes what is not stored yet: per (tenant, UTC day), each ledger
-keeps the cost of the records it accepted, or found in its spool at start, until they are
-stored ("unstored"), and `spend` adds it to what the store says. A record leaves "unstored"
-once: when the store's write of its batch returns in time, or when the spool file holding it
-has been replayed; a write that lands after its batch was spooled only updates the store, so
-the spend is briefly counted twice (too high), never too low.
+Budgets need spend that includes what is not stored yet: each ledger counts what it accepted
+until it is stored, once (`gateway.ledger.spend`); a write that lands after its batch was
+spooled only updates the store, so the spend is briefly counted twice (too high), never too low.
 """
 
 from __future__ import annotations
@@ -35,34 +32,16 @@ import abc
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import ClassVar
 
 from gateway.ledger.record import LedgerRecord
+from gateway.ledger.spend import Batch, SpendKey, UnstoredSpend
 from gateway.ledger.spool import Spool
-from gateway.ledger.sums import day_of, to_nanos
 
 log = logging.getLogger(__name__)
-
-SpendKey = tuple[str, int]
-"""(tenant, UTC day number)."""
-
-
-class Batch:
-    """Records on their way to the store, and whether the store's write may settle them."""
-
-    __slots__ = ("records", "settle", "settled", "spooling")
-
-    def __init__(self, records: list[LedgerRecord], *, settle: bool = True) -> None:
-        self.records = records
-        self.settle = settle
-        """False for a replayed chunk (its file settles) and for a batch whose spooled copy
-        will settle it (the write failed or ran late)."""
-        self.settled = False
-        self.spooling = False
 
 
 class Writer(abc.ABC):
@@ -95,8 +74,8 @@ class Writer(abc.ABC):
         self._closing = False
         self._hurry = False
         self._flushed: list[asyncio.Future[None]] = []
-        self._lock = threading.Lock()  # "unstored" is also updated in store threads
-        self._unstored: dict[SpendKey, int] = {}
+        self.unstored = UnstoredSpend()
+        self._lock = self.unstored.lock  # the stores' spend caches change under it too
         self._up = True
         self._retry_at = 0.0
         self._backoff = 0.0
@@ -107,7 +86,7 @@ class Writer(abc.ABC):
     def record(self, record: LedgerRecord) -> None:
         """Queue a record for writing; never blocks, never fails."""
         self._queue.append(record)
-        self._add_unstored([record])
+        self.unstored.add([record])
         if not self._wake.is_set():
             self._wake.set()
         if len(self._queue) > self.max_queued:
@@ -302,7 +281,7 @@ class Writer(abc.ABC):
                 chunk = Batch(records[start : start + self.max_batch], settle=False)
                 await asyncio.wait_for(self._store(chunk), self.store_timeout_s)
             await asyncio.to_thread(self.spool.remove, path, len(records))
-            self._settle(records)
+            self.unstored.settle(records)
             log.info("ledger: replayed %d spooled records from %s", len(records), path.name)
 
     async def _retry_spool(self) -> None:
@@ -374,18 +353,14 @@ class Writer(abc.ABC):
         if not records:
             return
         self.lost += len(records)
-        self._settle(records)
-        log.critical(
-            "ledger: LOST %d records (%s): %s",
-            len(records),
-            why,
-            ", ".join(record.request_id for record in records),
-        )
+        self.unstored.settle(records)
+        lost_ids = ", ".join(record.request_id for record in records)
+        log.critical("ledger: LOST %d records (%s): %s", len(records), why, lost_ids)
 
     def _count_spooled(self) -> None:
         """At start: what this replica's spool holds counts as unstored spend until replayed."""
         for records in self.spool.pending():
-            self._add_unstored(records)
+            self.unstored.add(records)
 
     def _release_flushers(self) -> None:
         self._hurry = False
@@ -403,37 +378,10 @@ class Writer(abc.ABC):
             self._on_stored(counted)
             if batch.settle and not batch.settled:
                 batch.settled = True
-                self._settle_locked(batch.records)
+                self.unstored.settle_locked(batch.records)
 
     def _on_stored(self, counted: Mapping[SpendKey, int]) -> None:  # noqa: B027
         """Called with ``self._lock`` held; nothing to do unless a store caches spend."""
-
-    def _add_unstored(self, records: Iterable[LedgerRecord]) -> None:
-        with self._lock:
-            for record in records:
-                if record.cost_usd is not None:
-                    key = (record.tenant, day_of(record.time))
-                    nanos = to_nanos(record.cost_usd)
-                    self._unstored[key] = self._unstored.get(key, 0) + nanos
-
-    def _settle(self, records: Iterable[LedgerRecord]) -> None:
-        with self._lock:
-            self._settle_locked(records)
-
-    def _settle_locked(self, records: Iterable[LedgerRecord]) -> None:
-        for record in records:
-            if record.cost_usd is None:
-                continue
-            key = (record.tenant, day_of(record.time))
-            left = self._unstored.get(key, 0) - to_nanos(record.cost_usd)
-            if left:
-                self._unstored[key] = left
-            else:
-                self._unstored.pop(key, None)
-
-    def _unstored_nanos(self, tenant: str, days: Iterable[int]) -> int:
-        """Call with ``self._lock`` held."""
-        return sum(self._unstored.get((tenant, day), 0) for day in days)
 
     # -- what each store implements ---------------------------------------------------------
 

@@ -68,7 +68,7 @@ async def test_two_replicas_replay_their_own_spools_and_their_spend_comes_right(
     for ledger in (a, b):
         assert await ledger.spend("team-a", now) == Decimal("1.00")
         assert await ledger.spend("team-b", now) == Decimal("1.00")
-        assert ledger._unstored == {}
+        assert not ledger.unstored
         await ledger.aclose()
     await assert_each_once(own_redis.url, tmp_path, sent["a"] + sent["b"])
 

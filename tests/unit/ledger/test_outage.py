@@ -73,7 +73,7 @@ async def test_a_full_disk_spools_and_everything_arrives_once_when_it_has_room(
     await set_max_pages(ledger, 1_000_000)
     await wait_for(lambda: ledger.health()["spooled"] == 0 and ledger.health()["sqlite"] == "up")
     assert await ledger.spend("team-a", now) == Decimal("0.01") * 410  # the repeats once
-    assert ledger._unstored == {}
+    assert not ledger.unstored
     await ledger.aclose()
     assert_each_once(tmp_path, before + during)
 
@@ -100,7 +100,7 @@ async def test_a_locked_file_spools_within_the_store_timeout_and_the_queue_stays
     other.close()
     await ledger.flush(timeout_s=20)
     await wait_for(lambda: ledger.health()["spooled"] == 0)
-    assert ledger._unstored == {}
+    assert not ledger.unstored
     await ledger.aclose()
     assert_each_once(tmp_path, [first, *records])
 
