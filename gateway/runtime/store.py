@@ -18,7 +18,7 @@ from pathlib import Path
 import msgspec
 import watchfiles
 
-from gateway.policy.load import LoadedPolicy, PolicyError, Problem, load_policy
+from gateway.policy.load import KeyPath, LoadedPolicy, PolicyError, Problem, load_policy
 from gateway.policy.schema import ModelConfig, Policy
 from gateway.providers import Provider
 from gateway.providers.local_engine import InProcessEngine
@@ -65,6 +65,25 @@ def _models_body(loaded: LoadedPolicy, created: int) -> bytes:
             ],
         }
     )
+
+
+def _admin_key_problem(policy: Policy, env_key: str | None) -> tuple[KeyPath, str] | None:
+    """What is wrong with the admin keys in force, if anything: an admin key that is also a
+    tenant's key (that tenant would be an admin), or a ``GATEWAY_ADMIN_KEY`` (used when the
+    policy names no admin key) shorter than the 16 characters a policy key needs."""
+    tenant_keys = {key for tenant in policy.tenants.values() for key in tenant.api_keys}
+    if policy.admin is not None and policy.admin.api_keys:
+        for i, key in enumerate(policy.admin.api_keys):
+            if key in tenant_keys:
+                return ("admin", "api_keys", i), "the admin key is also a tenant's key"
+        return None
+    if env_key is None:
+        return None
+    if len(env_key) < 16:
+        return (), "GATEWAY_ADMIN_KEY is shorter than 16 characters"
+    if env_key in tenant_keys:
+        return (), "GATEWAY_ADMIN_KEY is also a tenant's key"
+    return None
 
 
 class PolicyStore:
@@ -116,6 +135,9 @@ class PolicyStore:
         refused = open_access_refused(loaded.policy.tenants, self._settings)
         if refused is not None:
             raise PolicyError([Problem(str(loaded.path), 1, 1, ("tenants",), refused)])
+        weak = _admin_key_problem(loaded.policy, self._settings.admin_key)
+        if weak is not None:
+            raise PolicyError([Problem(str(loaded.path), 1, 1, *weak)])
         return loaded
 
     async def watch(self) -> None:

@@ -6,15 +6,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
+from gateway.app import create_app
 from gateway.ledger.record import LedgerRecord
+from gateway.policy.load import PolicyError
+from gateway.runtime.store import PolicyStore
+from gateway.settings import Settings
 from tests.conftest import ADMIN_KEY, TENANT_KEY, Gateway, policy_text
 from tests.fake_upstream import FakeUpstream, Fault
 from tests.integration.test_faults import assert_openai_error, post
+from tests.servers import ServerThread
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
 AUTH = {"authorization": f"Bearer {TENANT_KEY}"}
@@ -276,3 +282,65 @@ def test_readyz_details_need_the_admin_key(
     admin = httpx.get(f"{gw.url}/readyz", headers={"authorization": f"Bearer {ADMIN_KEY}"})
     assert admin.json()["policy"]["path"] == str(gw.policy_path)
     assert admin.json()["stores"]["ledger"]["ledger"] == "redis"  # the details, for the admin
+
+
+def admin_key_settings(tmp_path: Path, text: str, admin_key: str) -> Settings:
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    return Settings(policy_path=path, data_dir=tmp_path / "data", admin_key=admin_key)
+
+
+def without_admin_block(text: str) -> str:
+    return "".join(line for line in text.splitlines(True) if not line.startswith("admin:"))
+
+
+@pytest.mark.parametrize(
+    ("admin_key", "message"),
+    [
+        ("sk-short-admin", "GATEWAY_ADMIN_KEY is shorter than 16 characters"),
+        (TENANT_KEY, "GATEWAY_ADMIN_KEY is also a tenant's key"),
+    ],
+)
+async def test_a_weak_gateway_admin_key_is_refused_at_start(
+    tmp_path: Path, primary: FakeUpstream, backup: FakeUpstream, admin_key: str, message: str
+) -> None:
+    text = without_admin_block(policy_text(primary, backup))
+    store = PolicyStore(admin_key_settings(tmp_path, text, admin_key))
+    try:
+        with pytest.raises(PolicyError) as info:
+            await store.start()
+        assert [p.message for p in info.value.problems] == [message]
+        assert admin_key not in str(info.value)
+    finally:
+        await store.aclose()
+
+
+async def test_an_admin_key_of_the_policy_shared_with_a_tenant_is_refused(
+    tmp_path: Path, primary: FakeUpstream, backup: FakeUpstream
+) -> None:
+    text = policy_text(primary, backup).replace(ADMIN_KEY, TENANT_KEY)
+    store = PolicyStore(admin_key_settings(tmp_path, text, ADMIN_KEY))
+    try:
+        with pytest.raises(PolicyError) as info:
+            await store.start()
+        assert "$.admin.api_keys[0]: the admin key is also a tenant's key" in str(info.value)
+    finally:
+        await store.aclose()
+
+
+def test_a_reload_that_makes_the_admin_key_a_tenants_key_is_refused(
+    tmp_path: Path, primary: FakeUpstream, backup: FakeUpstream
+) -> None:
+    text = without_admin_block(policy_text(primary, backup))
+    settings = admin_key_settings(tmp_path, text, ADMIN_KEY)
+    settings.data_dir.mkdir()
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    with ServerThread(create_app(settings)) as server:
+        before = httpx.get(f"{server.url}/readyz", headers=admin).json()["policy"]["version"]
+        settings.policy_path.write_text(text.replace(TENANT_KEY, ADMIN_KEY))
+        response = httpx.post(f"{server.url}/admin/policy/reload", headers=admin)
+        error = assert_openai_error(response, 400, code="invalid_policy")
+        assert any("GATEWAY_ADMIN_KEY is also a tenant's key" in p for p in error["problems"])  # type: ignore[attr-defined]
+        assert ADMIN_KEY not in response.text
+        after = httpx.get(f"{server.url}/readyz", headers=admin).json()["policy"]["version"]
+        assert after == before
