@@ -217,6 +217,12 @@ def usage(body: dict[str, Any], text: str) -> dict[str, int]:
     }
 
 
+def service_tier(body: dict[str, Any]) -> str:
+    """The tier OpenAI reports having served: the one asked for, else ``default``."""
+    asked = body.get("service_tier")
+    return asked if asked in ("flex", "priority", "scale") else "default"
+
+
 def completion(name: str, body: dict[str, Any]) -> dict[str, Any]:
     text = answer_text(name, body)
     return {
@@ -225,6 +231,7 @@ def completion(name: str, body: dict[str, Any]) -> dict[str, Any]:
         "created": int(time.time()),
         "model": body["model"],
         "system_fingerprint": "fp_fake",
+        "service_tier": service_tier(body),
         "choices": [
             {
                 "index": 0,
@@ -247,6 +254,7 @@ def chunks(name: str, body: dict[str, Any]) -> list[bytes]:
         "created": int(time.time()),
         "model": body["model"],
         "system_fingerprint": "fp_fake",
+        "service_tier": service_tier(body),
     }
     if include_usage:
         base["usage"] = None

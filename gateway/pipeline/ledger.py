@@ -53,9 +53,16 @@ def counted(
     return Usage(prompt, output, prompt + output), True
 
 
-def baseline_usd(policy: Policy, model: str, usage: Usage) -> Decimal | None:
-    baseline = policy.baseline_model or model
-    return cost_usd(usage, policy.models[baseline].price)
+def baseline_usd(
+    policy: Policy, model: str, usage: Usage, service_tier: str | None = None
+) -> Decimal | None:
+    """What the same tokens cost on the baseline model, in the same service tier."""
+    return _priced(policy, policy.baseline_model or model, usage, service_tier)
+
+
+def _priced(policy: Policy, model: str, usage: Usage, service_tier: str | None) -> Decimal | None:
+    price = policy.models[model].price
+    return cost_usd(usage, None if price is None else price.in_tier(service_tier))
 
 
 def record(
@@ -70,10 +77,12 @@ def record(
     ttft_at: float | None = None,
     cache: str = "miss",
     judgement: Judgement | None = None,
+    service_tier: str | None = None,
 ) -> LedgerRecord:
+    """``service_tier``: the tier the provider reports it served the answer in."""
     now = time.monotonic()
-    cost = cost_usd(usage, policy.models[model].price) if model and usage else None
-    baseline = baseline_usd(policy, model, usage) if model and usage else None
+    cost = _priced(policy, model, usage, service_tier) if model and usage else None
+    baseline = baseline_usd(policy, model, usage, service_tier) if model and usage else None
     details = usage.prompt_tokens_details if usage else None
     return LedgerRecord(
         time=request.arrived_unix,
@@ -124,6 +133,7 @@ def record_answer(
         ttft_at=ttft_at,
         cache=turn.cache,
         judgement=turn.judgement,
+        service_tier=answer.service_tier,
     )
     _write(turn.services, turn.trace, entry, turn, answer.text)
     return usage, entry

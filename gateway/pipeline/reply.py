@@ -40,6 +40,7 @@ class _Completion(msgspec.Struct):
     choices: list[_Choice] = []
     usage: Usage | None = None
     system_fingerprint: str | None = None
+    service_tier: str | None = None
 
 
 @dataclass(slots=True)
@@ -54,6 +55,8 @@ class Answer:
     system_fingerprint: str | None = None
     plain_text: bool = True
     """One choice of text only (no tool calls, no other choices): only such answers are cached."""
+    service_tier: str | None = None
+    """The tier the provider says it served the answer in (it prices the answer)."""
 
     @classmethod
     def of_body(cls, body: bytes) -> Answer:
@@ -79,6 +82,7 @@ class Answer:
         """Add a completion (``part="message"``) or a stream chunk (``part="delta"``)."""
         self.upstream_model = completion.model or self.upstream_model
         self.system_fingerprint = completion.system_fingerprint or self.system_fingerprint
+        self.service_tier = completion.service_tier or self.service_tier
         if completion.usage is not None:
             self.usage = completion.usage
         for choice in completion.choices:

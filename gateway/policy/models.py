@@ -16,6 +16,19 @@ from gateway.policy.limits import MaxTokens
 from gateway.policy.types import Name, PerMillion, Seconds, Strict
 
 
+class TierPrice(Strict):
+    """A provider's price in one of its service tiers, USD per million tokens."""
+
+    input_per_mtok: PerMillion
+    output_per_mtok: PerMillion
+    cached_input_per_mtok: PerMillion | None = None
+
+
+UNTIERED = frozenset({"default", "auto"})
+"""Service tiers that are the model's usual price (OpenAI answers ``default`` when asked for
+``auto``, or for nothing)."""
+
+
 class Price(Strict):
     """USD per million tokens, as exact decimals; or a GPU's hourly price and its throughput.
 
@@ -33,6 +46,25 @@ class Price(Strict):
     gpu_hour_usd: PerMillion | None = Field(default=None, description="USD per GPU hour.")
     input_tokens_per_s: Annotated[Decimal, Field(gt=0)] | None = None
     output_tokens_per_s: Annotated[Decimal, Field(gt=0)] | None = None
+    service_tiers: dict[Annotated[str, StringConstraints(min_length=1)], TierPrice] = Field(
+        default_factory=dict,
+        description="Prices by the service tier the provider's answer reports (flex, "
+        "priority, ...); an answer in a tier not listed here is unpriced.",
+    )
+
+    def in_tier(self, tier: str | None) -> Price | None:
+        """The price of an answer the provider served in ``tier``; None when that tier has no
+        price here (never the usual price: a priority answer costs more, a flex one less)."""
+        if tier is None or tier in UNTIERED:
+            return self
+        found = self.service_tiers.get(tier)
+        if found is None:
+            return None
+        return Price(
+            input_per_mtok=found.input_per_mtok,
+            output_per_mtok=found.output_per_mtok,
+            cached_input_per_mtok=found.cached_input_per_mtok,
+        )
 
     @model_validator(mode="after")
     def _one_form(self) -> Price:

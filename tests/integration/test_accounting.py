@@ -198,3 +198,40 @@ def test_every_request_is_in_the_redis_ledger_once_though_redis_stopped_mid_run(
         return [r.request_id for r in records]
 
     assert Counter(asyncio.run(stored())) == Counter(sent)  # every request, exactly once
+
+
+def test_a_service_tier_is_billed_at_its_own_price_or_not_at_all(
+    start_gateway: Callable[..., Gateway], primary: FakeUpstream, backup: FakeUpstream
+) -> None:
+    """A client may ask OpenAI for the priority tier (dearer) or flex (cheaper): the answer says
+    which it was served in, and the ledger prices that tier, or leaves it unpriced."""
+    text = policy_text(primary, backup).replace(
+        "price: {input_per_mtok: 2.50, cached_input_per_mtok: 1.25, output_per_mtok: 10}",
+        "price: {input_per_mtok: 2.50, cached_input_per_mtok: 1.25, output_per_mtok: 10, "
+        "service_tiers: {priority: {input_per_mtok: 5, output_per_mtok: 20}}}",
+    )
+    assert "service_tiers" in text
+    gw = start_gateway(text)
+    client = gw.client()
+    sent = Counter[str]()
+
+    def cost(tier: str | None, stream: bool = False) -> tuple[str | None, Decimal | None]:
+        extra = {} if tier is None else {"service_tier": tier}
+        raw = client.chat.completions.with_raw_response.create(
+            model="main", messages=MESSAGES, extra_headers=FRESH, stream=stream, **extra
+        )
+        if stream:
+            list(raw.parse())
+        request_id = raw.headers["x-gateway-request-id"]
+        sent["requests"] += 1
+        record = by_id(gw.records(sent["requests"]), request_id)
+        return raw.headers.get("x-gateway-cost-usd"), record.cost_usd
+
+    header, usual = cost(None)
+    assert usual is not None and header == format(usual.normalize(), "f")
+    _, priority = cost("priority")
+    assert priority == usual * 2  # every rate doubled in the priority tier
+    _, streamed = cost("priority", stream=True)
+    assert streamed == priority
+    header, flex = cost("flex")
+    assert flex is None and header is None  # no flex price in the policy: unpriced, not zero

@@ -73,6 +73,24 @@ def test_record_costs_and_baseline() -> None:
     assert (rec.tenant, rec.tags, rec.time, rec.status) == ("t", {"a": "b"}, 1000.0, 200)
 
 
+def test_an_answer_is_priced_in_the_service_tier_it_was_served_in() -> None:
+    tiers = {"priority": {"input_per_mtok": "0.04", "output_per_mtok": "0.08"}}
+    p = policy(
+        small_price={"input_per_mtok": "0.02", "output_per_mtok": "0.04", "service_tiers": tiers}
+    )
+    usage = Usage(1000, 500, 1500)
+
+    def priced(tier: str | None) -> tuple[Decimal | None, Decimal | None]:
+        rec = account.record(p, request(), route="r", model="small", usage=usage, service_tier=tier)
+        return rec.cost_usd, rec.baseline_cost_usd
+
+    usual = (Decimal("0.00004"), Decimal("0.0075"))
+    assert priced(None) == priced("default") == priced("auto") == usual
+    # priority: its own price; the baseline model has none for that tier, so no saving is claimed
+    assert priced("priority") == (Decimal("0.00008"), None)
+    assert priced("flex") == (None, None)  # a tier without a price is unpriced, never the usual
+
+
 def test_unpriced_model_costs_none_and_no_baseline_means_no_saving() -> None:
     rec = account.record(policy(), request(), route="r", model="small", usage=Usage(10, 10, 20))
     assert rec.cost_usd is None

@@ -83,3 +83,11 @@ def test_a_streamed_and_a_whole_answer_read_alike() -> None:
         whole.finish_reason,
     )
     assert streamed.cacheable and whole.cacheable
+
+
+def test_the_service_tier_is_read_from_replies_and_chunks() -> None:
+    body = {"choices": [{"message": {"content": "x"}}], "service_tier": "priority"}
+    assert Answer.of_body(json.dumps(body).encode()).service_tier == "priority"
+    meter = StreamMeter(wants_usage=False)
+    meter.forward(json.dumps({"choices": [], "service_tier": "flex"}).encode())
+    assert meter.answer.service_tier == "flex"
