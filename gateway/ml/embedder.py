@@ -22,6 +22,14 @@ would move semantic-cache scores around their threshold. So the default is fp32.
 head records which variant it was trained on and refuses vectors from another.
 
 Vectors are float32 rows of unit length, so a dot product is the cosine similarity.
+
+Long texts: the model reads ``max_seq_length`` word pieces, but a tokenizer truncates only
+after tokenizing the whole text, so a 4 MiB prompt cost 2.7 s before it was cut to 128 tokens.
+Each text is therefore stripped and cut to ``max_seq_length`` times 64 characters first
+(:func:`clip`): word pieces average about 4 characters, so the cut leaves a 16-fold margin, and
+only a text whose first 128 pieces span more than 8192 characters (mostly whitespace, say)
+embeds differently. The 4 MiB prompt now embeds in milliseconds, and every text within the
+bound to exactly the same vector as before.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import contextlib
 import copy
 import logging
 import os
+import re
 import threading
 import warnings
 from collections.abc import Sequence
@@ -49,6 +58,22 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_MAX_SEQ_LENGTH = 128
 _BUNDLED = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 Backend = Literal["auto", "onnx", "torch"]
+CHARS_PER_TOKEN = 64
+"""A text is cut to ``max_seq_length`` times this many characters before it is tokenized."""
+_VISIBLE = re.compile(r"\S")
+
+
+def clip(text: str, max_tokens: int) -> str:
+    """``text`` stripped and cut to ``max_tokens`` times :data:`CHARS_PER_TOKEN` characters, so a
+    tokenizer that truncates to ``max_tokens`` pieces never reads a whole pasted document; the
+    same as ``text.strip()`` for any text within the bound (see the module docstring)."""
+    limit = max_tokens * CHARS_PER_TOKEN
+    if len(text) <= limit:
+        return text.strip()
+    first = _VISIBLE.search(text)
+    if first is None:
+        return ""
+    return text[first.start() : first.start() + limit].rstrip()
 
 
 class Encoder(Protocol):
@@ -217,8 +242,9 @@ class Embedder:
         }
 
     def _forward(self, texts: list[str]) -> Vectors:
+        clipped = [clip(t, self.max_seq_length) for t in texts]
         with self._lock:
-            return self._model.encode(texts)
+            return self._model.encode(clipped)
 
     def embed_sync(
         self, texts: Sequence[str], batch_size: int = 64, progress: bool = False

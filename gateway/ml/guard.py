@@ -6,6 +6,9 @@ passes every rule must also convince the trained verifier of :mod:`~gateway.ml.v
 ("learn Java" / "learn Java quickly"). The rules stay hard vetoes: the verifier can only refuse
 more. :class:`Guard` binds a particular verifier; :func:`check` uses the committed one, loaded
 on first use (:func:`default_guard`; ``SemanticCache.open`` loads it at start).
+
+Both read only the first :data:`MAX_CHARS` characters of each text, so the semantic cache keeps
+no more than that of a stored question.
 """
 
 from __future__ import annotations
@@ -16,10 +19,19 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from gateway.ml.rules import Reason, Verdict, check_rules, same_question
+from gateway.ml.rules import MAX_CHARS, Reason, Verdict, check_rules, same_question
 from gateway.ml.verifier import Verifier
 
-__all__ = ["Guard", "Reason", "Verdict", "check", "check_rules", "default_guard", "same_question"]
+__all__ = [
+    "MAX_CHARS",
+    "Guard",
+    "Reason",
+    "Verdict",
+    "check",
+    "check_rules",
+    "default_guard",
+    "same_question",
+]
 
 
 class Guard:

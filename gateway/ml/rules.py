@@ -31,20 +31,35 @@ vetoes about as many QQP positives as negatives (QQP's labels call "in Washingto
 Michigan" the same question), but on the paraphrases it costs 4% of recall at cosine 0.8, and
 every vetoed hard negative is a wrong answer that is not served.
 
+What is read: the first ``MAX_CHARS`` (4000) characters of a text, and of those its first 400
+words; a pasted document is judged by its opening, which is also all that the semantic cache
+keeps of a stored question (:data:`MAX_CHARS`). So a 4 MiB prompt costs what its opening costs.
+
 Cost: regular expressions and set operations, tens of microseconds per text on an idle core;
-analyses are memoised per text, so a stored entry is analysed once.
+analyses are memoised by a digest of that prefix, bounded in entries and bytes
+(:mod:`~gateway.ml.memo`), so a stored entry is analysed once while it stays in the memo.
 
 The guard that combines these rules with the learned verifier is :mod:`gateway.ml.guard`.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import lru_cache
 
-__all__ = ["Analysis", "Reason", "Verdict", "analyse", "check_rules", "same_question"]
+from gateway.ml.memo import TextMemo
+
+__all__ = [
+    "MAX_CHARS",
+    "Analysis",
+    "Reason",
+    "Verdict",
+    "analyse",
+    "check_rules",
+    "same_question",
+]
 
 
 class Reason(StrEnum):
@@ -216,15 +231,21 @@ def _is_name(token: str, sentence_start: bool, title_case_text: bool) -> bool:
 _WINDOW = 3
 _DIRECTION_MAX_TOKENS = 40  # past this, clause reordering in paraphrases outweighs reversals
 _MAX_TOKENS = 400
+MAX_CHARS = 4000
+"""The guard reads at most this prefix of a text (rules and learned verifier alike): a pasted
+document is judged by its opening, and a stored entry need keep no more of its question."""
 _SENTENCE_BREAK = re.compile(r"[.?!:;\n\"(]")
 
 
-@lru_cache(maxsize=8192)
 def analyse(text: str) -> Analysis:
-    """Tokenise ``text`` once and extract what the checks compare (memoised)."""
-    matches = list(_TOKEN.finditer(text))
-    if len(matches) > _MAX_TOKENS:  # a pasted document: the checks look at its first part
-        matches = matches[:_MAX_TOKENS]
+    """What the checks compare in the first :data:`MAX_CHARS` characters of ``text``
+    (memoised)."""
+    return _memo(text[:MAX_CHARS])
+
+
+def _analyse(text: str) -> Analysis:
+    # A pasted document: the checks look at its first _MAX_TOKENS words only.
+    matches = list(itertools.islice(_TOKEN.finditer(text), _MAX_TOKENS))
     tokens = [m.group(0) for m in matches]
     lowered = [t.lower().replace("’", "'") for t in tokens]
     lows = [_norm(t) for t in lowered]
@@ -285,6 +306,23 @@ def analyse(text: str) -> Analysis:
         wh=_WH.get(first),
         length=len(tokens),
     )
+
+
+def _sizeof(a: Analysis) -> int:
+    """Roughly the bytes an analysis holds (CPython objects), for the memo's budget."""
+    strings = a.words | a.numbers | a.entities
+    return (
+        800
+        + sum(56 + len(w) for w in strings)
+        + 64 * (len(a.words) + len(a.numbers) + len(a.entities))
+        + len(a.initials)
+        + sum(500 + 64 * (len(left) + len(right)) for _, left, right in a.sides)
+    )
+
+
+_memo = TextMemo(_analyse, _sizeof, max_entries=8192, max_bytes=32 * 1024 * 1024)
+"""Analyses by digest of the text's prefix; a short question's is 1-3 KB, a 400-word one's
+50-150 KB, so 32 MiB holds all 8192 short ones or a few hundred long ones."""
 
 
 def missing_entities(x: Analysis, y: Analysis) -> list[str]:

@@ -19,8 +19,11 @@ them), and out of QQP's domain they hurt: on the GPTCache paraphrases, at equal 
 the vector model refused 3-7 points more real paraphrases. Every feature is symmetric in the
 two texts. Inference is numpy only: the tokenizer is the
 model's ``tokenizer.json`` (Rust ``tokenizers``), the word-piece embeddings are read once from
-the model's safetensors file. Per-text work is memoised, so a stored entry is analysed once;
-a pair costs a few tens of microseconds.
+the model's safetensors file. Like the rules it reads only the first ``rules.MAX_CHARS``
+characters of a text (and of those the first 256 word pieces), so the tokenizer never sees a
+whole pasted document. Per-text work is memoised by a digest of that prefix, bounded in entries
+and bytes, so a stored entry is analysed once while it stays in the memo; a pair costs a few
+tens of microseconds.
 
 The weights are a committed artifact (``gateway/data/semantic_verifier.npz``), trained only on
 the development half (even rows) of the QQP pairs by ``gateway cache train-guard``
@@ -32,7 +35,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.ml import rules
+from gateway.ml.memo import TextMemo
 
 __all__ = ["DEFAULT_VERIFIER", "FEATURES_VERSION", "Verifier", "WordPieces", "pair_features"]
 
@@ -62,7 +65,9 @@ class WordPieces:
         self.embeddings = embeddings
         self.idf = idf
         self._stop = frozenset(tokenizer.encode(_STOP, add_special_tokens=False).ids)
-        self.pieces = lru_cache(maxsize=8192)(self._pieces)
+        self._memo = TextMemo(
+            self._pieces, lambda ids: 112 + ids.nbytes, max_entries=8192, max_bytes=16 << 20
+        )
 
     @classmethod
     def load(cls, idf: F32 | None = None, model: str = "all-MiniLM-L6-v2") -> WordPieces:
@@ -86,9 +91,13 @@ class WordPieces:
     def with_idf(self, idf: F32) -> WordPieces:
         return WordPieces(self._tokenizer, self.embeddings, idf)
 
+    def pieces(self, text: str) -> npt.NDArray[np.int64]:
+        """Distinct word-piece ids of ``text``'s first ``rules.MAX_CHARS`` characters (the
+        first 256 of them), function words left out; memoised."""
+        return self._memo(text[: rules.MAX_CHARS])
+
     def _pieces(self, text: str) -> npt.NDArray[np.int64]:
-        """Distinct word-piece ids of ``text`` (first 256), function words left out."""
-        ids = self._tokenizer.encode(text[:4000], add_special_tokens=False).ids[:256]
+        ids = self._tokenizer.encode(text[: rules.MAX_CHARS], add_special_tokens=False).ids[:256]
         return np.array(sorted(set(ids) - self._stop), np.int64)
 
     def document_frequency_idf(self, texts: list[str]) -> F32:

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.ml.embedder import Embedder
+from gateway.ml.embedder import CHARS_PER_TOKEN, DEFAULT_MODEL, Embedder, resolve_model
+from gateway.ml.onnx_encoder import OnnxEncoder
 
 pytestmark = pytest.mark.model
 
@@ -82,3 +83,19 @@ def test_a_model_onnx_cannot_run_is_refused_or_falls_back(tmp_path: Path) -> Non
     (tmp_path / "modules.json").write_text("[]")
     with pytest.raises(ValueError, match="ONNX"):
         Embedder.load(str(tmp_path), backend="onnx", cache_dir=tmp_path)
+
+
+def test_a_long_prompt_is_cut_before_it_is_tokenized(
+    exports: Path, onnx_embedder: Embedder
+) -> None:
+    # The encoder alone tokenizes whole texts, as the embedder did before it cut them.
+    whole = OnnxEncoder.load(
+        resolve_model(DEFAULT_MODEL), max_seq_length=128, threads=1, cache_dir=exports
+    )
+    assert np.array_equal(onnx_embedder.embed_sync(TEXTS), whole.encode(TEXTS))
+    document = "Notes on the history of the printing press, chapter by chapter. " * 16_000
+    assert len(document) > 1_000_000
+    limit = 128 * CHARS_PER_TOKEN
+    cut = onnx_embedder.embed_sync([document])
+    assert np.array_equal(cut, onnx_embedder.embed_sync([document[:limit]]))
+    assert np.array_equal(cut, whole.encode([document]))  # its first 128 tokens are the same

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gateway.ml import guard
@@ -122,3 +123,17 @@ def test_training_writes_a_loadable_artifact(tmp_path: Path, embedder: Embedder)
     assert loaded.verifier is not None and loaded.verifier.meta["pairs"] == len(rows)
     p = loaded.verifier.probability(rows[0].query, rows[0].stored, query[0], stored[0])
     assert 0.0 <= p <= 1.0
+
+
+def test_a_long_text_is_read_by_its_opening(embedder: Embedder, verifier: Verifier) -> None:
+    document = "How do I tune PostgreSQL autovacuum for a write-heavy table? " * 70_000
+    opening = document[: guard.MAX_CHARS]
+    pieces = verifier.pieces
+    assert np.array_equal(pieces.pieces(document), pieces.pieces(opening))
+    u, v = embedder.embed_sync([document, opening])
+    assert verifier.probability(document, opening, u, v) == verifier.probability(
+        opening, opening, v, v
+    )
+    for i in range(30):
+        pieces.pieces(f"{i} {document}")
+    assert len(pieces._memo) <= 8192 and pieces._memo.size_bytes < 30 * 4096
