@@ -33,20 +33,42 @@ class Store(Protocol):
     def health(self) -> dict[str, str]: ...
 
 
-class MemoryStore:
-    """An in-process LRU with a TTL, for a single gateway without Redis."""
+_ENTRY_OVERHEAD = 256
+"""Bytes charged to a memory entry besides its answer: the key (a 16 + 1 + 64 character
+string), the bytes object's header and the cache's links and expiry record."""
 
-    def __init__(self, max_entries: int, ttl_s: float) -> None:
-        self._entries: TTLCache[str, bytes] = TTLCache(maxsize=max_entries, ttl=ttl_s)
+
+class MemoryStore:
+    """An in-process LRU with a TTL, for a single gateway without Redis, bounded by entries and by
+    bytes (each entry is charged its answer's length plus ``_ENTRY_OVERHEAD``); the least
+    recently used go first past either, and an answer over ``max_bytes`` is not stored."""
+
+    def __init__(self, max_entries: int, ttl_s: float, max_bytes: int = 256 * 1024 * 1024) -> None:
+        self.max_entries = max_entries
+        self._entries: TTLCache[str, bytes] = TTLCache(
+            maxsize=max_bytes, ttl=ttl_s, getsizeof=_charged
+        )
+        self.too_large = 0
+        """Answers not stored for being over ``max_bytes`` on their own."""
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes charged to the entries held now."""
+        return int(self._entries.currsize)
 
     async def get(self, key: str) -> bytes | None:
         return self._entries.get(key)
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        self._entries[key] = value
+        if _charged(value) > self._entries.maxsize:
+            self.too_large += 1
+            return
+        self._entries[key] = value  # evicts the least recently used past max_bytes
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem()
 
     async def delete(self, key: str) -> None:
         self._entries.pop(key, None)
@@ -62,6 +84,10 @@ class MemoryStore:
 
     def health(self) -> dict[str, str]:
         return {"exact_cache": "memory"}
+
+
+def _charged(value: bytes) -> int:
+    return len(value) + _ENTRY_OVERHEAD
 
 
 class RedisStore:

@@ -136,6 +136,12 @@ class ExactCacheConfig(Strict):
     enabled: bool = True
     ttl: Duration = Field(default=86400.0, description="Seconds, or 30s / 15m / 24h / 7d.")
     max_entries: int = Field(default=100_000, ge=1, description="In-process store only.")
+    max_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="In-process store only: bytes its keys and answers may hold in all; least "
+        "recently used entries go first, and an answer larger than this is not stored.",
+    )
     max_temperature: float = Field(
         default=1.0, ge=0, description="Requests above it (missing means 1) are not cached."
     )
@@ -156,6 +162,17 @@ class SemanticCacheConfig(Strict):
     ttl: Duration = Field(default=86400.0, description="Seconds, or 30s / 15m / 24h / 7d.")
     max_entries: int = Field(
         default=100_000, ge=1, description="Per process; least recently used entries go first."
+    )
+    max_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Per process: bytes the entries may hold in all (text, answer, vector, "
+        "bookkeeping); least recently used entries go first.",
+    )
+    max_entry_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="An entry holding more (its question's opening and its answer) is not stored.",
     )
     max_temperature: float = Field(
         default=0.3, ge=0, description="Requests above it (missing means 1) are not cached."

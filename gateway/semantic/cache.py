@@ -13,8 +13,10 @@ With Redis (``redis_url``) the entries are shared with the other processes, and 
 the local index is kept in step is :mod:`~gateway.semantic.mirror`. Without Redis it is
 in-process only.
 
-Eviction is per process (``max_entries``, least recently used); Redis keeps the newest
-``max_entries`` and nothing older than the TTL.
+Eviction is per process (least recently used past ``max_entries`` or ``max_bytes``); Redis
+keeps the newest ``max_entries`` and nothing older than the TTL. An entry keeps only the
+opening of its question that the meaning guard reads (``guard.MAX_CHARS`` characters), and one
+over ``max_entry_bytes`` (its answer, mostly) is not stored at all (``stores_too_large``).
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ class Hit:
     score: float
     """Cosine similarity of the request's vector and the entry's."""
     text: str
-    """The cache text of the request that stored the entry."""
+    """The opening (``guard.MAX_CHARS`` characters) of the cache text of the request that
+    stored the entry."""
     payload: bytes
     created: float
     """Unix time the entry was stored."""
@@ -120,6 +123,8 @@ class SemanticCache:
         ttl_s: float = 86_400.0,
         approximate_after: int = 20_000,
         *,
+        max_bytes: int = 512 * 1024 * 1024,
+        max_entry_bytes: int = 64 * 1024,
         redis_timeout_s: float = 0.5,
         follow_block_ms: int = 1000,
         sweep_interval_s: float = 5.0,
@@ -134,7 +139,12 @@ class SemanticCache:
         if guard_check is None:
             guard_check = (await asyncio.to_thread(guard.default_guard)).check
         config = IndexConfig(
-            dim=dim, max_entries=max_entries, ttl_s=ttl_s, approximate_after=approximate_after
+            dim=dim,
+            max_entries=max_entries,
+            ttl_s=ttl_s,
+            approximate_after=approximate_after,
+            max_bytes=max_bytes,
+            max_entry_bytes=max_entry_bytes,
         )
         store = (
             RedisStore(redis_url, namespace, timeout_s=redis_timeout_s, block_ms=follow_block_ms)
@@ -181,11 +191,20 @@ class SemanticCache:
         self, tenant: str, fingerprint: str, vector: npt.ArrayLike, text: str, payload: bytes
     ) -> str | None:
         """Cache ``payload`` (opaque bytes) as the answer to ``text`` in this tenant and context;
-        returns the entry id, or None when the write was skipped (Redis degraded)."""
+        returns the entry id, or None when the write was skipped (too large, or Redis
+        degraded). Only the opening of ``text`` that the guard reads is kept."""
         row = self._vector(vector)
         entry = StoredEntry(
-            secrets.randbits(63), tenant, fingerprint, text, bytes(payload), self._clock()
+            secrets.randbits(63),
+            tenant,
+            fingerprint,
+            text[: guard.MAX_CHARS],
+            bytes(payload),
+            self._clock(),
         )
+        if not self._index.fits(entry):
+            self.counters["stores_too_large"] += 1
+            return None
         if self._mirror is not None and not await self._mirror.put(entry, row):
             self.counters["stores_skipped"] += 1
             return None
@@ -228,10 +247,12 @@ class SemanticCache:
             "backend": "redis" if self._mirror is not None else "memory",
             "detail": reason,
             "entries": len(self._index),
+            "bytes": self._index.size_bytes,
             "partitions": self._index.partition_count(),
             "approximate_partitions": self._index.approximate_partitions(),
             "evicted": self._index.evicted,
             "expired": self._index.expired,
+            "too_large": self._index.too_large,
             "last_sync": self.last_sync,
             **dict(self.counters),
         }

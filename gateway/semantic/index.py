@@ -1,5 +1,5 @@
 """The local vector index: FAISS inner-product search per (tenant, fingerprint) partition, bounded
-by a global least-recently-used limit and a TTL.
+by a global least-recently-used limit on entries and on bytes, and a TTL.
 
 Everything here is synchronous and not thread-safe: :class:`LocalIndex` is owned by the single
 worker thread of :class:`gateway.semantic.cache.SemanticCache`, which serialises all calls, so
@@ -13,10 +13,18 @@ partition is rebuilt without them once they exceed a quarter of its rows. Scores
 inner products of the stored float32 rows either way (HNSWFlat keeps the full vectors); only the
 candidate set is approximate, and a near-duplicate above a 0.8 threshold is the easiest case for
 HNSW to find.
+
+NOTE on bytes. Each entry is charged what it holds in this process: its strings and payload as
+CPython objects (``sys.getsizeof``, so a non-ASCII text counts its 2 or 4 bytes per character),
+its float32 vector, and a fixed overhead for the bookkeeping around it (the entry object, the
+LRU and age records, FAISS's id maps; an HNSW graph's links are about 150 bytes more). An entry
+over ``max_entry_bytes`` is refused; past ``max_bytes`` in all, the least recently used go, as
+past ``max_entries``.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
@@ -27,7 +35,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Candidate", "IndexConfig", "LocalIndex", "StoredEntry"]
+__all__ = ["Candidate", "IndexConfig", "LocalIndex", "StoredEntry", "entry_bytes"]
 
 Vector = npt.NDArray[np.float32]
 
@@ -40,6 +48,11 @@ class IndexConfig:
     """Vector dimension (all-MiniLM-L6-v2: 384)."""
     max_entries: int = 100_000
     """Entries kept in this process across all tenants; the least recently used go first."""
+    max_bytes: int = 512 * 1024 * 1024
+    """Bytes those entries may hold in all (see the module docstring); the least recently used
+    go first."""
+    max_entry_bytes: int = 64 * 1024
+    """An entry that would hold more (mostly its payload) is not indexed."""
     ttl_s: float = 86_400.0
     """Age after which an entry is never served and is dropped."""
     approximate_after: int = 20_000
@@ -63,6 +76,21 @@ class StoredEntry:
     payload: bytes
     created: float
     """Unix time of the store, as written by the storing process."""
+
+
+ENTRY_OVERHEAD = 512
+"""Bytes charged to every entry besides its strings, payload and vector (see the module
+docstring)."""
+
+
+def entry_bytes(entry: StoredEntry) -> int:
+    """What an entry's own objects hold (text, payload, tenant, fingerprint), in bytes."""
+    return (
+        sys.getsizeof(entry.text)
+        + sys.getsizeof(entry.payload)
+        + sys.getsizeof(entry.tenant)
+        + sys.getsizeof(entry.fingerprint)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +122,13 @@ class LocalIndex:
         self._entries: OrderedDict[int, StoredEntry] = OrderedDict()  # LRU order, oldest first
         self._partitions: dict[tuple[str, str], _Partition] = {}
         self._by_age: deque[tuple[float, int]] = deque()  # (created, id), roughly in order
+        self._sizes: dict[int, int] = {}  # id -> bytes charged
+        self.size_bytes = 0
+        """Bytes charged to the entries held now (see the module docstring)."""
         self.evicted = 0
         self.expired = 0
+        self.too_large = 0
+        """Entries refused for holding more than ``max_entry_bytes``."""
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -153,6 +186,10 @@ class LocalIndex:
         part = self._partitions[(tenant, fingerprint)]
         return np.asarray(part.index.reconstruct(int(entry_id)), dtype=np.float32)
 
+    def fits(self, entry: StoredEntry) -> bool:
+        """Whether an entry is small enough to be indexed (``max_entry_bytes``)."""
+        return entry_bytes(entry) <= self.config.max_entry_bytes
+
     def touch(self, entry_id: int) -> None:
         """Mark an entry as just used (LRU)."""
         if entry_id in self._entries:
@@ -161,14 +198,22 @@ class LocalIndex:
     # ---- writing -------------------------------------------------------------------------
 
     def add(self, entries: Iterable[tuple[StoredEntry, Vector]]) -> int:
-        """Insert entries (already-known ids and expired entries are skipped); returns how many
-        were added. Evicts the least recently used past ``max_entries``."""
+        """Insert entries (already-known ids, expired entries and entries over
+        ``max_entry_bytes`` are skipped); returns how many were added. Evicts the least recently
+        used past ``max_entries`` or ``max_bytes``."""
         now = self._clock()
         groups: dict[tuple[str, str], tuple[list[int], list[Vector]]] = {}
         for entry, vector in entries:
             if entry.entry_id in self._entries or now - entry.created > self.config.ttl_s:
                 continue
+            size = entry_bytes(entry)
+            if size > self.config.max_entry_bytes:
+                self.too_large += 1
+                continue
+            charged = size + ENTRY_OVERHEAD + 4 * self.config.dim
             self._entries[entry.entry_id] = entry
+            self._sizes[entry.entry_id] = charged
+            self.size_bytes += charged
             self._by_age.append((entry.created, entry.entry_id))
             ids, vecs = groups.setdefault((entry.tenant, entry.fingerprint), ([], []))
             ids.append(entry.entry_id)
@@ -184,7 +229,9 @@ class LocalIndex:
             added += len(ids)
             if not part.approximate and part.rows > self.config.approximate_after:
                 self._rebuild(part, approximate=True)
-        while len(self._entries) > self.config.max_entries:
+        while self._entries and (
+            len(self._entries) > self.config.max_entries or self.size_bytes > self.config.max_bytes
+        ):
             oldest = next(iter(self._entries))
             self.remove([oldest])
             self.evicted += 1
@@ -199,6 +246,7 @@ class LocalIndex:
             entry = self._entries.pop(entry_id, None)
             if entry is None:
                 continue
+            self.size_bytes -= self._sizes.pop(entry_id)
             removed += 1
             key = (entry.tenant, entry.fingerprint)
             part = self._partitions.get(key)
@@ -227,6 +275,8 @@ class LocalIndex:
             self._entries.clear()
             self._partitions.clear()
             self._by_age.clear()
+            self._sizes.clear()
+            self.size_bytes = 0
             return count
         return self.remove([i for i, e in self._entries.items() if e.tenant == tenant])
 

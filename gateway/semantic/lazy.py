@@ -1,7 +1,8 @@
 """The semantic cache as the gateway holds it: opened at start when the policy enables it, else
 on the first request that needs it (after a reload turned it on), once.
 
-Its size settings (``max_entries``, ``ttl``, ``approximate_after``) are read when it opens;
+Its size settings (``max_entries``, ``max_bytes``, ``max_entry_bytes``, ``ttl``,
+``approximate_after``) are read when it opens;
 the threshold, the temperature limit and ``enabled`` are read per request by the pipeline's
 semantic-cache stage.
 """
@@ -56,6 +57,8 @@ class LazySemanticCache:
                     max_entries=config.max_entries,
                     ttl_s=config.ttl,
                     approximate_after=config.approximate_after,
+                    max_bytes=config.max_bytes,
+                    max_entry_bytes=config.max_entry_bytes,
                 )
                 log.info(
                     "semantic cache open (%s, %d entries) in %.2f s",

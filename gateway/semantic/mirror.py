@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from redis.exceptions import RedisError
 
+from gateway.ml.guard import MAX_CHARS
 from gateway.semantic import codec
 from gateway.semantic.index import LocalIndex, StoredEntry
 from gateway.semantic.store import Event, RedisStore, id_hex
@@ -35,6 +36,9 @@ __all__ = ["RedisMirror"]
 log = logging.getLogger(__name__)
 
 _REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+_LOAD_CHUNK = 500
+"""Entries fetched and indexed at a time: what a resync holds besides the index is bounded by
+this many blobs (each at most ``max_entry_bytes`` plus a vector)."""
 
 RunInWorker = Callable[..., Awaitable[Any]]
 """``run(fn, *args)``: call ``fn`` in the cache's worker thread, the only one that touches the
@@ -140,14 +144,16 @@ class RedisMirror:
         self._resync_needed = True
 
     async def _resync(self) -> None:
-        """Make the local index equal to Redis's newest ``max_entries`` entries."""
+        """Make the local index equal to Redis's newest ``max_entries`` entries (those that
+        fit in ``max_bytes``: they are indexed oldest first, so the byte bound evicts the
+        oldest)."""
         cursor = await self._store.last_log_id()
-        remote = await self._store.members(self._index.config.max_entries)
+        remote = await self._store.members(self._index.config.max_entries)  # newest first
         local = await self._run(self._index.ids)
         gone = local - remote.keys()
         if gone:
             await self._run(self._index.remove, gone)
-        await self._load([i for i in remote if i not in local], remote)
+        await self._load([i for i in reversed(remote) if i not in local], remote)
         self._cursor = cursor
         self._resync_needed = False
         self.last_sync = self._clock()
@@ -156,9 +162,12 @@ class RedisMirror:
         self.degraded_reason = None
 
     async def _load(self, entry_ids: list[int], tenants: dict[int, str] | None = None) -> None:
-        """Fetch, validate and index entries; undecodable ones are deleted from Redis."""
-        if not entry_ids:
-            return
+        """Fetch, validate and index entries, in this order and a chunk at a time; undecodable
+        ones are deleted from Redis."""
+        for start in range(0, len(entry_ids), _LOAD_CHUNK):
+            await self._load_chunk(entry_ids[start : start + _LOAD_CHUNK], tenants)
+
+    async def _load_chunk(self, entry_ids: list[int], tenants: dict[int, str] | None) -> None:
         blobs = await self._store.fetch(entry_ids)
         good: list[tuple[StoredEntry, npt.NDArray[np.float32]]] = []
         bad: list[tuple[int, str | None]] = []
@@ -182,7 +191,7 @@ class RedisMirror:
                 entry_id,
                 record.tenant,
                 record.fingerprint,
-                record.text,
+                record.text[:MAX_CHARS],  # a writer before the guard's bound kept it whole
                 record.payload,
                 record.created,
             )

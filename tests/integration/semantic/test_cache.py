@@ -354,3 +354,45 @@ async def _ok(c: SemanticCache) -> bool:
 async def _payload(c: SemanticCache, v: object, payload: bytes) -> bool:
     hit = await c.lookup("team-a", "fp", v, "x", 0.9)  # type: ignore[arg-type]
     return hit is not None and hit.payload == payload
+
+
+async def test_an_entry_keeps_only_what_the_guard_reads_and_a_huge_one_is_not_stored(
+    cache: SemanticCache,
+) -> None:
+    v, w = unit(1), unit(2)
+    document = "Summarise this contract, clause by clause, for a new employee. " * 70_000
+    assert await cache.store("t", "fp", v, document, b"summary") is not None
+    hit = await cache.lookup("t", "fp", v, document, 0.9)
+    assert hit is not None and hit.text == document[: guard.MAX_CHARS]
+    assert await cache.store("t", "fp", w, "Q", bytes(65 * 1024)) is None  # over 64 KiB
+    assert await cache.lookup("t", "fp", w, "Q", 0.9) is None
+    health = cache.health()
+    assert health["stores_too_large"] == 1 and health["entries"] == 1
+    assert health["bytes"] < 20_000
+
+
+async def test_a_byte_budget_bounds_the_index_and_a_restart_keeps_the_newest(
+    namespace: str,
+) -> None:
+    first = await SemanticCache.open(REDIS_URL, namespace=namespace)
+    vs = [unit(i) for i in range(12)]
+    for i, v in enumerate(vs):
+        await first.store("t", "fp", v, f"question {i}", bytes(30_000))
+    assert first.health()["entries"] == 12
+    await first.aclose()
+    # Room for about four 30 kB entries (each is charged its payload, text, vector, overhead).
+    budget = 4 * 32_500
+    second = await SemanticCache.open(
+        REDIS_URL, namespace=namespace, max_bytes=budget, max_entry_bytes=40_000
+    )
+    try:
+        health = second.health()
+        assert health["entries"] == 4 and health["bytes"] <= budget
+        for i, v in enumerate(vs):
+            hit = await second.lookup("t", "fp", v, f"question {i}", 0.9)
+            assert (hit is not None) == (i >= 8), i  # the newest four were kept
+        await second.store("t", "fp", unit(99), "question 99", bytes(30_000))
+        assert second.health()["entries"] == 4 and second.health()["bytes"] <= budget
+        assert await second.lookup("t", "fp", vs[8], "question 8", 0.9) is None  # LRU went
+    finally:
+        await second.aclose()

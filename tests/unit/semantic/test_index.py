@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from gateway.semantic.index import IndexConfig, LocalIndex, StoredEntry
+from gateway.semantic.index import (
+    ENTRY_OVERHEAD,
+    IndexConfig,
+    LocalIndex,
+    StoredEntry,
+    entry_bytes,
+)
 
 DIM = 32
 
@@ -120,3 +126,55 @@ def test_remove_tenant() -> None:
     assert index.remove_tenant("a") == 2
     assert len(index) == 1 and index.partition_count() == 1
     assert index.remove_tenant(None) == 1 and len(index) == 0
+
+
+def big_entry(i: int, payload_bytes: int, text: str | None = None) -> StoredEntry:
+    return StoredEntry(i + 1, "t", "f", text or f"text {i}", bytes(payload_bytes), 1_000.0)
+
+
+def test_a_byte_budget_evicts_the_least_recently_used() -> None:
+    rows = unit_rows(20)
+    one = entry_bytes(big_entry(0, 10_000)) + ENTRY_OVERHEAD + 4 * DIM
+    index = make(max_bytes=5 * one + one // 2, max_entry_bytes=64 * 1024)
+    index.add([(big_entry(i, 10_000), rows[i]) for i in range(5)])
+    index.touch(1)  # entry 0 is now the most recently used
+    index.add([(big_entry(i, 10_000), rows[i]) for i in range(5, 8)])
+    assert len(index) == 5 and index.evicted == 3
+    assert best(index, rows[0]) == 1  # touched: kept
+    assert [best(index, rows[i]) for i in (1, 2, 3)] == [None, None, None]  # oldest first
+    for i in range(8, 20):
+        index.add([(big_entry(i, 10_000), rows[i])])
+        assert len(index) == 5
+        assert 5 * one <= index.size_bytes <= index.config.max_bytes  # texts of 6 or 7 chars
+    assert [best(index, rows[i]) for i in range(15, 20)] == [16, 17, 18, 19, 20]
+    assert index.evicted == 15
+
+
+def test_an_entry_over_max_entry_bytes_is_not_indexed() -> None:
+    rows = unit_rows(3)
+    index = make(max_entry_bytes=4096)
+    assert index.add([(big_entry(0, 5000), rows[0]), (big_entry(1, 100), rows[1])]) == 1
+    assert len(index) == 1 and index.too_large == 1
+    assert best(index, rows[0]) is None and best(index, rows[1]) == 2
+    assert not index.fits(big_entry(2, 5000)) and index.fits(big_entry(2, 100))
+    assert not index.fits(big_entry(2, 100, text="€" * 2000))  # 2 bytes a character in memory
+
+
+def test_bytes_are_given_back_on_every_way_out() -> None:
+    clock = Clock()
+    rows = unit_rows(6)
+    index = make(clock, ttl_s=10)
+    index.add([(big_entry(i, 1000), rows[i]) for i in range(2)])
+    index.add(
+        [(StoredEntry(10 + i, "u", "f", "x", b"y" * 500, clock.now), rows[2 + i]) for i in range(2)]
+    )
+    assert index.size_bytes > 0
+    index.remove([1])
+    index.remove_tenant("u")
+    assert len(index) == 1
+    clock.now += 20
+    index.expire()
+    assert len(index) == 0 and index.size_bytes == 0
+    index.add([(big_entry(5, 10, text="z"), rows[5])])
+    index.remove_tenant(None)
+    assert index.size_bytes == 0
