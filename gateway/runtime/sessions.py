@@ -4,7 +4,9 @@ Switching models mid-conversation changes tone and capabilities under the user's
 ``routing.sticky_sessions`` the gateway remembers which model answered a conversation's first
 turn. A conversation is named by its ``x-session-id`` header or, without one, by the hash of its
 opening messages (system prompt and first user message), which every later turn repeats.
-Memory is per process (a TTL-bounded LRU); replicas behind a load balancer each keep their own.
+Memory is per process (a TTL-bounded LRU of ``max_sessions``); replicas behind a load balancer
+each keep their own. A key is a 32-character digest whatever the id or the messages, so an entry
+costs the same (about 200 bytes) however long the client's id.
 """
 
 from __future__ import annotations
@@ -18,15 +20,19 @@ from cachetools import TTLCache
 
 
 def session_key(tenant: str, session_id: str | None, messages: Sequence[Mapping[str, Any]]) -> str:
+    """The conversation's key: a digest of the tenant and its ``x-session-id``, or else of the
+    tenant and its opening messages."""
+    digest = hashlib.sha256(tenant.encode("utf-8", "surrogatepass"))
     if session_id:
-        return f"{tenant}\0id\0{session_id}"
-    opening = []
-    for message in messages:
-        opening.append(message)
-        if message.get("role") == "user":
-            break
-    digest = hashlib.sha256(msgspec.json.encode(opening)).hexdigest()[:32]
-    return f"{tenant}\0msgs\0{digest}"
+        digest.update(b"\0id\0" + session_id.encode("utf-8", "surrogatepass"))
+    else:
+        opening = []
+        for message in messages:
+            opening.append(message)
+            if message.get("role") == "user":
+                break
+        digest.update(b"\0msgs\0" + msgspec.json.encode(opening))
+    return digest.hexdigest()[:32]
 
 
 class Sessions:
