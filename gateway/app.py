@@ -96,4 +96,5 @@ def create_app(settings: Settings) -> Litestar:
 def _exact_store(settings: Settings, policy: Policy) -> Store:
     if settings.redis_url:
         return RedisStore(settings.redis_url)
-    return MemoryStore(policy.cache.exact.max_entries, policy.cache.exact.ttl)
+    exact = policy.cache.exact
+    return MemoryStore(exact.max_entries, exact.ttl, exact.max_bytes)

@@ -65,6 +65,10 @@ async def serve(
                     result = await run(Turn(chat, runtime, services, trace))
                 except asyncio.CancelledError:
                     if not watch.client_gone():
+                        # The server stopped it (past the shutdown grace): it still leaves its
+                        # record, its cost unknown, since a model may have been working on it.
+                        stopped = GatewayError("The gateway stopped first.", status=503)
+                        ledger.record_failure(services, trace, arrival, stopped)
                         raise
                     raise ClientClosedRequest("The client closed the connection.") from None
         except GatewayError as exc:

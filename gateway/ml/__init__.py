@@ -7,6 +7,7 @@
 - :mod:`~gateway.ml.rules`, :mod:`~gateway.ml.verifier`, :mod:`~gateway.ml.guard`: the semantic
   cache's meaning guard (hand-written rules, then a learned pair verifier).
 - :mod:`~gateway.ml.loader`: loads them once and runs them off the event loop.
+- :mod:`~gateway.ml.memo`: the guard's memos, bounded by entries and bytes.
 
 Their weights are committed artifacts (``gateway/data``), trained by :mod:`gateway.training`,
 which serving never imports.

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +14,11 @@ import uvicorn
 from typer.testing import CliRunner
 
 from gateway import telemetry
+from gateway.app import create_app
 from gateway.cli import app
 from gateway.settings import Settings
-from tests.conftest import policy_text
-from tests.fake_upstream import FakeUpstream
+from tests.conftest import TENANT_KEY, policy_text
+from tests.fake_upstream import FakeUpstream, Fault
 
 
 def test_the_grace_comes_from_the_environment() -> None:
@@ -46,3 +50,66 @@ def test_serve_hands_the_grace_to_uvicorn(
     result = CliRunner().invoke(app, ["serve", "--policy", str(path), *args], env=env)
     assert result.exit_code == 0, result.output
     assert seen["timeout_graceful_shutdown"] == grace
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Any) -> AsyncIterator[None]:
+    """The app's lifespan in this event loop, as an ASGI server runs it."""
+    events: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+    await events.put({"type": "lifespan.startup"})
+    said: asyncio.Queue[str] = asyncio.Queue()
+
+    async def send(message: dict[str, str]) -> None:
+        await said.put(message["type"])
+
+    running = asyncio.create_task(app({"type": "lifespan", "state": {}}, events.get, send))
+    assert await asyncio.wait_for(said.get(), 60) == "lifespan.startup.complete"
+    try:
+        yield
+    finally:
+        await events.put({"type": "lifespan.shutdown"})
+        await running
+
+
+async def test_a_request_the_server_stops_still_leaves_its_record(
+    tmp_path: Path, primary: FakeUpstream, backup: FakeUpstream
+) -> None:
+    """Past the grace the server cancels what is still running: the request is recorded (a
+    503 of unknown cost, since the model was working on it), never lost from the ledger."""
+    path = tmp_path / "policy.yaml"
+    path.write_text(policy_text(primary, backup))
+    app = create_app(Settings(policy_path=path, data_dir=tmp_path / "data", watch_policy=False))
+    primary.script(Fault(delay_s=5))
+    body = b'{"model": "main", "messages": [{"role": "user", "content": "slow"}]}'
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+        "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80), "state": {},
+        "headers": [
+            (b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {TENANT_KEY}".encode()),
+        ],
+    }  # fmt: skip
+    sent: list[dict[str, Any]] = []
+    messages = iter([{"type": "http.request", "body": body, "more_body": False}])
+
+    async def receive() -> dict[str, Any]:
+        return next(messages, None) or await asyncio.Event().wait()  # the client stays
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async with lifespan(app):
+        task = asyncio.create_task(app(scope, receive, send))  # type: ignore[arg-type]
+        for _ in range(500):  # until the upstream has the request (a thread of its own)
+            if primary.requests:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()  # what uvicorn does to a request still running at the grace's end
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        ledger = app.state.services.ledger
+        await ledger.flush()
+        (record,) = ledger.records()
+        assert (record.status, record.tenant, record.cost_usd) == (503, "team-a", None)
