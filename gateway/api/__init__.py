@@ -4,14 +4,21 @@
   its wire format (:mod:`~gateway.api.chat`: OpenAI Chat Completions).
 - :mod:`~gateway.api.health`: ``/healthz``, ``/readyz``, ``/v1/models``.
 - :mod:`~gateway.api.admin` and :mod:`~gateway.api.reports`: the admin API.
+- :mod:`~gateway.api.openapi`: ``/openapi.json``, the API described (written by hand).
 - :mod:`~gateway.api.deps`: what handlers declare as parameters, provided by Litestar.
 - :mod:`~gateway.api.errors`: the one exception handler, OpenAI's error shape.
 """
 
-from gateway.api import admin, chat, health, reports
+from gateway.api import admin, chat, health, openapi, reports
 from gateway.api.deps import dependencies
 from gateway.api.errors import EXCEPTION_HANDLERS
 
-ROUTES = [chat.chat_completions, *health.ROUTES, *admin.ROUTES, *reports.ROUTES]
+ROUTES = [
+    chat.chat_completions,
+    *health.ROUTES,
+    *admin.ROUTES,
+    *reports.ROUTES,
+    *openapi.ROUTES,
+]
 
 __all__ = ["EXCEPTION_HANDLERS", "ROUTES", "dependencies"]
