@@ -117,6 +117,13 @@ class FakeUpstream:
             )
             await _send(send, fault.status, content, extra)
             return
+        try:
+            answer_text(self.name, body)
+        except (AttributeError, KeyError, TypeError):  # a 400, as a real server would answer
+            error = {"message": "unreadable messages", "type": "invalid_request_error"}
+            error |= {"param": "messages", "code": None}
+            await _send(send, 400, json.dumps({"error": error}).encode())
+            return
         if fault.no_usage:
             body = {**body, "stream_options": None}
         if body.get("stream"):

@@ -17,11 +17,23 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 
 
+_EARLIEST = datetime(1, 1, 1, tzinfo=UTC).timestamp()
+_LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+
+
 def parse_when(text: str, now: float) -> float:
     """A unix time from a relative duration (``7d`` = 7 days before now), ISO text or seconds.
 
-    Raises `ValueError` with a message meant for the person who typed it.
+    Raises `ValueError` with a message meant for the person who typed it, also for a time that
+    is no date (``nan``, ``inf``, ``1e20``, ``99999999999d``): the stores and `iso` need one.
     """
+    when = _parse_when(text, now)
+    if not _EARLIEST <= when <= _LATEST:  # NaN is not in range either
+        raise ValueError(f"{text!r} is out of range: a time must fall in the years 1 to 9999")
+    return when
+
+
+def _parse_when(text: str, now: float) -> float:
     value = text.strip()
     if value.lower() == "now":
         return now

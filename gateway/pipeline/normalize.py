@@ -183,7 +183,8 @@ def parse_cache_control(header: str | None) -> CacheControl:
         elif name == "no-store":
             write = False
         elif name == "max-age":
-            if not value.strip().isdigit():
+            # ASCII digits only: str.isdigit() also takes "²", which float() refuses.
+            if not (value.strip().isascii() and value.strip().isdigit()):
                 raise BadRequest(
                     f"Malformed Cache-Control max-age {value!r}; expected seconds.",
                     param="cache-control",
