@@ -55,6 +55,7 @@ async def serve(
         tenant = tenant_of(runtime.tenants, request.headers.get("authorization"))
         arrival = Arrival(request_id, tenant, at)
         admission = None
+        turn: Turn | None = None
         try:
             raw = await read_body(request, runtime.policy.limits.max_body_bytes)
             chat = limits.shape(parse(raw, arrival, request.headers), runtime)
@@ -62,19 +63,20 @@ async def serve(
             with Watch(request) as watch:
                 try:
                     admission = await limits.admit(services, runtime, tenant)
-                    result = await run(Turn(chat, runtime, services, trace))
+                    turn = Turn(chat, runtime, services, trace)
+                    result = await run(turn)
                 except asyncio.CancelledError:
                     if not watch.client_gone():
                         # The server stopped it (past the shutdown grace): it still leaves its
                         # record, its cost unknown, since a model may have been working on it.
                         stopped = GatewayError("The gateway stopped first.", status=503)
-                        ledger.record_failure(services, trace, arrival, stopped)
+                        ledger.record_failure(services, trace, arrival, stopped, turn)
                         raise
                     raise ClientClosedRequest("The client closed the connection.") from None
         except GatewayError as exc:
             if admission is not None:
                 await admission.release()
-            ledger.record_failure(services, trace, arrival, exc)
+            ledger.record_failure(services, trace, arrival, exc, turn)
             raise
     if admission is None:
         return render(result)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import time
 from decimal import Decimal
 
+import msgspec
+
 from gateway.errors import GatewayError
 from gateway.ledger.record import LedgerRecord
 from gateway.ml.classifier import Judgement
@@ -146,9 +148,15 @@ def record_hit(turn: Turn, answer: CachedAnswer) -> None:
 
 
 def record_failure(
-    services: Services, trace: RequestTrace, arrival: Arrival, error: GatewayError
+    services: Services,
+    trace: RequestTrace,
+    arrival: Arrival,
+    error: GatewayError,
+    turn: Turn | None = None,
 ) -> None:
-    """Write the record of a request that failed without an answer."""
+    """Write the record of a request that failed without an answer; with its ``turn`` (it was
+    read, perhaps routed), the record keeps its tags, stream flag, route and model, so that
+    reports by tag or model count it."""
     entry = failure(
         arrival.request_id,
         arrival.tenant,
@@ -156,6 +164,15 @@ def record_failure(
         error.status_code,
         free=error.before_any_model,
     )
+    if turn is not None:
+        entry = msgspec.structs.replace(
+            entry,
+            tags=dict(turn.request.tags),
+            stream=turn.request.stream,
+            route=turn.route,
+            model=turn.model,
+            cache=turn.cache,
+        )
     _write(services, trace, entry)
 
 

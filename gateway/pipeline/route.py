@@ -47,6 +47,7 @@ async def decide(turn: Turn) -> Decision:
             runtime = turn.runtime
             decision = choose(runtime.policy, turn.request, runtime.sessions, turn.judgement)
         span.set_attribute("gateway.route", decision.route)
+    turn.route, turn.model = decision.route, decision.model
     return decision
 
 

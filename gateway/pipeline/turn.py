@@ -41,6 +41,10 @@ class Turn:
     """The request's text and embedding, when the semantic cache or the classifier needs it."""
     judgement: Judgement | None = None
     """The classifier's difficulty and category, when it ran."""
+    route: str | None = None
+    model: str | None = None
+    """The rule that chose the model, and the model, once routed (a failed request's ledger
+    record names them)."""
 
     @property
     def difficulty(self) -> float | None:

@@ -235,3 +235,24 @@ def test_a_service_tier_is_billed_at_its_own_price_or_not_at_all(
     assert streamed == priority
     header, flex = cost("flex")
     assert flex is None and header is None  # no flex price in the policy: unpriced, not zero
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_failed_request_keeps_its_tags_route_and_model_in_the_ledger(
+    gateway: Gateway, primary: FakeUpstream, backup: FakeUpstream, stream: bool
+) -> None:
+    """Reports by tag or by model count the requests that failed too (bench/reliability found
+    them missing: failure records were made from the arrival alone)."""
+    primary.script(*[Fault(status=500)] * 10)
+    backup.script(*[Fault(status=500)] * 10)
+    with pytest.raises(openai.InternalServerError) as failed:
+        gateway.client().chat.completions.create(
+            model="auto",
+            messages=MESSAGES,  # type: ignore[arg-type]
+            stream=stream,
+            extra_headers={"x-gateway-tags": "run=r7", **FRESH},
+        )
+    request_id = failed.value.response.headers["x-gateway-request-id"]
+    record = by_id(gateway.records(1), request_id)
+    assert (record.status, record.tags, record.stream) == (502, {"run": "r7"}, stream)
+    assert record.model == "main" and record.route is not None and record.cost_usd is None
