@@ -39,9 +39,9 @@ class OpenDoorGuard:
         await self._app(scope, receive, send)
 
     def _problem(self, scope: Any) -> GatewayError | None:
-        headers = dict(scope["headers"])
         if self._check_host and self._is_open():
-            host = _hostname(headers.get(b"host", b"").decode("latin-1"))
+            raw = next((v for k, v in scope["headers"] if k == b"host"), b"")
+            host = _hostname(raw.decode("latin-1"))
             if not is_loopback(host):
                 return Forbidden(
                     f"This gateway has no tenants and answers only on loopback names, not "
