@@ -4,7 +4,8 @@
   its wire format (:mod:`~gateway.api.chat`: OpenAI Chat Completions).
 - :mod:`~gateway.api.health`: ``/healthz``, ``/readyz``, ``/v1/models``.
 - :mod:`~gateway.api.admin` and :mod:`~gateway.api.reports`: the admin API.
-- :mod:`~gateway.api.openapi`: ``/openapi.json``, the API described (written by hand).
+- :mod:`~gateway.api.openapi` and :mod:`~gateway.api.schemas`: ``/openapi.json``, the API
+  described (written by hand).
 - :mod:`~gateway.api.deps`: what handlers declare as parameters, provided by Litestar.
 - :mod:`~gateway.api.errors`: the one exception handler, OpenAI's error shape.
 """
