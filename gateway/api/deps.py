@@ -2,7 +2,7 @@
 
 The app's `State` holds the `Services` the lifespan opened; these providers are the one place
 that reads it, so a handler names what it needs (``services``, ``runtime``, ``policy_store``,
-``ledger``, ``admins``) and a test app can provide its own.
+``ledger``, ``admins``, ``admin``) and a test app can provide its own.
 
 NOTE: on cost, as measured with bench/overhead. Every provider hangs off ``services``, one
 after another: Litestar resolves the dependencies of one level concurrently, in an anyio task
@@ -14,10 +14,14 @@ every request.
 
 from __future__ import annotations
 
+from typing import Any
+
+from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 
 from gateway.ledger.base import Ledger
+from gateway.pipeline.authenticate import require_admin
 from gateway.pipeline.services import Services
 from gateway.runtime.keys import KeyRing
 from gateway.runtime.store import PolicyStore, Runtime
@@ -40,6 +44,13 @@ def admins(runtime: NamedDependency[Runtime]) -> KeyRing:
     return runtime.admins
 
 
+def admin(request: Request[Any, Any, Any], admins: NamedDependency[KeyRing]) -> str:
+    """The admin calling (``Authorization: Bearer <admin key>``); anyone else gets 401. An
+    admin handler declares ``admin`` and needs no check of its own."""
+    require_admin(admins, request.headers.get("authorization"))
+    return "admin"
+
+
 def dependencies(state: State) -> dict[str, Provide]:
     """The providers of one app, whose lifespan puts its `Services` in ``state.services``."""
 
@@ -53,4 +64,5 @@ def dependencies(state: State) -> dict[str, Provide]:
         "policy_store": Provide(policy_store, sync_to_thread=False),
         "ledger": Provide(ledger, sync_to_thread=False),
         "admins": Provide(admins, sync_to_thread=False),
+        "admin": Provide(admin, sync_to_thread=False),
     }

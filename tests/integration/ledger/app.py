@@ -23,7 +23,7 @@ from litestar import Litestar, Request, Response, post
 from litestar.datastructures import State
 from litestar.di import Provide
 
-from gateway.api import EXCEPTION_HANDLERS, reports
+from gateway.api import EXCEPTION_HANDLERS, deps, reports
 from gateway.ledger import LedgerRecord, open_ledger
 from gateway.runtime.keys import KeyRing
 
@@ -113,6 +113,7 @@ def make_app(data_dir: Path, redis_url: str | None = None, **options: Any) -> Li
         dependencies={
             "ledger": Provide(lambda: ledger, sync_to_thread=False),
             "admins": Provide(lambda: ADMINS, sync_to_thread=False),
+            "admin": Provide(deps.admin, sync_to_thread=False),
         },
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,

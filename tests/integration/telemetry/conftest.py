@@ -20,6 +20,7 @@ from litestar import Litestar, Request, Response, post
 from litestar.datastructures import State
 from litestar.di import Provide
 
+from gateway.api import deps
 from gateway.api.health import metrics
 from gateway.ledger.record import LedgerRecord
 from gateway.pipeline import normalize
@@ -131,6 +132,7 @@ def build_app(telemetry: Telemetry, primary: FakeUpstream, backup: FakeUpstream)
         dependencies={
             "services": Provide(lambda: services, sync_to_thread=False),
             "admins": Provide(lambda: ADMINS, sync_to_thread=False),
+            "admin": Provide(deps.admin, sync_to_thread=False),
         },
         state=State({"telemetry": telemetry}),
         debug=False,
