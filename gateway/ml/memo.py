@@ -4,6 +4,10 @@ Why not ``functools.lru_cache``: it keys by the whole text and bounds only the c
 pasted documents of 4 MiB each would be 32 GiB of keys. Here the key is a 128-bit BLAKE2b digest
 of the text (the callers pass a bounded prefix, so hashing it costs microseconds), and each
 value is charged its approximate size against ``max_bytes``; the least recently used go first.
+Why not cachetools (which the exact store uses): its LRU has one bound, and charging each entry
+at least ``max_bytes / max_entries`` to get the second would make the byte count an overstatement
+rather than what is held.
+
 Thread-safe: the guard runs in the semantic cache's worker and in tests' threads alike.
 """
 
