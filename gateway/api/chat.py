@@ -16,7 +16,7 @@ import msgspec
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
 
-from gateway.api.door import gateway_headers, serve
+from gateway.api.door import gateway_headers, pipeline_request, serve
 from gateway.api.sse import SSEResponse
 from gateway.pipeline import normalize
 from gateway.pipeline.normalize import Arrival, ChatRequest
@@ -35,15 +35,7 @@ async def chat_completions(
 
 
 def _parse(raw: bytes, arrival: Arrival, headers: Mapping[str, str]) -> ChatRequest:
-    return normalize.chat_request(
-        raw,
-        request_id=arrival.request_id,
-        tenant=arrival.tenant,
-        tags_header=headers.get("x-gateway-tags"),
-        session_id=headers.get("x-session-id"),
-        cache_control=headers.get("cache-control"),
-        arrived=arrival.at,
-    )
+    return pipeline_request(normalize.decode_object(raw), arrival, headers)
 
 
 def _render(result: Completed | Streaming) -> Response[bytes]:

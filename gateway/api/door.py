@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from litestar import Request, Response
@@ -28,7 +28,7 @@ from gateway.errors import (
 )
 from gateway.pipeline import ledger, limits
 from gateway.pipeline.authenticate import tenant_of
-from gateway.pipeline.normalize import Arrival, ChatRequest, new_request_id
+from gateway.pipeline.normalize import Arrival, ChatRequest, chat_request_of, new_request_id
 from gateway.pipeline.run import run
 from gateway.pipeline.services import Services
 from gateway.pipeline.turn import Completed, Streaming, Turn
@@ -36,10 +36,17 @@ from gateway.pipeline.turn import Completed, Streaming, Turn
 Parse = Callable[[bytes, Arrival, Mapping[str, str]], ChatRequest]
 """A door's reader: the body, who sent it and when, and the request's headers."""
 Render = Callable[[Completed | Streaming], Response[bytes]]
+Answer = Callable[[Turn], Awaitable[Completed | Streaming]]
+"""What answers a turn: the pipeline (`gateway.pipeline.run.run`) for every door that asks a
+model to generate."""
 
 
 async def serve(
-    request: Request[Any, Any, Any], services: Services, parse: Parse, render: Render
+    request: Request[Any, Any, Any],
+    services: Services,
+    parse: Parse,
+    render: Render,
+    answer: Answer = run,
 ) -> Response[bytes]:
     """Run one request through the pipeline, read with ``parse`` and written with ``render``.
 
@@ -52,7 +59,8 @@ async def serve(
     request.state.request_id = request_id  # for the error handler
     trace = services.telemetry.start_request(request.headers, request_id)
     with trace.activate():  # an error escaping it ends the request's span with its status
-        tenant = tenant_of(runtime.tenants, request.headers.get("authorization"))
+        headers = request.headers
+        tenant = tenant_of(runtime.tenants, headers.get("authorization"), headers.get("x-api-key"))
         arrival = Arrival(request_id, tenant, at)
         admission = None
         turn: Turn | None = None
@@ -64,7 +72,7 @@ async def serve(
                 try:
                     admission = await limits.admit(services, runtime, tenant)
                     turn = Turn(chat, runtime, services, trace)
-                    result = await run(turn)
+                    result = await answer(turn)
                 except asyncio.CancelledError:
                     if not watch.client_gone():
                         # The server stopped it (past the shutdown grace): it still leaves its
@@ -133,6 +141,22 @@ class Watch:
     def _cancel(self, gone: asyncio.Future[Any]) -> None:
         if self._task is not None and not gone.cancelled():
             self._task.cancel()
+
+
+def pipeline_request(
+    body: dict[str, Any], arrival: Arrival, headers: Mapping[str, str]
+) -> ChatRequest:
+    """The pipeline's request from a Chat Completions object (the client's, or one its door
+    translated) and the headers every door reads the same way."""
+    return chat_request_of(
+        body,
+        request_id=arrival.request_id,
+        tenant=arrival.tenant,
+        tags_header=headers.get("x-gateway-tags"),
+        session_id=headers.get("x-session-id"),
+        cache_control=headers.get("cache-control"),
+        arrived=arrival.at,
+    )
 
 
 async def read_body(request: Request[Any, Any, Any], limit: int) -> bytes:

@@ -17,7 +17,8 @@ from gateway.runtime.store import Runtime
 async def list_models(
     request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]
 ) -> Response[bytes]:
-    tenant_of(runtime.tenants, request.headers.get("authorization"))
+    headers = request.headers
+    tenant_of(runtime.tenants, headers.get("authorization"), headers.get("x-api-key"))
     return Response(runtime.models_body, media_type="application/json")
 
 

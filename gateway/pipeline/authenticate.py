@@ -13,13 +13,19 @@ OPEN_TENANT = "default"
 """The tenant of every request when the policy defines no tenants (open access)."""
 
 
-def tenant_of(ring: KeyRing, authorization: str | None) -> str:
-    """The tenant of a request; open access when the policy has no tenants."""
+def tenant_of(ring: KeyRing, authorization: str | None, x_api_key: str | None = None) -> str:
+    """The tenant of a request; open access when the policy has no tenants.
+
+    The key comes as ``Authorization: Bearer <key>`` (OpenAI's SDKs, and Anthropic's with an
+    auth token) or as ``x-api-key: <key>`` (Anthropic's SDK and Claude Code), on every door.
+    """
     if not ring:
         return OPEN_TENANT
-    key = bearer_key(authorization)
+    key = bearer_key(authorization) or (x_api_key or "").strip() or None
     if key is None:
-        raise Unauthorized("Missing API key: send it as 'Authorization: Bearer <key>'.")
+        raise Unauthorized(
+            "Missing API key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
+        )
     tenant = ring.owner(key)
     if tenant is None:
         raise Unauthorized("Incorrect API key provided.")

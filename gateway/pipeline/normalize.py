@@ -113,6 +113,20 @@ def chat_request(
     arrived: tuple[float, float] = (0.0, 0.0),
 ) -> ChatRequest:
     """Parse and check a Chat Completions body; raises `BadRequest` saying what is wrong."""
+    return chat_request_of(
+        decode_object(raw),
+        request_id=request_id,
+        tenant=tenant,
+        tags_header=tags_header,
+        session_id=session_id,
+        cache_control=cache_control,
+        arrived=arrived,
+    )
+
+
+def decode_object(raw: bytes) -> dict[str, Any]:
+    """A client's body as a JSON object no deeper than `MAX_DEPTH`; every door reads its body
+    with this before its own checks."""
     try:
         body = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
@@ -124,6 +138,21 @@ def chat_request(
     deep = _too_deep(body)
     if deep is not None:
         raise BadRequest(_TOO_DEEP, param=deep)
+    return body
+
+
+def chat_request_of(
+    body: dict[str, Any],
+    *,
+    request_id: str,
+    tenant: str,
+    tags_header: str | None,
+    session_id: str | None = None,
+    cache_control: str | None = None,
+    arrived: tuple[float, float] = (0.0, 0.0),
+) -> ChatRequest:
+    """Check a decoded Chat Completions object (the client's, or one a door translated its
+    wire format into); it becomes the request's body, so it is not the caller's any more."""
     try:
         checked = msgspec.convert(body, _ChatBody)
     except msgspec.ValidationError as exc:

@@ -156,6 +156,11 @@ class ModelConfig(Strict):
         description="The model name the provider expects; for local_engine a Hugging Face id, "
         "a local path, or smollm2-135m-instruct (bundled, offline).",
     )
+    kind: Literal["chat", "embeddings"] = Field(
+        default="chat",
+        description="chat models answer chat, Messages, Responses and Completions requests; "
+        "embeddings models answer /v1/embeddings.",
+    )
     engine: EngineOptions = EngineOptions()
     tokenizer: str | None = Field(
         default=None,

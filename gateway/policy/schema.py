@@ -197,6 +197,17 @@ class TelemetryPolicy(Strict):
     )
 
 
+class ResponsesConfig(Strict):
+    """Stored responses of the Responses API (``store: true``, its default)."""
+
+    ttl: Duration = Field(
+        default=30 * 86400.0,
+        description="How long a stored response can be read or continued "
+        "(previous_response_id); seconds, or 30s / 15m / 24h / 30d.",
+    )
+    max_entries: int = Field(default=100_000, ge=1, description="In-process store only.")
+
+
 class Policy(Strict):
     """The whole policy file."""
 
@@ -214,6 +225,7 @@ class Policy(Strict):
     routing: Routing = Routing()
     cache: CacheConfig = CacheConfig()
     telemetry: TelemetryPolicy = TelemetryPolicy()
+    responses: ResponsesConfig = ResponsesConfig()
 
 
 REQUIRED_FIELDS = frozenset({"model", "messages"})
@@ -237,12 +249,17 @@ def validate(policy: Policy) -> list[Problem]:
                 problems.append(
                     (("models", name, "fallbacks", i), "a model cannot fall back to itself")
                 )
+            elif policy.models[fallback].kind != model.kind:
+                problems.append(
+                    (("models", name, "fallbacks", i), f"{fallback!r} is not a {model.kind} model")
+                )
     seen_routes: set[str] = set()
     for i, route in enumerate(policy.routes):
-        if route.to not in known:
-            problems.append((("routes", i, "to"), f"unknown model {route.to!r}"))
-        if route.split is not None and route.split.to not in known:
-            problems.append((("routes", i, "split", "to"), f"unknown model {route.split.to!r}"))
+        for path, target in _route_targets(route):
+            if target not in known:
+                problems.append((("routes", i, *path), f"unknown model {target!r}"))
+            elif policy.models[target].kind != "chat":
+                problems.append((("routes", i, *path), f"{target!r} is not a chat model"))
         for j, name in enumerate(route.when.model or () if route.when else ()):
             if name in known:
                 problems.append(
@@ -282,12 +299,20 @@ def validate(policy: Policy) -> list[Problem]:
     return problems
 
 
+def _route_targets(route: Route) -> list[tuple[tuple[str, ...], str]]:
+    """The models a route sends requests to, with where the policy names each."""
+    targets: list[tuple[tuple[str, ...], str]] = [(("to",), route.to)]
+    if route.split is not None:
+        targets.append((("split", "to"), route.split.to))
+    return targets
+
+
 def cheapest_model(policy: Policy) -> str | None:
-    """The priced model with the lowest input plus output rate: where downgrades go."""
+    """The priced chat model with the lowest input plus output rate: where downgrades go."""
     priced = {
         n: m.price.input_rate + m.price.output_rate
         for n, m in policy.models.items()
-        if m.price is not None
+        if m.price is not None and m.kind == "chat"
     }
     return min(priced, key=lambda n: priced[n]) if priced else None
 
