@@ -1,16 +1,24 @@
 """A fake OpenAI-compatible upstream: a real HTTP server speaking the exact wire format.
 
-It stands in for the paid hosted model only. Answers are deterministic ("echo: <last user
-message>") so tests can tell which upstream answered what; usage counts whitespace-separated
-words. A test scripts faults for the next requests (`FakeUpstream.script`): an error status
-with an OpenAI error body and optional Retry-After, a slow first token, a dropped stream, a
-hang. Every received request is recorded.
+It stands in for the paid hosted model only. Answers are deterministic ("<name> says: <last
+user message>") so tests can tell which upstream answered what; usage counts whitespace-separated
+words. An answer longer than ``max_tokens`` (or ``max_completion_tokens``) words is cut there
+with ``finish_reason: "length"``; a ``stop`` string cuts it before the string. A request with
+``tools`` whose last message is the user's is answered with a call of the first tool (or the one
+``tool_choice`` names) whose arguments are ``{"echo": "<last user message>"}``; after a ``tool``
+message, the answer echoes the tool's result. ``POST /v1/embeddings`` answers deterministic
+8-dimensional vectors. A test scripts faults for the next requests (`FakeUpstream.script`): an
+error status with an OpenAI error body and optional Retry-After, a slow first token, a dropped
+stream, a hang. Every received request is recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
+import struct
 import threading
 import time
 from collections import deque
@@ -100,6 +108,9 @@ class FakeUpstream:
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         with self._lock:
             self.requests.append(Received(scope["path"], headers, body))
+        if scope["path"] == "/v1/embeddings":
+            await _send(send, 200, json.dumps(embeddings(body)).encode())
+            return
         if scope["path"] != "/v1/chat/completions":
             await _send(send, 404, _error_body(f"no route {scope['path']}", "not_found"))
             return
@@ -207,11 +218,45 @@ def _error_body(message: str, code: str) -> bytes:
 
 
 def answer_text(name: str, body: dict[str, Any]) -> str:
+    messages = body["messages"]
+    if messages and messages[-1].get("role") == "tool":
+        return f"{name} got the tool's result: {_text(messages[-1].get('content'))}"
+    user = [m for m in messages if m.get("role") == "user"]
+    return f"{name} says: {_text(user[-1]['content'] if user else '')}"
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+    return str(content or "")
+
+
+def _answer(name: str, body: dict[str, Any]) -> tuple[str, str]:
+    """The text of the answer and why it ended, as max_tokens and stop leave it."""
+    text, finish = answer_text(name, body), "stop"
+    stops = body.get("stop") or []
+    for stop in [stops] if isinstance(stops, str) else stops:
+        if stop in text:
+            text = text[: text.index(stop)]
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    if isinstance(limit, int) and len(text.split()) > limit:
+        text, finish = " ".join(text.split(" ")[:limit]), "length"
+    return text, finish
+
+
+def tool_call(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The call the fake makes: with tools, to a user's message (not after a tool result)."""
+    tools = body.get("tools") or []
+    if not tools or body.get("tool_choice") == "none" or body["messages"][-1].get("role") == "tool":
+        return None
+    name = tools[0]["function"]["name"]
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        name = choice["function"]["name"]
     user = [m for m in body["messages"] if m.get("role") == "user"]
-    last = user[-1]["content"] if user else ""
-    if isinstance(last, list):
-        last = " ".join(p.get("text", "") for p in last if p.get("type") == "text")
-    return f"{name} says: {last}"
+    arguments = json.dumps({"echo": _text(user[-1]["content"] if user else "")})
+    function = {"name": name, "arguments": arguments}
+    return {"id": "call_fake0001", "type": "function", "function": function}
 
 
 def usage(body: dict[str, Any], text: str) -> dict[str, int]:
@@ -231,7 +276,13 @@ def service_tier(body: dict[str, Any]) -> str:
 
 
 def completion(name: str, body: dict[str, Any]) -> dict[str, Any]:
-    text = answer_text(name, body)
+    call = tool_call(body)
+    if call is None:
+        text, finish = _answer(name, body)
+        message = {"role": "assistant", "content": text, "refusal": None}
+    else:
+        text, finish = call["function"]["arguments"], "tool_calls"
+        message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [call]}
     return {
         "id": "chatcmpl-fake0001",
         "object": "chat.completion",
@@ -239,21 +290,13 @@ def completion(name: str, body: dict[str, Any]) -> dict[str, Any]:
         "model": body["model"],
         "system_fingerprint": "fp_fake",
         "service_tier": service_tier(body),
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
-                "logprobs": None,
-                "finish_reason": "stop",
-            }
-        ],
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
         "usage": usage(body, text),
     }
 
 
 def chunks(name: str, body: dict[str, Any]) -> list[bytes]:
     """The SSE events of a streamed answer, as OpenAI sends them."""
-    text = answer_text(name, body)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     base = {
         "id": "chatcmpl-fake0001",
@@ -265,18 +308,52 @@ def chunks(name: str, body: dict[str, Any]) -> list[bytes]:
     }
     if include_usage:
         base["usage"] = None
+    call = tool_call(body)
     deltas: list[dict[str, Any]] = [{"role": "assistant", "content": "", "refusal": None}]
-    deltas += [{"content": piece} for piece in _pieces(text)]
+    if call is None:
+        text, finish = _answer(name, body)
+        deltas += [{"content": piece} for piece in _pieces(text)]
+    else:
+        text, finish = call["function"]["arguments"], "tool_calls"
+        half = len(text) // 2
+        head = {**call, "function": {"name": call["function"]["name"], "arguments": text[:half]}}
+        deltas.append({"tool_calls": [{"index": 0, **head}]})
+        deltas.append({"tool_calls": [{"index": 0, "function": {"arguments": text[half:]}}]})
     events = [
         {**base, "choices": [{"index": 0, "delta": d, "logprobs": None, "finish_reason": None}]}
         for d in deltas
     ]
     events.append(
-        {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]}
+        {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}]}
     )
     if include_usage:
         events.append({**base, "choices": [], "usage": usage(body, text)})
     return [f"data: {json.dumps(e)}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]
+
+
+def embeddings(body: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's embeddings object: one deterministic vector per input (from its SHA-256),
+    ``dimensions`` long when asked (else 8), as floats or base64 as asked."""
+    inputs = body.get("input")
+    items = [inputs] if isinstance(inputs, str) else list(inputs or [])
+    size = int(body.get("dimensions") or 8)
+    data, tokens = [], 0
+    for i, item in enumerate(items):
+        text = item if isinstance(item, str) else " ".join(map(str, item))
+        tokens += len(text.split())
+        digest = hashlib.sha256(text.encode()).digest() * (size // 32 + 1)
+        vector = [round(b / 255 - 0.5, 6) for b in digest[:size]]
+        if body.get("encoding_format") == "base64":
+            value: Any = base64.b64encode(struct.pack(f"<{size}f", *vector)).decode()
+        else:
+            value = vector
+        data.append({"object": "embedding", "index": i, "embedding": value})
+    return {
+        "object": "list",
+        "data": data,
+        "model": body.get("model"),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 def _pieces(text: str) -> list[str]:

@@ -3,6 +3,7 @@
 `POST /v1/chat/completions`: a fixed `chat.completion` JSON (with `usage`).
 `POST /stream/v1/chat/completions`: a fixed `text/event-stream` body of `chat.completion.chunk`
 events: role, 3 content chunks, finish, usage (`choices: []`), then `data: [DONE]`.
+`POST /v1/embeddings`: a fixed embeddings list (one 384-dimensional vector, with `usage`).
 
 nginx runs in the foreground as the current user from a temp prefix (no daemon, one worker,
 access log off, keep-alive on), so it answers in microseconds and is never the bottleneck.
@@ -28,6 +29,7 @@ CREATED = 1700000000
 CONTENT_PARTS = ["Caching avoids ", "repeated work, ", "so answers come back faster."]
 CONTENT = "".join(CONTENT_PARTS)
 USAGE = {"prompt_tokens": 42, "completion_tokens": 9, "total_tokens": 51}
+EMBEDDING_DIMENSIONS = 384
 
 
 NOT_FOUND = json.dumps(
@@ -90,6 +92,19 @@ def stream_body() -> str:
     return "".join(f"data: {e}\n\n" for e in events)
 
 
+def embeddings_body() -> str:
+    vector = [round(((i * 37) % 101) / 101 - 0.5, 4) for i in range(EMBEDDING_DIMENSIONS)]
+    return json.dumps(
+        {
+            "object": "list",
+            "data": [{"object": "embedding", "index": 0, "embedding": vector}],
+            "model": MODEL,
+            "usage": {"prompt_tokens": 42, "total_tokens": 42},
+        },
+        separators=(",", ":"),
+    )
+
+
 def _nginx_literal(body: str) -> str:
     # nginx's config parser turns \n, \", \' and \\ inside a quoted string into the character.
     assert "\\" not in body and "'" not in body, "body must not need escaping"
@@ -126,6 +141,10 @@ http {{
             default_type text/event-stream;
             add_header Cache-Control no-cache;
             return 200 {_nginx_literal(stream_body())};
+        }}
+        location = /v1/embeddings {{
+            default_type application/json;
+            return 200 {_nginx_literal(embeddings_body())};
         }}
         location / {{
             default_type application/json;
