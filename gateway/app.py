@@ -18,6 +18,7 @@ from gateway.ledger.store import open_ledger
 from gateway.ml.loader import Models
 from gateway.pipeline.services import Services
 from gateway.policy.schema import Policy
+from gateway.responses_store import open_responses
 from gateway.runtime.limiter import Limiter
 from gateway.runtime.store import PolicyStore
 from gateway.semantic.lazy import LazySemanticCache
@@ -57,6 +58,9 @@ def create_app(settings: Settings) -> Litestar:
             Background(),
             telemetry,
             limiter=Limiter(settings.redis_url),
+            responses=open_responses(
+                settings.redis_url, settings.data_dir, policy.responses.max_entries
+            ),
         )
         watcher = asyncio.create_task(store.watch()) if settings.watch_policy else None
         # Everything loaded so far (policy, models, pools) lives as long as the process: keep
@@ -78,6 +82,7 @@ def create_app(settings: Settings) -> Litestar:
             await store.aclose()
             await telemetry.aclose()
             await services.limiter.aclose()
+            await services.responses.aclose()
 
     return Litestar(
         route_handlers=api.ROUTES,

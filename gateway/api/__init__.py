@@ -2,7 +2,8 @@
 
 - :mod:`~gateway.api.door`: what every front door does around the pipeline; a door adds only
   its wire format (:mod:`~gateway.api.chat`: OpenAI Chat Completions;
-  :mod:`~gateway.api.completions`: OpenAI's legacy Completions).
+  :mod:`~gateway.api.completions`: OpenAI's legacy Completions;
+  :mod:`~gateway.api.responses`: OpenAI Responses, with stored responses).
 - :mod:`~gateway.api.health`: ``/healthz``, ``/readyz``, ``/v1/models``.
 - :mod:`~gateway.api.admin` and :mod:`~gateway.api.reports`: the admin API.
 - :mod:`~gateway.api.openapi` and :mod:`~gateway.api.schemas`: ``/openapi.json``, the API
@@ -11,13 +12,14 @@
 - :mod:`~gateway.api.errors`: the one exception handler, OpenAI's error shape.
 """
 
-from gateway.api import admin, chat, completions, health, openapi, reports
+from gateway.api import admin, chat, completions, health, openapi, reports, responses
 from gateway.api.deps import dependencies
 from gateway.api.errors import EXCEPTION_HANDLERS
 
 ROUTES = [
     chat.chat_completions,
     completions.legacy_completions,
+    *responses.ROUTES,
     *health.ROUTES,
     *admin.ROUTES,
     *reports.ROUTES,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from gateway.background import Background
 from gateway.exact_store import Store
 from gateway.ledger.base import Ledger
 from gateway.ml.loader import Models
+from gateway.responses_store import ResponseStore, SQLiteResponses
 from gateway.runtime.gate import Gate
 from gateway.runtime.limiter import Limiter
 from gateway.runtime.store import PolicyStore
@@ -32,3 +34,8 @@ class Services:
     """Tenants' rate limits (in Redis when the gateway has one)."""
     gate: Gate = field(default_factory=Gate)
     """The server's concurrent requests and queue."""
+    responses: ResponseStore = field(
+        default_factory=lambda: SQLiteResponses(Path(":memory:"), 100_000)
+    )
+    """Stored Responses (``POST /v1/responses`` with ``store``); the default, in memory, is
+    for services built without the app's lifespan."""
