@@ -3,6 +3,7 @@
 - :mod:`~gateway.api.door`: what every front door does around the pipeline; a door adds only
   its wire format (:mod:`~gateway.api.chat`: OpenAI Chat Completions;
   :mod:`~gateway.api.completions`: OpenAI's legacy Completions;
+  :mod:`~gateway.api.messages`: Anthropic Messages;
   :mod:`~gateway.api.responses`: OpenAI Responses, with stored responses).
 - :mod:`~gateway.api.health`: ``/healthz``, ``/readyz``, ``/v1/models``.
 - :mod:`~gateway.api.admin` and :mod:`~gateway.api.reports`: the admin API.
@@ -12,13 +13,24 @@
 - :mod:`~gateway.api.errors`: the one exception handler, OpenAI's error shape.
 """
 
-from gateway.api import admin, chat, completions, health, openapi, reports, responses
+from gateway.api import (
+    admin,
+    chat,
+    completions,
+    health,
+    messages,
+    openapi,
+    reports,
+    responses,
+)
 from gateway.api.deps import dependencies
 from gateway.api.errors import EXCEPTION_HANDLERS
 
 ROUTES = [
     chat.chat_completions,
     completions.legacy_completions,
+    messages.messages,
+    messages.count_tokens,
     *responses.ROUTES,
     *health.ROUTES,
     *admin.ROUTES,

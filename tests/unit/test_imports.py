@@ -119,6 +119,17 @@ def test_no_import_cycles() -> None:
             ("gateway.pipeline", "gateway.api", "gateway.app"),
             "the parts the pipeline uses do not reach back into it",
         ),
+        (
+            ("gateway.wire",),
+            (
+                "gateway.pipeline",
+                "gateway.api",
+                "gateway.app",
+                "gateway.runtime",
+                "gateway.providers",
+            ),
+            "a wire format is pure translation: it knows no door, stage or provider",
+        ),
     ],
 )
 def test_layers_point_one_way(
