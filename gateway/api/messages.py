@@ -3,9 +3,10 @@
 A Messages request is translated into a Chat Completions object (`gateway.wire.anthropic`)
 and runs through the same pipeline as every door (caches, routing, fallbacks, budgets,
 ledger); the answer, a cache hit's replay included, goes back as a Message or as Anthropic's
-SSE events. Errors take Anthropic's shape (`gateway.api.errors`), after a stream has begun as
-an ``error`` event. ``anthropic-version`` and ``anthropic-beta`` are accepted and not acted on:
-a beta-gated body field the gateway cannot express is refused by name.
+SSE events (`gateway.wire.anthropic_output`). Errors take Anthropic's shape
+(`gateway.api.errors`), after a stream has begun as an ``error`` event. ``anthropic-version``
+and ``anthropic-beta`` are accepted and not acted on: a beta-gated body field the gateway
+cannot express is refused by name.
 
 ``count_tokens`` calls no model and writes no ledger record: it costs nothing. It counts with
 the named model's tokenizer (the policy's ``tokenizer``) over the texts the model would be sent
@@ -37,7 +38,7 @@ from gateway.pipeline.services import Services
 from gateway.pipeline.turn import Completed, Streaming
 from gateway.providers import AttemptFailed
 from gateway.runtime.tokens import TokenCounter
-from gateway.wire import anthropic
+from gateway.wire import anthropic, anthropic_output
 
 log = logging.getLogger(__name__)
 
@@ -87,18 +88,20 @@ def _parse(raw: bytes, arrival: Arrival, headers: Mapping[str, str]) -> ChatRequ
 
 def _render(result: Completed | Streaming) -> Response[bytes]:
     headers = gateway_headers(result)
-    message_id = anthropic.message_id(result.request.request_id)
+    message_id = anthropic_output.message_id(result.request.request_id)
     stops = _stops(result.request.body)
     if isinstance(result, Completed):
-        body = msgspec.json.encode(anthropic.message(result.body, message_id, stops))
+        body = msgspec.json.encode(anthropic_output.message(result.body, message_id, stops))
         return Response(body, media_type="application/json", headers=headers)
     headers["cache-control"] = "no-cache"
-    translator = anthropic.StreamTranslator(message_id, stops)
+    translator = anthropic_output.StreamTranslator(message_id, stops)
     return SSEResponse(_events(result.chunks, translator, result.request.request_id), headers)
 
 
 async def _events(
-    chunks: AsyncGenerator[bytes, None], translator: anthropic.StreamTranslator, request_id: str
+    chunks: AsyncGenerator[bytes, None],
+    translator: anthropic_output.StreamTranslator,
+    request_id: str,
 ) -> AsyncGenerator[bytes, None]:
     """Each chat chunk's events as it arrives; a stream that breaks ends with an ``error``
     event. Closing this generator (the client went away) closes the upstream stream too."""
@@ -111,7 +114,7 @@ async def _events(
     except AttemptFailed as exc:
         log.warning("stream %s broke after it started: %s", request_id, exc.message)
         broken = GatewayError(f"The upstream stream broke: {exc.message}", status=502)
-        yield anthropic.event("error", anthropic_error(broken)[1])
+        yield anthropic_output.event("error", anthropic_error(broken)[1])
     finally:
         await chunks.aclose()
 

@@ -410,3 +410,42 @@ def test_the_policy_tokenizer_counts_exactly(
     assert raw.headers["x-gateway-token-count"] == "tokenizer"
     assert raw.parse().input_tokens == len(expected)
     assert with_tools.input_tokens > len(expected) + 20
+
+
+@pytest.mark.model
+def test_the_local_engine_answers_through_the_messages_door(
+    start_gateway: Callable[..., Gateway], request: pytest.FixtureRequest
+) -> None:
+    cache_dir = request.config.cache.mkdir("local-engine-models")  # shared with tests/engine
+    gw = start_gateway(f"""\
+version: 1
+models:
+  local-small:
+    provider: local_engine
+    model: smollm2-135m-instruct
+    engine: {{device: cpu, cache_dir: "{cache_dir}"}}
+    price: {{input_per_mtok: 0.02, output_per_mtok: 0.02}}
+routes:
+  - {{name: default, to: local-small}}
+""")
+    ask: dict[str, Any] = {
+        "model": "auto",
+        "max_tokens": 8,
+        "system": "Answer in one word.",
+        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        "extra_body": {"temperature": 0},
+    }
+    with anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0) as sdk:
+        raw = sdk.messages.with_raw_response.create(**ask)
+        message = raw.parse()
+        with sdk.messages.stream(**ask, extra_headers={"cache-control": "no-cache"}) as stream:
+            streamed = "".join(stream.text_stream)
+            final = stream.get_final_message()
+    assert raw.headers["x-gateway-model"] == "local-small"
+    assert message.content[0].type == "text" and message.content[0].text
+    assert message.stop_reason in ("end_turn", "max_tokens")
+    assert 0 < message.usage.output_tokens <= 8 and message.usage.input_tokens > 5
+    assert streamed == message.content[0].text  # greedy: the same answer
+    assert (final.stop_reason, final.usage) == (message.stop_reason, message.usage)
+    records = gw.records(2)
+    assert {r.output_tokens for r in records} == {message.usage.output_tokens}

@@ -17,7 +17,7 @@ from anthropic.types import Message, RawMessageStreamEvent
 from pydantic import TypeAdapter
 
 from gateway.errors import BadRequest, GatewayError
-from gateway.wire import anthropic
+from gateway.wire import anthropic, anthropic_output
 from tests import fake_upstream
 
 EVENTS: TypeAdapter[Any] = TypeAdapter(RawMessageStreamEvent)
@@ -293,7 +293,8 @@ def test_stop_reason(
     finish: str | None, tool: bool, matched: Any, expected: tuple[str, str | None]
 ) -> None:
     assert (
-        anthropic.stop_reason(finish, tool_emitted=tool, matched=matched, stops=["END"]) == expected
+        anthropic_output.stop_reason(finish, tool_emitted=tool, matched=matched, stops=["END"])
+        == expected
     )
 
 
@@ -308,13 +309,13 @@ def test_stop_reason(
     ],
 )
 def test_finish_reason(reason: str, finish: str) -> None:
-    assert anthropic.finish_reason(reason) == finish
+    assert anthropic_output.finish_reason(reason) == finish
 
 
 def test_usage_both_shapes_keep_the_total() -> None:
-    plain = anthropic.usage(100, 7, None)
+    plain = anthropic_output.usage(100, 7, None)
     assert plain == {"input_tokens": 100, "output_tokens": 7}
-    cached = anthropic.usage(100, 7, 60)
+    cached = anthropic_output.usage(100, 7, 60)
     assert cached == {
         "input_tokens": 40,
         "output_tokens": 7,
@@ -327,7 +328,7 @@ def test_usage_both_shapes_keep_the_total() -> None:
         + cached["cache_read_input_tokens"]
     )
     assert total == 100
-    back = anthropic.chat_usage(
+    back = anthropic_output.chat_usage(
         {
             "input_tokens": 40,
             "cache_creation_input_tokens": 25,
@@ -341,7 +342,9 @@ def test_usage_both_shapes_keep_the_total() -> None:
         "total_tokens": 132,
         "prompt_tokens_details": {"cached_tokens": 60},
     }
-    assert anthropic.chat_usage({"input_tokens": 3, "output_tokens": 2})["prompt_tokens"] == 3
+    assert (
+        anthropic_output.chat_usage({"input_tokens": 3, "output_tokens": 2})["prompt_tokens"] == 3
+    )
 
 
 # ------------------------------------------------------------------------------- answers
@@ -356,7 +359,7 @@ TEXT_BODY = {"model": "m", "messages": [{"role": "user", "content": "hello there
 
 def _message(body: dict[str, Any], **answer: Any) -> dict[str, Any]:
     completion = fake_upstream.completion("up", body) | answer
-    return anthropic.message(json.dumps(completion).encode(), "msg_1", ["END"])
+    return anthropic_output.message(json.dumps(completion).encode(), "msg_1", ["END"])
 
 
 def test_a_text_answer() -> None:
@@ -392,7 +395,7 @@ def test_cached_prompt_tokens_are_read_tokens() -> None:
 def test_a_refusal_is_text_with_stop_reason_refusal() -> None:
     completion = fake_upstream.completion("up", TEXT_BODY)
     completion["choices"][0]["message"] = {"role": "assistant", "content": None, "refusal": "No."}
-    message = anthropic.message(json.dumps(completion).encode(), "msg_1", [])
+    message = anthropic_output.message(json.dumps(completion).encode(), "msg_1", [])
     assert message["content"] == [{"type": "text", "text": "No."}]
     assert message["stop_reason"] == "refusal"
 
@@ -400,7 +403,7 @@ def test_a_refusal_is_text_with_stop_reason_refusal() -> None:
 def test_vllm_names_the_stop_string() -> None:
     completion = fake_upstream.completion("up", TEXT_BODY)
     completion["choices"][0]["stop_reason"] = "END"
-    message = anthropic.message(json.dumps(completion).encode(), "msg_1", ["END"])
+    message = anthropic_output.message(json.dumps(completion).encode(), "msg_1", ["END"])
     assert (message["stop_reason"], message["stop_sequence"]) == ("stop_sequence", "END")
 
 
@@ -409,13 +412,13 @@ def test_tool_arguments_that_are_no_object_are_a_502(arguments: str) -> None:
     completion = fake_upstream.completion("up", TOOLS_BODY)
     completion["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] = arguments
     with pytest.raises(GatewayError) as info:
-        anthropic.message(json.dumps(completion).encode(), "msg_1", [])
+        anthropic_output.message(json.dumps(completion).encode(), "msg_1", [])
     assert info.value.status_code == 502
 
 
 def test_an_unreadable_answer_is_a_502() -> None:
     with pytest.raises(GatewayError) as info:
-        anthropic.message(b"{}", "msg_1", [])
+        anthropic_output.message(b"{}", "msg_1", [])
     assert info.value.status_code == 502
 
 
@@ -487,7 +490,7 @@ def accumulated(events: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
 def _translated(
     chunks: list[bytes], stops: list[str] | None = None
 ) -> list[tuple[str, dict[str, Any]]]:
-    translator = anthropic.StreamTranslator("msg_1", stops or [])
+    translator = anthropic_output.StreamTranslator("msg_1", stops or [])
     out = b"".join(translator.feed(c) for c in chunks) + translator.finish()
     return parse_sse(out)
 
