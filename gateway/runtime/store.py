@@ -175,15 +175,17 @@ class PolicyStore:
         )
 
     async def _token_counters(self, policy: Policy) -> dict[str, TokenCounter]:
-        """Loaded once per tokenizer (a reload reuses them), in a thread: it reads files."""
+        """Loaded once per tokenizer (a reload reuses them), in a thread: it reads files. A
+        local_engine chat model that names none counts with its engine's model."""
         counters = {}
         for name, model in policy.models.items():
-            if model.tokenizer is not None:
-                if model.tokenizer not in self._counters:
-                    self._counters[model.tokenizer] = await asyncio.to_thread(
-                        TokenCounter, model.tokenizer
-                    )
-                counters[name] = self._counters[model.tokenizer]
+            tokenizer = model.tokenizer
+            if tokenizer is None and model.provider == "local_engine" and model.kind == "chat":
+                tokenizer = await asyncio.to_thread(_engine_model_dir, model, self._settings)
+            if tokenizer is not None:
+                if tokenizer not in self._counters:
+                    self._counters[tokenizer] = await asyncio.to_thread(TokenCounter, tokenizer)
+                counters[name] = self._counters[tokenizer]
         return counters
 
     def _sessions_for(self, ttl_s: float, max_sessions: int) -> Sessions:
@@ -222,3 +224,11 @@ class PolicyStore:
         self._retired = [(when, p) for when, p in self._retired if when > now]
         for provider in due:
             await provider.aclose()
+
+
+def _engine_model_dir(config: ModelConfig, settings: Settings) -> str:
+    """Where the bundled engine loads ``config``'s model from (converted once, at its start)."""
+    from local_engine import models
+
+    cache_dir = config.engine.cache_dir or settings.data_dir / "models"
+    return models.local_path(models.resolve(config.model), Path(cache_dir))

@@ -94,6 +94,7 @@ class _Tool(msgspec.Struct, forbid_unknown_fields=True):
     input_schema: dict[str, Any]
     description: str | None = None
     type: Literal["custom"] | None = None
+    strict: bool | None = None
     cache_control: Hint = None
 
 
@@ -307,6 +308,8 @@ def _tool(tool: _Tool) -> dict[str, Any]:
     function: dict[str, Any] = {"name": tool.name, "parameters": tool.input_schema}
     if tool.description is not None:
         function["description"] = tool.description
+    if tool.strict is not None:
+        function["strict"] = tool.strict
     return {"type": "function", "function": function}
 
 

@@ -441,6 +441,9 @@ routes:
         with sdk.messages.stream(**ask, extra_headers={"cache-control": "no-cache"}) as stream:
             streamed = "".join(stream.text_stream)
             final = stream.get_final_message()
+        counted = sdk.messages.with_raw_response.count_tokens(
+            model="local-small", system=ask["system"], messages=ask["messages"]
+        )
     assert raw.headers["x-gateway-model"] == "local-small"
     assert message.content[0].type == "text" and message.content[0].text
     assert message.stop_reason in ("end_turn", "max_tokens")
@@ -449,3 +452,6 @@ routes:
     assert (final.stop_reason, final.usage) == (message.stop_reason, message.usage)
     records = gw.records(2)
     assert {r.output_tokens for r in records} == {message.usage.output_tokens}
+    # count_tokens: the engine's own tokenizer, through its chat template, as the engine counts.
+    assert counted.headers["x-gateway-token-count"] == "tokenizer"
+    assert counted.parse().input_tokens == message.usage.input_tokens

@@ -88,6 +88,7 @@ def test_tool_history_with_parallel_calls_keeps_ids_and_order() -> None:
                 "name": "put",
                 "input_schema": {"type": "object"},
                 "cache_control": {"type": "ephemeral"},
+                "strict": True,
             },
         ],
         tool_choice={"type": "any", "disable_parallel_tool_use": True},
@@ -128,7 +129,10 @@ def test_tool_history_with_parallel_calls_keeps_ids_and_order() -> None:
             "type": "function",
             "function": {"name": "get", "parameters": {"type": "object"}, "description": "Gets."},
         },
-        {"type": "function", "function": {"name": "put", "parameters": {"type": "object"}}},
+        {
+            "type": "function",
+            "function": {"name": "put", "parameters": {"type": "object"}, "strict": True},
+        },
     ]
     assert body["tool_choice"] == "required" and body["parallel_tool_calls"] is False
     assert body["messages"][1:] == [
