@@ -9,10 +9,11 @@ and ``anthropic-beta`` are accepted and not acted on: a beta-gated body field th
 cannot express is refused by name.
 
 ``count_tokens`` calls no model and writes no ledger record: it costs nothing. It counts with
-the named model's tokenizer (the policy's ``tokenizer``) over the texts the model would be sent
-(system, messages, tool calls and results, and the tools' JSON as a system text, which is how
-tool-aware chat templates present them); for ``auto``, or a model with no tokenizer, it
-estimates (UTF-8 bytes / 4). ``x-gateway-token-count`` says which.
+the named model's tokenizer (the policy's ``tokenizer``, or a ``local_engine`` model's own)
+over the texts the model would be sent (system, messages, tool calls and results, and the
+tools' JSON as a system text, which is how tool-aware chat templates present them); for
+``auto``, or a model with no tokenizer, it estimates (UTF-8 bytes / 4).
+``x-gateway-token-count`` says which.
 """
 
 from __future__ import annotations

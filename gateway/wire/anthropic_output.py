@@ -156,8 +156,8 @@ def message_id(request_id: str) -> str:
     return "msg_" + request_id.removeprefix("req_")
 
 
-def message(body: bytes, message_id: str, stops: Sequence[str]) -> dict[str, Any]:
-    """A Message for a ``chat.completion`` (its first choice)."""
+def message(body: bytes, identifier: str, stops: Sequence[str]) -> dict[str, Any]:
+    """A Message for a ``chat.completion`` (its first choice), with the id `message_id` gave."""
     completion = _decode(body)
     if completion is None or not completion.choices:
         raise GatewayError("The model's answer could not be read.", status=502)
@@ -184,7 +184,7 @@ def message(body: bytes, message_id: str, stops: Sequence[str]) -> dict[str, Any
         stops=stops,
     )
     return {
-        "id": message_id,
+        "id": identifier,
         "type": "message",
         "role": "assistant",
         "model": completion.model,
@@ -235,8 +235,8 @@ class StreamTranslator:
     `finish`.
     """
 
-    def __init__(self, message_id: str, stops: Sequence[str]) -> None:
-        self._id = message_id
+    def __init__(self, identifier: str, stops: Sequence[str]) -> None:
+        self._id = identifier
         self._stops = stops
         self._started = False
         self._blocks = 0
