@@ -23,9 +23,10 @@ from dataclasses import replace
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, delete, get, post
+from litestar import Request, Response, WebSocket, delete, get, post, websocket
 from litestar.di import NamedDependency
 from litestar.params import FromPath
+from litestar.types import WebSocketResponseBodyEvent, WebSocketResponseStartEvent
 
 from gateway.api.door import gateway_headers, pipeline_request, serve
 from gateway.api.sse import SSEResponse
@@ -82,20 +83,50 @@ async def delete_response(
     return Response(msgspec.json.encode(body), media_type="application/json")
 
 
+_NO_WEBSOCKET = GatewayError(
+    "The Responses API is served over HTTP here (POST /v1/responses); WebSocket upgrades are "
+    "not supported.",
+    code="websocket_not_supported",
+    status=426,
+)
+
+
 @get("/v1/responses", status_code=426)
-async def responses_websocket(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def responses_upgrade(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Codex tries a WebSocket first: a quick 426 sends it to HTTP (a 404 or 405 costs it
-    retries)."""
-    error = GatewayError(
-        "The Responses API is served over HTTP here (POST /v1/responses); WebSocket "
-        "upgrades are not supported.",
-        code="websocket_not_supported",
-        status=426,
-    )
-    return Response(error.encode(), media_type="application/json", status_code=426)
+    retries). This is the answer where the server reads the upgrade as plain HTTP."""
+    return Response(_NO_WEBSOCKET.encode(), media_type="application/json", status_code=426)
 
 
-ROUTES = [create_response, retrieve_response, delete_response, responses_websocket]
+@websocket("/v1/responses")
+async def responses_websocket(socket: WebSocket[Any, Any, Any]) -> None:
+    """The same 426 where the server hands the upgrade over as a WebSocket: refused before the
+    handshake with the ASGI denial response, or closed where the server has none."""
+    await socket.receive()  # websocket.connect
+    if "websocket.http.response" not in (socket.scope.get("extensions") or {}):
+        await socket.close(code=1008, reason="use HTTP: POST /v1/responses")
+        return
+    start: WebSocketResponseStartEvent = {
+        "type": "websocket.http.response.start",
+        "status": 426,
+        "headers": [(b"content-type", b"application/json")],
+    }
+    body: WebSocketResponseBodyEvent = {
+        "type": "websocket.http.response.body",
+        "body": _NO_WEBSOCKET.encode(),
+        "more_body": False,
+    }
+    await socket.send(start)
+    await socket.send(body)
+
+
+ROUTES = [
+    create_response,
+    retrieve_response,
+    delete_response,
+    responses_upgrade,
+    responses_websocket,
+]
 
 
 def _tenant(request: Request[Any, Any, Any], services: Services) -> str:

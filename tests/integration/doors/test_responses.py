@@ -4,16 +4,21 @@ SDK): what the client gets, and what the fake upstream received."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 
 import httpx
 import openai
 import pytest
+import uvicorn
+import websockets
+from websockets.sync.client import connect
 
 from tests.conftest import TENANT_KEY, Gateway
 from tests.fake_upstream import FakeUpstream, Fault
 from tests.integration.doors.responses_events import RESPONSE, check_lifecycle, post, stream
+from tests.servers import free_port
 
 LOOKUP = {
     "type": "function",
@@ -442,6 +447,9 @@ async def test_an_agent_runs_its_function_tool_through_the_gateway(
 
 
 def test_a_websocket_upgrade_gets_a_quick_426(gateway: Gateway) -> None:
+    """Codex's first try (PITFALLS 2.10): where the server reads the upgrade as plain HTTP
+    (the tests' servers), and where it hands it over as a WebSocket (``gateway serve``; the
+    sans-I/O implementation here, as the legacy one warns when imported)."""
     answer = httpx.get(
         f"{gateway.url}/v1/responses",
         headers={"upgrade": "websocket", "connection": "Upgrade"},
@@ -449,6 +457,23 @@ def test_a_websocket_upgrade_gets_a_quick_426(gateway: Gateway) -> None:
     )
     assert answer.status_code == 426
     assert answer.json()["error"]["code"] == "websocket_not_supported"
+    port = free_port()
+    config = uvicorn.Config(
+        gateway.app, port=port, ws="websockets-sansio", lifespan="off", log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started and thread.is_alive():
+            time.sleep(0.01)
+        with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+            connect(f"ws://127.0.0.1:{port}/v1/responses", open_timeout=5)
+        assert refused.value.response.status_code == 426
+        assert b"websocket_not_supported" in refused.value.response.body
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 @pytest.mark.model
