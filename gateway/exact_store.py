@@ -28,6 +28,8 @@ class Store(Protocol):
     async def get(self, key: str) -> bytes | None: ...
     async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
     async def delete(self, key: str) -> None: ...
+    async def get_many(self, keys: list[str]) -> list[bytes | None]: ...
+    async def set_many(self, items: list[tuple[str, bytes]], ttl_s: float) -> None: ...
     async def flush(self, tenant: str | None) -> int: ...
     async def aclose(self) -> None: ...
     def health(self) -> dict[str, str]: ...
@@ -72,6 +74,13 @@ class MemoryStore:
 
     async def delete(self, key: str) -> None:
         self._entries.pop(key, None)
+
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        return [self._entries.get(key) for key in keys]
+
+    async def set_many(self, items: list[tuple[str, bytes]], ttl_s: float) -> None:
+        for key, value in items:
+            await self.set(key, value, ttl_s)
 
     async def flush(self, tenant: str | None) -> int:
         keys = [k for k in self._entries if tenant is None or k.startswith(tenant_part(tenant))]
@@ -121,6 +130,26 @@ class RedisStore:
         self._check_up()
         try:
             await self._redis.delete(self._prefix + key)
+        except (redis.RedisError, OSError) as exc:
+            raise self._went_down(exc) from exc
+
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        """One MGET: an embeddings batch looks up every input in one round trip."""
+        self._check_up()
+        try:
+            values = await self._redis.mget([self._prefix + key for key in keys])
+        except (redis.RedisError, OSError) as exc:
+            raise self._went_down(exc) from exc
+        return [v.encode() if isinstance(v, str) else v for v in values]
+
+    async def set_many(self, items: list[tuple[str, bytes]], ttl_s: float) -> None:
+        """One pipelined round trip, each entry with its TTL."""
+        self._check_up()
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key, value in items:
+                    pipe.set(self._prefix + key, value, px=int(ttl_s * 1000))
+                await pipe.execute()
         except (redis.RedisError, OSError) as exc:
             raise self._went_down(exc) from exc
 

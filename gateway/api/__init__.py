@@ -3,6 +3,7 @@
 - :mod:`~gateway.api.door`: what every front door does around the pipeline; a door adds only
   its wire format (:mod:`~gateway.api.chat`: OpenAI Chat Completions;
   :mod:`~gateway.api.completions`: OpenAI's legacy Completions;
+  :mod:`~gateway.api.embeddings`: OpenAI Embeddings;
   :mod:`~gateway.api.messages`: Anthropic Messages;
   :mod:`~gateway.api.responses`: OpenAI Responses, with stored responses).
 - :mod:`~gateway.api.health`: ``/healthz``, ``/readyz``, ``/v1/models``.
@@ -17,6 +18,7 @@ from gateway.api import (
     admin,
     chat,
     completions,
+    embeddings,
     health,
     messages,
     openapi,
@@ -29,6 +31,7 @@ from gateway.api.errors import EXCEPTION_HANDLERS
 ROUTES = [
     chat.chat_completions,
     completions.legacy_completions,
+    embeddings.create_embeddings,
     messages.messages,
     messages.count_tokens,
     *responses.ROUTES,

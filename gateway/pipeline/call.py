@@ -39,7 +39,7 @@ from gateway.errors import UpstreamClientError, UpstreamUnavailable
 from gateway.pipeline.route import Decision
 from gateway.pipeline.turn import Turn
 from gateway.policy.schema import Retries
-from gateway.providers import AttemptFailed, FailureKind, Provider, Reply
+from gateway.providers import AttemptFailed, Embedded, FailureKind, Provider, Reply
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -97,6 +97,12 @@ async def stream(turn: Turn, decision: Decision) -> tuple[str, Started]:
         model, started = await _first_success(turn, decision, start)
     _remember_session(turn, decision, model)
     return model, started
+
+
+async def embed(turn: Turn, decision: Decision, body: dict[str, Any]) -> tuple[str, Embedded]:
+    """The name of the model that answered, and the vectors of ``body``'s inputs."""
+    with turn.trace.stage("call"):
+        return await _first_success(turn, decision, lambda p: p.embed(body))
 
 
 def _remember_session(turn: Turn, decision: Decision, model: str) -> None:

@@ -7,6 +7,10 @@ differently) and the policy's cache namespace. Every field of the OpenAI API is 
 key or non-key; a field the gateway does not know is part of the key, so an unknown parameter
 can only cause a miss, never a wrong hit.
 
+An embeddings request is cached per input (`vector_keys`): each input's vector under a key of
+the tenant, the chosen embeddings model, the fields that change vectors (``dimensions``...) and
+the input itself, whatever encoding the client asked for.
+
 Entries live in :mod:`gateway.exact_store`: Redis or an in-process LRU. A store that fails or
 is slow is bypassed: the request goes upstream with ``x-gateway-cache: bypass``.
 """
@@ -78,6 +82,24 @@ NON_KEY_FIELDS = frozenset(
     }
 )
 """Fields that change delivery, billing or provider-side bookkeeping, not the answer."""
+
+
+EMBEDDINGS_NON_KEY_FIELDS = frozenset({"model", "input", "encoding_format", "user"})
+"""Embeddings fields that change no vector: the chosen model is keyed on its own, each input
+keys its own entry, and the encoding is applied on the way out. Every other field (dimensions,
+a provider's own such as input_type) keys the entries."""
+
+
+class CachedVector(msgspec.Struct, frozen=True):
+    """One input's embedding, as cached."""
+
+    upstream_model: str
+    """The ``model`` the provider put in its response."""
+    tokens: int
+    """The input's tokens (its share of the batch's, when the provider counted only those)."""
+    vector: bytes
+    """Little-endian float32."""
+    created: float
 
 
 def cacheable(body: Mapping[str, Any], max_temperature: float) -> bool:
@@ -156,15 +178,75 @@ async def _lookup(
         with contextlib.suppress(StoreDown):
             await store.delete(entry_key)
         return "miss", None
-    if not _fresh(answer, control, config.ttl):
+    if not _fresh(answer.created, control, config.ttl):
         return "miss", None
     return "exact", answer
+
+
+def vector_keys(request: ChatRequest, model: str, namespace: str) -> list[str]:
+    """One key per input of an embeddings request, for the policy model that embeds it, so a
+    batch with one new input needs the model for that input alone."""
+    fields = {k: v for k, v in request.body.items() if k not in EMBEDDINGS_NON_KEY_FIELDS}
+    scope = [request.tenant, namespace, "embeddings", model, fields]
+    base = hashlib.sha256(msgspec.json.encode(scope, order="sorted") + b"\0")
+    prefix = tenant_part(request.tenant)
+    keys = []
+    for item in request.body["input"]:
+        digest = base.copy()
+        digest.update(msgspec.json.encode(item))
+        keys.append(f"{prefix}:{digest.hexdigest()}")
+    return keys
+
+
+async def lookup_vectors(turn: Turn, keys: list[str]) -> list[CachedVector | None]:
+    """The cached embedding of each input (None for a miss); sets ``turn.cache``: ``exact``
+    only when every input was found, else ``miss`` (or ``bypass``)."""
+    with turn.trace.stage("exact_cache") as span:
+        found = await _lookup_vectors(turn, keys)
+        span.set_attribute("gateway.cache", turn.cache)
+    return found
+
+
+async def _lookup_vectors(turn: Turn, keys: list[str]) -> list[CachedVector | None]:
+    config, control = turn.runtime.policy.cache.exact, turn.request.cache_control
+    misses: list[CachedVector | None] = [None] * len(keys)
+    if not config.enabled or not control.read:
+        turn.cache = "bypass"
+        return misses
+    try:
+        raws = await turn.services.exact.get_many(keys)
+    except StoreDown:
+        turn.cache = "bypass"
+        return misses
+    found = [_vector(raw, control, config.ttl) for raw in raws]
+    turn.cache = "exact" if all(v is not None for v in found) else "miss"
+    return found
+
+
+def _vector(raw: bytes | None, control: CacheControl, ttl_s: float) -> CachedVector | None:
+    if raw is None:
+        return None
+    try:
+        entry = msgspec.msgpack.decode(raw, type=CachedVector)
+    except msgspec.MsgspecError:
+        return None  # overwritten by the fresh answer
+    return entry if _fresh(entry.created, control, ttl_s) else None
+
+
+async def save_vectors(turn: Turn, entries: list[tuple[str, CachedVector]]) -> None:
+    """Store new embeddings under their keys (after the response)."""
+    config = turn.runtime.policy.cache.exact
+    if not config.enabled or not turn.request.cache_control.write or not entries:
+        return
+    encoded = [(key, msgspec.msgpack.encode(entry)) for key, entry in entries]
+    with contextlib.suppress(StoreDown):
+        await turn.services.exact.set_many(encoded, config.ttl)
 
 
 def _key(request: ChatRequest, runtime: Runtime) -> str:
     return key(request, runtime.policy.cache.namespace, runtime.loaded.digest, runtime.routing_tags)
 
 
-def _fresh(answer: CachedAnswer, control: CacheControl, ttl_s: float) -> bool:
-    age = time.time() - answer.created
+def _fresh(created: float, control: CacheControl, ttl_s: float) -> bool:
+    age = time.time() - created
     return age <= ttl_s and (control.max_age is None or age <= control.max_age)

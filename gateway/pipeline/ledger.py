@@ -141,6 +141,32 @@ def record_answer(
     return usage, entry
 
 
+def record_embeddings(
+    turn: Turn, route: str, model: str, *, called: int, served: int, estimated: bool = False
+) -> LedgerRecord:
+    """Write the record of an embeddings request: ``called`` input tokens embedded by ``model``
+    now and ``served`` from the exact cache. It costs the called tokens at the model's input
+    price; its baseline is all of them at that price (there is no other model to compare
+    with: another model's vectors are another answer)."""
+    policy, total = turn.runtime.policy, Usage(called + served, 0, called + served)
+    entry = record(
+        policy,
+        turn.request,
+        route=route,
+        model=model,
+        usage=Usage(called, 0, called),
+        estimated=estimated,
+        cache=turn.cache,
+    )
+    entry = msgspec.structs.replace(
+        entry,
+        input_tokens=total.prompt_tokens,
+        baseline_cost_usd=_priced(policy, model, total, None),
+    )
+    _write(turn.services, turn.trace, entry)  # no prompt to log: the inputs are no chat
+    return entry
+
+
 def record_hit(turn: Turn, answer: CachedAnswer) -> None:
     """Write the record of a request answered from a cache."""
     entry = cache_hit(turn.request, answer, turn.cache)

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -185,6 +185,90 @@ def chat_request_of(
         arrived_unix=arrived[0],
         arrived_mono=arrived[1],
     )
+
+
+MAX_EMBEDDING_INPUTS = 2048
+"""Inputs one embeddings request may hold (OpenAI's limit)."""
+EmbeddingInput = str | list[int]
+"""A text, or a text's token ids."""
+
+
+class _EmbeddingsBody(msgspec.Struct):
+    """The fields of an Embeddings request the gateway reads; the rest passes through."""
+
+    model: str
+    input: Any
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: int | None = None
+    user: str | None = None
+
+
+def embeddings_request_of(
+    body: dict[str, Any],
+    *,
+    request_id: str,
+    tenant: str,
+    tags_header: str | None,
+    cache_control: str | None = None,
+    arrived: tuple[float, float] = (0.0, 0.0),
+) -> ChatRequest:
+    """Check a decoded Embeddings object; its ``input`` becomes a list (of texts, or of token-id
+    arrays), so later stages and the provider see one shape. Raises `BadRequest`."""
+    try:
+        checked = msgspec.convert(body, _EmbeddingsBody)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(str(exc), param=_param_of(str(exc))) from exc
+    if checked.dimensions is not None and checked.dimensions < 1:
+        raise BadRequest("'dimensions' must be at least 1.", param="dimensions")
+    inputs = _embedding_inputs(checked.input)
+    body["input"] = inputs
+    text_bytes = sum(len(i.encode()) if isinstance(i, str) else 4 * len(i) for i in inputs)
+    return ChatRequest(
+        request_id=request_id,
+        tenant=tenant,
+        model=checked.model,
+        stream=False,
+        wants_usage=False,
+        body=MappingProxyType(body),
+        tags=MappingProxyType(parse_tags(tags_header)),
+        has_tools=False,
+        has_images=False,
+        prompt_tokens=-(-text_bytes // 4),
+        cache_control=parse_cache_control(cache_control),
+        arrived_unix=arrived[0],
+        arrived_mono=arrived[1],
+    )
+
+
+def _embedding_inputs(value: Any) -> list[EmbeddingInput]:
+    """``input`` as a list: a text, a list of texts, a token-id array or a list of them; none
+    empty, at most `MAX_EMBEDDING_INPUTS` (OpenAI refuses the same)."""
+    if isinstance(value, str) or (isinstance(value, list) and value and all(map(_token_id, value))):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise BadRequest(
+            "'input' must be a non-empty string, array of strings, array of token ids, or "
+            "array of token-id arrays.",
+            param="input",
+        )
+    if len(value) > MAX_EMBEDDING_INPUTS:
+        raise BadRequest(
+            f"'input' holds {len(value)} items; the most is {MAX_EMBEDDING_INPUTS}.",
+            param="input",
+        )
+    for i, item in enumerate(value):
+        text = isinstance(item, str)
+        if not (text or isinstance(item, list)) or (not text and not all(map(_token_id, item))):
+            raise BadRequest(
+                "Each input must be a string or an array of token ids.", param=f"input[{i}]"
+            )
+        if not item:
+            raise BadRequest("An input must not be empty.", param=f"input[{i}]")
+    return value
+
+
+def _token_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def parse_tags(header: str | None) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""Choosing the model: a model the client named, or the first policy rule that matches.
+"""Choosing the model: a model the client named, or the first policy rule that matches (for
+embeddings: the named embeddings model, or the policy's first for ``auto``).
 
 A matching rule may send a share of its traffic to another model (an A/B split, decided by a
 hash of the request so the same request always lands on the same arm), and with sticky sessions
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from gateway.errors import BadRequest, ModelNotFound
+from gateway.errors import BadRequest, BudgetExceeded, ModelNotFound
 from gateway.ml.classifier import Judgement
 from gateway.pipeline import budget
 from gateway.pipeline.normalize import ChatRequest
@@ -22,6 +23,8 @@ from gateway.policy.schema import Policy, Route, When
 from gateway.runtime.sessions import Sessions, session_key
 
 FORCED = "forced"
+EMBEDDINGS = "embeddings"
+"""The route of an embeddings request for ``auto``: the policy's first embeddings model."""
 STICKY = "sticky"
 AUTO = "auto"
 
@@ -60,6 +63,12 @@ def choose(
     """``judgement``: the classifier's verdict; rules that test difficulty or category never
     match without one."""
     if request.model in policy.models:
+        if policy.models[request.model].kind != "chat":
+            raise ModelNotFound(
+                f"{request.model!r} is an embeddings model: it answers POST /v1/embeddings; "
+                f"chat models: {_of_kind(policy, 'chat')}.",
+                param="model",
+            )
         return Decision(FORCED, request.model)
     rule = next((r for r in policy.routes if matches(r.when, request, judgement)), None)
     if rule is None:
@@ -81,6 +90,42 @@ def choose(
         if pinned in policy.models:
             return Decision(STICKY, pinned, session)
     return Decision(rule.name, _arm(rule, request), session)
+
+
+async def decide_embeddings(turn: Turn) -> Decision:
+    """The embeddings model for this request: the one it names, or for ``auto`` the policy's
+    first. A tenant past its budget is refused even where chat would be downgraded: another
+    model's vectors are not comparable with the ones the client already has."""
+    with turn.trace.stage("route") as span:
+        if await budget.enforce(turn) is not None:
+            raise BudgetExceeded(
+                f"Tenant {turn.request.tenant!r} has used its budget; embeddings are not "
+                "downgraded to another model, whose vectors would not be comparable."
+            )
+        decision = choose_embeddings(turn.runtime.policy, turn.request.model)
+        span.set_attribute("gateway.route", decision.route)
+    turn.route, turn.model = decision.route, decision.model
+    return decision
+
+
+def choose_embeddings(policy: Policy, model: str) -> Decision:
+    """``model`` when it is an embeddings model of the policy; for ``auto`` the first."""
+    embedders = _of_kind(policy, "embeddings")
+    if model == AUTO and embedders:
+        return Decision(EMBEDDINGS, embedders[0])
+    if model in embedders:
+        return Decision(FORCED, model)
+    if model == AUTO:
+        raise ModelNotFound("The policy has no embeddings model.", param="model")
+    kind = "a chat model" if model in policy.models else "not a model of this gateway"
+    raise ModelNotFound(
+        f"{model!r} is {kind}; embeddings models: {['auto', *embedders]} (GET /v1/models).",
+        param="model",
+    )
+
+
+def _of_kind(policy: Policy, kind: str) -> list[str]:
+    return [name for name, config in policy.models.items() if config.kind == kind]
 
 
 def matches(when: When | None, request: ChatRequest, judgement: Judgement | None = None) -> bool:

@@ -8,7 +8,7 @@ and ordered fallbacks.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
@@ -140,13 +140,18 @@ class EngineOptions(Strict):
     )
 
 
+BUNDLED_EMBEDDERS = frozenset({"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"})
+"""Names (lower case) of the embedding model ``provider: local_engine`` runs in-process."""
+
+
 class ModelConfig(Strict):
     """A model the gateway can send requests to."""
 
     provider: Literal["openai_compatible", "local_engine"] = Field(
-        description="openai_compatible speaks the OpenAI Chat Completions API: OpenAI, vLLM, TGI, "
-        "SGLang, Ollama, TensorRT-LLM and Triton front ends, the bundled local-engine server. "
-        "local_engine runs the bundled engine inside the gateway's own process."
+        description="openai_compatible speaks the OpenAI API (Chat Completions, or Embeddings for "
+        "kind embeddings): OpenAI, vLLM, TGI, TEI, SGLang, Ollama, TensorRT-LLM and Triton front "
+        "ends, the bundled local-engine server. local_engine runs the bundled engine inside the "
+        "gateway's own process, or with kind embeddings the bundled all-MiniLM-L6-v2."
     )
     base_url: Annotated[str, StringConstraints(pattern=r"^https?://")] | None = Field(
         default=None, description="The API root, e.g. https://api.openai.com/v1"
@@ -160,6 +165,12 @@ class ModelConfig(Strict):
         default="chat",
         description="chat models answer chat, Messages, Responses and Completions requests; "
         "embeddings models answer /v1/embeddings.",
+    )
+    max_dimensions: int | None = Field(
+        default=None,
+        ge=1,
+        description="Embeddings models that can shorten their vectors (text-embedding-3-*): the "
+        "largest dimensions a request may ask for. Unset: a request with dimensions gets a 400.",
     )
     engine: EngineOptions = EngineOptions()
     tokenizer: str | None = Field(
@@ -175,3 +186,14 @@ class ModelConfig(Strict):
     max_connections: int = Field(default=256, ge=1, description="Pool size towards this provider.")
     max_tokens: MaxTokens = MaxTokens()
     headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _embeddings_price(cls, data: Any) -> Any:
+        """An embeddings model writes no tokens, so its price may name the input rate alone (the
+        output rate is then 0)."""
+        if isinstance(data, dict) and data.get("kind") == "embeddings":
+            price = data.get("price")
+            if isinstance(price, dict) and "input_per_mtok" in price:
+                data = {**data, "price": {"output_per_mtok": 0, **price}}
+        return data

@@ -16,7 +16,14 @@ from pydantic import (
 )
 
 from gateway.policy.limits import Limits, MaxTokens, TenantLimits
-from gateway.policy.models import EngineOptions, ModelConfig, Price, Retries, Timeouts
+from gateway.policy.models import (
+    BUNDLED_EMBEDDERS,
+    EngineOptions,
+    ModelConfig,
+    Price,
+    Retries,
+    Timeouts,
+)
 from gateway.policy.types import Category, Duration, Name, PerMillion, Seconds, Strict, one_or_many
 
 __all__ = [
@@ -253,6 +260,14 @@ def validate(policy: Policy) -> list[Problem]:
                 problems.append(
                     (("models", name, "fallbacks", i), f"{fallback!r} is not a {model.kind} model")
                 )
+            elif model.kind == "embeddings" and policy.models[fallback].model != model.model:
+                problems.append(
+                    (
+                        ("models", name, "fallbacks", i),
+                        f"{fallback!r} serves another model: its vectors are not comparable",
+                    )
+                )
+        problems.extend(_embeddings_problems(name, model))
     seen_routes: set[str] = set()
     for i, route in enumerate(policy.routes):
         for path, target in _route_targets(route):
@@ -278,6 +293,8 @@ def validate(policy: Policy) -> list[Problem]:
                 )
     if policy.baseline_model is not None and policy.baseline_model not in known:
         problems.append((("baseline_model",), f"unknown model {policy.baseline_model!r}"))
+    elif policy.baseline_model is not None and policy.models[policy.baseline_model].kind != "chat":
+        problems.append((("baseline_model",), f"{policy.baseline_model!r} is not a chat model"))
     if "auto" in known:
         problems.append((("models", "auto"), "'auto' is reserved for routing by the policy"))
     problems.extend(_duplicate_keys(policy))
@@ -296,6 +313,34 @@ def validate(policy: Policy) -> list[Problem]:
                         "downgrade needs at least one model with a price",
                     )
                 )
+    return problems
+
+
+def _embeddings_problems(name: str, model: ModelConfig) -> list[Problem]:
+    """What an embeddings model cannot have, and what only an embeddings model can."""
+    at = ("models", name)
+    if model.kind == "chat":
+        if model.max_dimensions is not None:
+            return [((*at, "max_dimensions"), "only embeddings models take dimensions")]
+        return []
+    problems: list[Problem] = []
+    if "max_tokens" in model.model_fields_set:
+        problems.append(((*at, "max_tokens"), "an embeddings model writes no tokens"))
+    if model.provider == "local_engine":
+        if model.model.lower() not in BUNDLED_EMBEDDERS:
+            problems.append(
+                (
+                    (*at, "model"),
+                    "local_engine embeds with the bundled all-MiniLM-L6-v2 only; serve another "
+                    "model with an OpenAI-compatible server (TEI, vLLM, Infinity)",
+                )
+            )
+        if model.max_dimensions is not None:
+            problems.append(
+                ((*at, "max_dimensions"), "all-MiniLM-L6-v2 is not trained to shorten its vectors")
+            )
+        if "engine" in model.model_fields_set:
+            problems.append(((*at, "engine"), "engine options are for local chat models"))
     return problems
 
 

@@ -1,8 +1,10 @@
 """Providers: the one seam between the gateway and a model's API.
 
-Every provider offers the same three calls (`Provider`); whatever goes wrong below it (httpx
+Every provider offers the same calls (`Provider`); whatever goes wrong below it (httpx
 errors, HTTP statuses, garbled bodies) leaves it as one `AttemptFailed`, so the call stage can
-decide between retry, fallback and giving up without knowing any transport.
+decide between retry, fallback and giving up without knowing any transport. A provider that
+cannot answer a kind of request (a chat engine asked for embeddings, an embedder asked to chat)
+fails it as the client's mistake (`unsupported`); routing never sends it one.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
 FailureKind = Literal["connect", "timeout", "status", "protocol"]
 _NOT_THE_CLIENTS_FAULT = frozenset({401, 403, 404, 408, 409, 429})
@@ -39,6 +43,19 @@ class Reply:
     """A complete, successful non-streamed answer: the upstream's bytes, passed on untouched."""
 
     body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Embedded:
+    """A successful embeddings answer, read: one row per input, in the inputs' order."""
+
+    vectors: npt.NDArray[np.float32]
+    model: str
+    """The ``model`` the provider put in its response."""
+    prompt_tokens: int | None
+    """The provider's count for all the inputs; None when it sent no usage."""
+    tokens: tuple[int, ...] | None = None
+    """Each input's tokens, when the provider knows them (the bundled embedder does)."""
 
 
 class AttemptFailed(Exception):
@@ -89,5 +106,14 @@ class Provider(Protocol):
         first chunk, and from a later one when the stream breaks.
         """
 
+    async def embed(self, body: dict[str, Any]) -> Embedded:
+        """One embeddings attempt for an Embeddings body whose ``input`` is a list; raises
+        `AttemptFailed`."""
+
     async def aclose(self) -> None:
         """Close the connection pool."""
+
+
+def unsupported(what: str) -> AttemptFailed:
+    """The failure of a call this provider does not answer (``what``: chat, embeddings)."""
+    return AttemptFailed("status", f"HTTP 400: this model does not answer {what}", status=400)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from gateway.policy.schema import ModelConfig
-from gateway.providers import AttemptFailed, Reply
+from gateway.providers import AttemptFailed, Embedded, Reply, unsupported
 
 if TYPE_CHECKING:
     from local_engine import EngineError, LocalEngine
@@ -65,6 +65,9 @@ class InProcessEngine:
                 yield msgspec.json.encode(chunk)
         except EngineError as exc:
             raise _failed(exc) from exc
+
+    async def embed(self, body: dict[str, Any]) -> Embedded:
+        raise unsupported("embeddings")
 
     async def aclose(self) -> None:
         await self._engine.aclose()

@@ -1,4 +1,4 @@
-"""The OpenAI Chat Completions wire protocol, spoken by most model servers.
+"""The OpenAI Chat Completions (and Embeddings) wire protocol, spoken by most model servers.
 
 One pooled ``aiohttp.ClientSession`` per model entry of the policy, created when the policy is
 loaded and reused by every request. aiohttp rather than httpx, by measurement: on these 2-core
@@ -15,6 +15,8 @@ and its HTTP parser's errors, such as an SSE line over its buffer limit) leaves 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import email.utils
 import time
@@ -23,11 +25,12 @@ from typing import Any
 
 import aiohttp
 import msgspec
+import numpy as np
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
 from gateway import telemetry
 from gateway.policy.schema import ModelConfig
-from gateway.providers import AttemptFailed, Reply
+from gateway.providers import AttemptFailed, Embedded, Reply, Usage
 
 
 class OpenAICompatible:
@@ -35,6 +38,7 @@ class OpenAICompatible:
         self._config = config
         assert config.base_url is not None  # the policy's validation guarantees it
         self._url = config.base_url.rstrip("/") + "/chat/completions"
+        self._embeddings_url = config.base_url.rstrip("/") + "/embeddings"
         t = config.timeouts
         headers = {"content-type": "application/json", **config.headers}
         if config.api_key:
@@ -56,21 +60,28 @@ class OpenAICompatible:
         return msgspec.json.encode({**body, "model": self._config.model})
 
     async def complete(self, body: dict[str, Any]) -> Reply:
+        return Reply(await self._post(self._url, body))
+
+    async def embed(self, body: dict[str, Any]) -> Embedded:
+        """``POST {base_url}/embeddings``; the vectors read from floats or base64, as sent."""
+        return embedded(await self._post(self._embeddings_url, body), len(body["input"]))
+
+    async def _post(self, url: str, body: dict[str, Any]) -> bytes:
+        """A whole answer's bytes (the head comes only when it is done: ``total_s`` bounds it)."""
         try:
             async with asyncio.timeout(self._config.timeouts.total_s):
                 async with self._session.post(
-                    self._url,
+                    url,
                     data=self._payload(body),
                     headers=_trace_headers(),
                     timeout=self._complete_timeout,
                 ) as response:
                     await _raise_for_status(response)
-                    content = await response.read()
+                    return await response.read()
         except TimeoutError as exc:
             raise AttemptFailed("timeout", "timed out waiting for the answer") from exc
         except _AIOHTTP_ERRORS as exc:
             raise _translate(exc) from exc
-        return Reply(content)
 
     async def stream(self, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
         deadline = time.monotonic() + self._config.timeouts.total_s
@@ -97,6 +108,38 @@ class OpenAICompatible:
 
     async def aclose(self) -> None:
         await self._session.close()
+
+
+class _Embedding(msgspec.Struct):
+    index: int
+    embedding: list[float] | str
+
+
+class _Embeddings(msgspec.Struct):
+    data: list[_Embedding]
+    model: str = ""
+    usage: Usage | None = None
+
+
+def embedded(raw: bytes, count: int) -> Embedded:
+    """An OpenAI embeddings object read into float32 rows in input order (``embedding`` a list
+    of floats, or base64 of little-endian float32); `AttemptFailed` unless it holds ``count``
+    vectors of one size."""
+    try:
+        answer = msgspec.json.decode(raw, type=_Embeddings)
+        rows = sorted(answer.data, key=lambda d: d.index)
+        vectors = [
+            np.frombuffer(base64.b64decode(r.embedding, validate=True), "<f4")
+            if isinstance(r.embedding, str)
+            else np.asarray(r.embedding, np.float32)
+            for r in rows
+        ]
+    except (msgspec.MsgspecError, binascii.Error, ValueError) as exc:
+        raise AttemptFailed("protocol", f"unreadable embeddings: {exc}") from exc
+    if [r.index for r in rows] != list(range(count)) or len({v.size for v in vectors}) != 1:
+        raise AttemptFailed("protocol", f"expected {count} embeddings of one size")
+    tokens = answer.usage.prompt_tokens if answer.usage is not None else None
+    return Embedded(np.vstack(vectors).astype(np.float32), answer.model, tokens)
 
 
 def _trace_headers() -> Mapping[str, str] | None:

@@ -21,6 +21,7 @@ import watchfiles
 from gateway.policy.load import KeyPath, LoadedPolicy, PolicyError, Problem, load_policy
 from gateway.policy.schema import ModelConfig, Policy
 from gateway.providers import Provider
+from gateway.providers.local_embedder import LocalEmbedder
 from gateway.providers.local_engine import InProcessEngine
 from gateway.providers.openai_compatible import OpenAICompatible
 from gateway.runtime.access import open_access_refused
@@ -197,10 +198,14 @@ class PolicyStore:
 
     async def _provider(self, config: ModelConfig) -> Provider:
         """The provider for this exact configuration; an unchanged model keeps its warm pool
-        (or its loaded local model) across reloads."""
+        (or its loaded local model) across reloads. ``local_engine`` is the bundled engine
+        for a chat model, the bundled embedder for an embeddings model."""
         key = config.model_dump_json()
         if key not in self._pools:
-            if config.provider == "local_engine":
+            if config.provider == "local_engine" and config.kind == "embeddings":
+                models = self._settings.data_dir / "models"
+                self._pools[key] = await LocalEmbedder.start(config, models)
+            elif config.provider == "local_engine":
                 cache_dir = config.engine.cache_dir or self._settings.data_dir / "models"
                 self._pools[key] = await InProcessEngine.start(config, Path(cache_dir))
             else:
