@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import ADMIN_KEY, OTHER_KEY, TENANT_KEY, Gateway, policy_text
 from tests.fake_upstream import FakeUpstream, embeddings
+from tests.servers import RedisProcess
 
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 TENANT = {"authorization": f"Bearer {TENANT_KEY}"}
@@ -348,3 +349,27 @@ def test_the_bundled_minilm_refuses_what_it_cannot_do(
         )
         assert response.status_code == 400, response.text
         assert response.json()["error"]["param"] == param
+
+
+def test_vectors_are_shared_by_replicas_through_redis_and_flushed_per_tenant(
+    start_gateway: Callable[..., Gateway],
+    primary: FakeUpstream,
+    backup: FakeUpstream,
+    own_redis: RedisProcess,
+) -> None:
+    text = _policy(primary, backup)
+    one, two = (start_gateway(text, redis_url=own_redis.url) for _ in range(2))
+    first = one.client().embeddings.create(model="auto", input=["red one", "red two"])
+    calls = len(primary.requests)
+    raw = two.client().embeddings.with_raw_response.create(
+        model="auto", input=["red two", "red one"]
+    )
+    assert raw.headers["x-gateway-cache"] == "exact" and len(primary.requests) == calls
+    assert [d.embedding for d in raw.parse().data] == [d.embedding for d in first.data][::-1]
+    flushed = httpx.delete(f"{two.url}/admin/cache", params={"tenant": "team-a"}, headers=ADMIN)
+    assert flushed.status_code == 200, flushed.text
+    raw = two.client().embeddings.with_raw_response.create(model="auto", input=["red one"])
+    assert raw.headers["x-gateway-cache"] == "miss" and len(primary.requests) == calls + 1
+    own_redis.kill()  # a store that is down is bypassed, never waited on
+    raw = one.client().embeddings.with_raw_response.create(model="auto", input=["red one"])
+    assert raw.headers["x-gateway-cache"] == "bypass"
