@@ -61,11 +61,11 @@ async def count_tokens(
     tenant_of(runtime.tenants, headers.get("authorization"), headers.get("x-api-key"))
     raw = await read_body(request, runtime.policy.limits.max_body_bytes)
     chat = anthropic.chat_body(normalize.decode_object(raw), counting=True)
-    model = chat["model"]
-    if model != "auto" and model not in runtime.policy.models:
+    model, models = chat["model"], runtime.policy.models
+    chat_models = sorted(name for name, config in models.items() if config.kind == "chat")
+    if model != "auto" and model not in chat_models:
         raise ModelNotFound(
-            f"The model {model!r} does not exist; use 'auto' or one of "
-            f"{sorted(runtime.policy.models)}.",
+            f"{model!r} is not a chat model of this gateway; use 'auto' or one of {chat_models}.",
             param="model",
         )
     texts = _prompt_texts(chat)

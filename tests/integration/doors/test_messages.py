@@ -455,3 +455,21 @@ routes:
     # count_tokens: the engine's own tokenizer, through its chat template, as the engine counts.
     assert counted.headers["x-gateway-token-count"] == "tokenizer"
     assert counted.parse().input_tokens == message.usage.input_tokens
+
+
+def test_count_tokens_names_only_chat_models(
+    start_gateway: Callable[..., Gateway], primary: FakeUpstream, backup: FakeUpstream
+) -> None:
+    embed = f"""models:
+  embed:
+    provider: openai_compatible
+    base_url: {primary.base_url}
+    model: upstream-embed
+    kind: embeddings
+"""
+    gw = start_gateway(policy_text(primary, backup).replace("models:\n", embed, 1))
+    with anthropic.Anthropic(base_url=gw.url, api_key=TENANT_KEY, max_retries=0) as sdk:
+        with pytest.raises(anthropic.NotFoundError) as info:
+            sdk.messages.count_tokens(model="embed", messages=USER)  # type: ignore[arg-type]
+        assert "['backup', 'main']" in info.value.message
+        assert sdk.messages.count_tokens(model="main", messages=USER).input_tokens == 3  # type: ignore[arg-type]
