@@ -76,25 +76,18 @@ class SQLiteResponses:
         self.max_entries = max_entries
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="responses-sqlite")
         self._conn: sqlite3.Connection | None = None
+        self._count = 0
+        """Rows in the file, counted once when it opens and kept up to date by each write
+        (all on the one thread), so a write never counts the table."""
 
     async def get(self, tenant: str, response_id: str) -> bytes | None:
-        row = await self._run(
-            "SELECT value FROM responses WHERE tenant = ? AND id = ? AND expires > ?",
-            (tenant, response_id, time.time()),
-            _first,
-        )
-        return None if row is None else bytes(row[0])
+        return await self._in_thread(self._get_sync, tenant, response_id)
 
     async def put(self, tenant: str, response_id: str, value: bytes, ttl_s: float) -> None:
         await self._in_thread(self._put_sync, tenant, response_id, value, ttl_s)
 
     async def delete(self, tenant: str, response_id: str) -> bool:
-        deleted: int = await self._run(
-            "DELETE FROM responses WHERE tenant = ? AND id = ? AND expires > ?",
-            (tenant, response_id, time.time()),
-            lambda cursor: cursor.rowcount,
-        )
-        return deleted > 0
+        return await self._in_thread(self._delete_sync, tenant, response_id)
 
     async def aclose(self) -> None:
         try:
@@ -110,26 +103,43 @@ class SQLiteResponses:
     def _put_sync(self, tenant: str, response_id: str, value: bytes, ttl_s: float) -> None:
         conn, now = self._connect(), time.time()
         with conn:
-            conn.execute("DELETE FROM responses WHERE expires <= ?", (now,))
-            conn.execute(
-                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
+            count = (
+                self._count
+                - conn.execute("DELETE FROM responses WHERE expires <= ?", (now,)).rowcount
+            )
+            conn.execute(  # a new id each time (resp_ and a UUID4): never a replacement
+                "INSERT INTO responses VALUES (?, ?, ?, ?, ?)",
                 (response_id, tenant, now, now + ttl_s, value),
             )
-            (count,) = conn.execute("SELECT COUNT(*) FROM responses").fetchone()
+            count += 1
             if count > self.max_entries:
-                conn.execute(
+                count -= conn.execute(
                     "DELETE FROM responses WHERE rowid IN "
                     "(SELECT rowid FROM responses ORDER BY created LIMIT ?)",
                     (count - self.max_entries,),
-                )
+                ).rowcount
+        self._count = count  # once committed
 
-    async def _run(self, sql: str, args: tuple[Any, ...], read: Callable[[sqlite3.Cursor], T]) -> T:
-        def run() -> T:
-            conn = self._connect()
-            with conn:
-                return read(conn.execute(sql, args))
+    def _get_sync(self, tenant: str, response_id: str) -> bytes | None:
+        row = (
+            self._connect()
+            .execute(
+                "SELECT value FROM responses WHERE tenant = ? AND id = ? AND expires > ?",
+                (tenant, response_id, time.time()),
+            )
+            .fetchone()
+        )
+        return None if row is None else bytes(row[0])
 
-        return await self._in_thread(run)
+    def _delete_sync(self, tenant: str, response_id: str) -> bool:
+        conn = self._connect()
+        with conn:
+            deleted = conn.execute(
+                "DELETE FROM responses WHERE tenant = ? AND id = ? AND expires > ?",
+                (tenant, response_id, time.time()),
+            ).rowcount
+        self._count -= deleted
+        return deleted > 0
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -148,12 +158,9 @@ class SQLiteResponses:
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA busy_timeout = 10000")
             conn.executescript(_SCHEMA)
+            (self._count,) = conn.execute("SELECT COUNT(*) FROM responses").fetchone()
             self._conn = conn
         return self._conn
-
-
-def _first(cursor: sqlite3.Cursor) -> Any:
-    return cursor.fetchone()
 
 
 class RedisResponses:
