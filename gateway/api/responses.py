@@ -246,7 +246,6 @@ async def _events(
     Closing this generator (the client went away) closes the pipeline's chunks too.
     """
     try:
-        output.start()
         try:
             async for chunk in chunks:
                 decoded = _chunk(chunk)

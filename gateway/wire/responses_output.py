@@ -112,6 +112,7 @@ class Output:
         self._open_call: dict[str, Any] | None = None
         self._finish: str | None = None
         self._usage: dict[str, Any] | None = None
+        self._started = False
 
     def take(self) -> list[bytes]:
         """The events written since the last take."""
@@ -119,9 +120,12 @@ class Output:
         return events
 
     def start(self) -> None:
-        """``response.created`` and ``response.in_progress``."""
-        self._emit("response.created", response=self.response)
-        self._emit("response.in_progress", response=self.response)
+        """``response.created`` and ``response.in_progress``, once: before the first chunk's
+        events (whose model, the upstream's, they name), or before a failure."""
+        if not self._started:
+            self._started = True
+            self._emit("response.created", response=self.response)
+            self._emit("response.in_progress", response=self.response)
 
     def completion(self, completion: dict[str, Any]) -> None:
         """Fold a whole ``chat.completion``."""
@@ -129,6 +133,9 @@ class Output:
 
     def chunk(self, chunk: dict[str, Any]) -> None:
         """Fold one ``chat.completion.chunk``."""
+        if not self._started:
+            self._model(chunk)
+            self.start()
         self._fold(chunk, "delta")
 
     def finish(self) -> dict[str, Any]:
@@ -146,18 +153,23 @@ class Output:
 
     def end(self) -> None:
         """The terminal event of a finished Response."""
+        self.start()
         self._emit(f"response.{self.response['status']}", response=self.response)
 
     def fail(self, message: str) -> None:
         """End a broken stream with ``response.failed`` (its items so far, as they are)."""
+        self.start()
         error = {"code": "server_error", "message": message}
         failed = {**self.response, "status": "failed", "output": self.items, "error": error}
         self.response = failed
         self._emit("response.failed", response=failed)
 
-    def _fold(self, completion: dict[str, Any], part: str) -> None:
+    def _model(self, completion: dict[str, Any]) -> None:
         if isinstance(completion.get("model"), str):
             self.response["model"] = completion["model"]
+
+    def _fold(self, completion: dict[str, Any], part: str) -> None:
+        self._model(completion)
         if completion.get("service_tier") in _TIERS:
             self.response["service_tier"] = completion["service_tier"]
         if completion.get("usage") is not None:

@@ -293,7 +293,6 @@ def _events(output: Output) -> list[dict[str, Any]]:
 
 def test_a_stream_of_text_refusal_and_calls_tells_each_item_in_order() -> None:
     output = Output(_frame(stream=True), events=True)
-    output.start()
     for delta in (
         {"role": "assistant", "content": ""},
         {"content": "Hel"},
@@ -357,11 +356,18 @@ def test_a_stream_of_text_refusal_and_calls_tells_each_item_in_order() -> None:
     assert (
         events[0]["response"]["status"] == "in_progress" and events[0]["response"]["output"] == []
     )
+    assert events[0]["response"]["model"] == "upstream"  # the first chunk's, not "auto"
 
 
 def test_a_broken_stream_ends_with_one_failed_event() -> None:
     output = Output(_frame(stream=True), events=True)
-    output.start()
+    output.fail("The upstream stream broke: reset")
+    assert [e["type"] for e in _events(output)] == [
+        "response.created",
+        "response.in_progress",
+        "response.failed",
+    ]
+    output = Output(_frame(stream=True), events=True)
     output.chunk(_chunk({"content": "par"}))
     output.fail("The upstream stream broke: reset")
     events = _events(output)
