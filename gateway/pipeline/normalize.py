@@ -268,7 +268,9 @@ def _embedding_inputs(value: Any) -> list[EmbeddingInput]:
 
 
 def _token_id(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    """A vocabulary index: no tokenizer has more than 2**32 pieces, and a larger integer would
+    not even encode for the provider."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32
 
 
 def parse_tags(header: str | None) -> dict[str, str]:

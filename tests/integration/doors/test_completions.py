@@ -207,3 +207,23 @@ routes:
     )
     streamed = "".join(c.choices[0].text for c in stream if c.choices)
     assert streamed == completion.choices[0].text  # greedy: the same answer
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"prompt": "x", "max_tokens": "5"},
+        {"prompt": "x", "best_of": "2"},
+        {"prompt": "x", "echo": "yes"},
+        {"prompt": "x", "stream": "yes"},
+        {"prompt": {"text": "x"}},
+        {"prompt": [None]},
+    ],
+)
+def test_odd_bodies_are_4xx_never_5xx(gateway: Gateway, fields: dict[str, object]) -> None:
+    response = httpx.post(
+        f"{gateway.url}/v1/completions",
+        json={"model": "auto", **fields},
+        headers={"authorization": f"Bearer {TENANT_KEY}"},
+    )
+    assert 400 <= response.status_code < 500, response.text

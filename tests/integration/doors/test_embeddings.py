@@ -373,3 +373,23 @@ def test_vectors_are_shared_by_replicas_through_redis_and_flushed_per_tenant(
     own_redis.kill()  # a store that is down is bypassed, never waited on
     raw = one.client().embeddings.with_raw_response.create(model="auto", input=["red one"])
     assert raw.headers["x-gateway-cache"] == "bypass"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": 1, "input": "x"},
+        {"model": "auto", "input": "x", "dimensions": "8"},
+        {"model": "auto", "input": "x", "dimensions": True},
+        {"model": "auto", "input": "x", "dimensions": 2**80},
+        {"model": "embed-small", "input": "x", "dimensions": 2**62},
+        {"model": "auto", "input": [2**70]},
+        {"model": "auto", "input": [[[1]]]},
+        {"model": "auto", "input": [None]},
+        {"model": "auto", "input": "x", "encoding_format": None, "user": 5},
+    ],
+)
+def test_odd_bodies_are_4xx_never_5xx(gateway: Gateway, body: dict[str, object]) -> None:
+    response = httpx.post(f"{gateway.url}/v1/embeddings", json=body, headers=TENANT)
+    assert 400 <= response.status_code < 500, response.text
+    assert response.json()["error"]["type"] == "invalid_request_error"
