@@ -393,3 +393,23 @@ def test_odd_bodies_are_4xx_never_5xx(gateway: Gateway, body: dict[str, object])
     response = httpx.post(f"{gateway.url}/v1/embeddings", json=body, headers=TENANT)
     assert 400 <= response.status_code < 500, response.text
     assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_a_tenant_past_its_budget_is_refused_not_downgraded(
+    start_gateway: Callable[..., Gateway], primary: FakeUpstream, backup: FakeUpstream
+) -> None:
+    spent = _policy(primary, backup).replace(
+        f'team-a: {{api_keys: ["{TENANT_KEY}"]}}',
+        f'team-a: {{api_keys: ["{TENANT_KEY}"], daily_budget_usd: 0, '
+        "on_budget_exceeded: downgrade}",
+    )
+    gw = start_gateway(spent)
+    chat = gw.client().chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "x"}]
+    )
+    assert chat.headers["x-gateway-route"] == "budget-downgrade"  # chat is downgraded
+    assert chat.headers["x-gateway-model"] == "backup"
+    with pytest.raises(openai.RateLimitError) as refused:
+        gw.client().embeddings.create(model="auto", input="x")
+    assert refused.value.code == "budget_exceeded"
+    assert primary.requests == []  # the embeddings model was never called
