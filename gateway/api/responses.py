@@ -166,7 +166,7 @@ def _unavailable(exc: StoreUnavailable) -> GatewayError:
 
 
 def _render(result: Completed | Streaming) -> Response[bytes]:
-    """The Response object, or its events (already SSE-framed by `_Exchange`)."""
+    """The Response object, or its events (already SSE frames, from `_events`)."""
     headers = gateway_headers(result)
     if isinstance(result, Completed):
         return Response(result.body, media_type="application/json", headers=headers)
@@ -201,7 +201,8 @@ class _Exchange:
             chat = pipeline_request(chat_body(request, history), arrival, self.headers)
             turn.request = limits.shape(chat, turn.runtime)
         keep = _Keeper(self.services, turn, request, [*history, *request.messages])
-        output = Output(frame(request, new_response_id(), int(arrival.at[0])), events=True)
+        response_frame = frame(request, new_response_id(), int(arrival.at[0]))
+        output = Output(response_frame, events=request.stream)
         result = await run(turn)
         if isinstance(result, Streaming):
             return replace(result, chunks=_events(result.chunks, output, keep))
