@@ -130,7 +130,8 @@ class FakeUpstream:
             return
         try:
             answer_text(self.name, body)
-        except (AttributeError, KeyError, TypeError):  # a 400, as a real server would answer
+            tool_call(body)
+        except (AttributeError, KeyError, TypeError, IndexError):  # a 400, as a server answers
             error = {"message": "unreadable messages", "type": "invalid_request_error"}
             error |= {"param": "messages", "code": None}
             await _send(send, 400, json.dumps({"error": error}).encode())

@@ -1,9 +1,10 @@
 """``GET /openapi.json``: the gateway's HTTP API as an OpenAPI 3.1 document, written by hand.
 
-Litestar's inference from the handlers cannot describe it: the chat door reads its body itself
-(`gateway.pipeline.normalize`), so the request schema here is OpenAI's Chat Completions
-request as OpenAI documents it (fields the gateway does not know pass through, so
-``additionalProperties`` stays open), and every error is OpenAI's error object.
+Litestar's inference from the handlers cannot describe it: the doors read their bodies
+themselves (`gateway.pipeline.normalize`, `gateway.wire`), so each request schema here is the
+API's own as its vendor documents it (fields the gateway does not know pass through or are
+refused by name, so ``additionalProperties`` stays open), and every error is OpenAI's error
+object, but under ``/v1/messages``, where it is Anthropic's.
 
 The document is public, as it describes the API and no data: it names no model, tenant, key,
 path or version of the running policy (a client asks ``/v1/models`` for the models). It is
@@ -17,6 +18,7 @@ from typing import Any
 import msgspec
 from litestar import Response, get
 
+from gateway.api.door_schemas import DOOR_SCHEMAS
 from gateway.api.schemas import SCHEMAS, STR, obj, ref
 
 JSON = "application/json"
@@ -35,8 +37,15 @@ _ERRORS = {
 }
 
 
-def _errors(*statuses: str) -> dict[str, Any]:
-    return {s: {"$ref": f"#/components/responses/E{s}"} for s in statuses}
+_ANTHROPIC_ERRORS = {
+    **{status: text for status, text in _ERRORS.items() if status not in ("503",)},
+    "529": "The gateway's queue is full (Anthropic's overloaded_error).",
+    "503": "The models are unavailable.",
+}
+
+
+def _errors(*statuses: str, shape: str = "E") -> dict[str, Any]:
+    return {s: {"$ref": f"#/components/responses/{shape}{s}"} for s in statuses}
 
 
 def _headers(*names: str) -> dict[str, Any]:
@@ -47,6 +56,7 @@ _GATEWAY_HEADERS = _headers(
     "x-gateway-cache", "x-gateway-model", "x-gateway-route", "x-gateway-request-id"
 )
 _CHAT_ERRORS = ("400", "401", "404", "413", "415", "429", "502", "503", "504")
+_MESSAGES_ERRORS = ("400", "401", "404", "413", "415", "429", "502", "503", "504", "529")
 _WHEN = {"anyOf": [STR, {"type": "number"}]}
 _ADMIN: list[dict[str, list[str]]] = [{"adminKey": []}]
 
@@ -59,17 +69,53 @@ def _ok(description: str, schema: Any, media: str = JSON, **extra: Any) -> dict[
     return {"description": description, "content": {media: {"schema": schema}}, **extra}
 
 
+_DOOR_HEADERS = [
+    _param("cache-control", "header", "no-cache, no-store, max-age=N"),
+    _param("x-gateway-tags", "header", "k=v,... labels for the cost reports"),
+    _param("x-session-id", "header", "keeps a conversation on one model"),
+]
+
+
+def _door(
+    operation: str,
+    summary: str,
+    request: str,
+    answer: str,
+    stream: str | None,
+    errors: dict[str, Any],
+    security: list[dict[str, list[str]]] | None = None,
+) -> dict[str, Any]:
+    """A POST front door: its request schema, its answer (JSON, or server-sent events when
+    ``stream`` says how they are framed) with the x-gateway-* headers, and its errors."""
+    content: dict[str, Any] = {JSON: {"schema": ref(answer)}}
+    description = "The answer."
+    if stream is not None:
+        content["text/event-stream"] = {}
+        description = f"The answer; with stream: true, server-sent events ({stream})."
+    ok = {"description": description, "headers": _GATEWAY_HEADERS, "content": content}
+    return {
+        "post": {
+            "operationId": operation,
+            "summary": summary,
+            "security": security or [{"apiKey": []}],
+            "parameters": _DOOR_HEADERS,
+            "requestBody": {"required": True, "content": {JSON: {"schema": ref(request)}}},
+            "responses": {"200": ok, **errors},
+        }
+    }
+
+
+_ANTHROPIC_KEY: list[dict[str, list[str]]] = [{"apiKey": []}, {"anthropicKey": []}]
+_RESPONSE_ID = {**_param("response_id", "path", "resp_..."), "required": True}
+
+
 _PATHS: dict[str, Any] = {
     "/v1/chat/completions": {
         "post": {
             "operationId": "createChatCompletion",
             "summary": "OpenAI Chat Completions: answered from a cache or by the routed model.",
             "security": [{"apiKey": []}],
-            "parameters": [
-                _param("cache-control", "header", "no-cache, no-store, max-age=N"),
-                _param("x-gateway-tags", "header", "k=v,... labels for the cost reports"),
-                _param("x-session-id", "header", "keeps a conversation on one model"),
-            ],
+            "parameters": _DOOR_HEADERS,
             "requestBody": {
                 "required": True,
                 "content": {JSON: {"schema": ref("ChatCompletionRequest")}},
@@ -88,6 +134,73 @@ _PATHS: dict[str, Any] = {
             },
         }
     },
+    "/v1/messages": _door(
+        "createMessage",
+        "Anthropic Messages, answered through the same pipeline; errors in Anthropic's shape.",
+        "AnthropicMessagesRequest",
+        "AnthropicMessage",
+        "message_start ... message_stop",
+        _errors(*_MESSAGES_ERRORS, shape="A"),
+        _ANTHROPIC_KEY,
+    ),
+    "/v1/messages/count_tokens": {
+        "post": {
+            "operationId": "countMessageTokens",
+            "summary": "The input tokens of a Messages request (system and tools included).",
+            "security": _ANTHROPIC_KEY,
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": ref("AnthropicCountTokensRequest")}},
+            },
+            "responses": {
+                "200": _ok("The count", ref("AnthropicTokenCount")),
+                **_errors("400", "401", "404", "413", "415", shape="A"),
+            },
+        }
+    },
+    "/v1/responses": _door(
+        "createResponse",
+        "OpenAI Responses, answered through the same pipeline; stored unless store: false.",
+        "ResponseRequest",
+        "Response",
+        "response.created ... response.completed",
+        _errors(*_CHAT_ERRORS),
+    ),
+    "/v1/responses/{response_id}": {
+        "get": {
+            "operationId": "getResponse",
+            "summary": "A stored response of the caller's tenant.",
+            "security": [{"apiKey": []}],
+            "parameters": [_RESPONSE_ID],
+            "responses": {"200": _ok("The response", ref("Response")), **_errors("401", "404")},
+        },
+        "delete": {
+            "operationId": "deleteResponse",
+            "summary": "Delete a stored response of the caller's tenant.",
+            "security": [{"apiKey": []}],
+            "parameters": [_RESPONSE_ID],
+            "responses": {
+                "200": _ok("Deleted", ref("ResponseDeleted")),
+                **_errors("401", "404"),
+            },
+        },
+    },
+    "/v1/completions": _door(
+        "createCompletion",
+        "OpenAI's legacy Completions: a prompt answered through the same pipeline.",
+        "CompletionRequest",
+        "TextCompletion",
+        "data: {chunk}, then data: [DONE]",
+        _errors(*_CHAT_ERRORS),
+    ),
+    "/v1/embeddings": _door(
+        "createEmbedding",
+        "Embeddings from a policy model, or the bundled all-MiniLM-L6-v2; cached per input.",
+        "EmbeddingRequest",
+        "EmbeddingList",
+        None,
+        _errors(*_CHAT_ERRORS),
+    ),
     "/v1/models": {
         "get": {
             "operationId": "listModels",
@@ -191,9 +304,21 @@ DOCUMENT: dict[str, Any] = {
         "securitySchemes": {
             "apiKey": {"type": "http", "scheme": "bearer", "description": "A tenant's key."},
             "adminKey": {"type": "http", "scheme": "bearer", "description": "The admin key."},
+            "anthropicKey": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "x-api-key",
+                "description": "A tenant's key, as Anthropic's SDK sends it.",
+            },
         },
-        "schemas": SCHEMAS,
-        "responses": {f"E{status}": _ok(text, ref("Error")) for status, text in _ERRORS.items()},
+        "schemas": {**SCHEMAS, **DOOR_SCHEMAS},
+        "responses": {
+            **{f"E{status}": _ok(text, ref("Error")) for status, text in _ERRORS.items()},
+            **{
+                f"A{status}": _ok(text, ref("AnthropicError"))
+                for status, text in _ANTHROPIC_ERRORS.items()
+            },
+        },
     },
 }
 _BODY = msgspec.json.encode(DOCUMENT)

@@ -7,9 +7,11 @@ key drawn for it: mostly the right one for the operation (a tenant's for ``/v1``
 ``/admin``), sometimes another tenant's, the wrong kind, a made-up one or none, so that the
 refusals are fuzzed too.
 
-A response fails when it is a 5xx, when an error is not in OpenAI's shape
-(``{"error": {"message", "type", "param", "code"}}``, as JSON), when a stream's events are not
-JSON (or ``[DONE]``), or when it breaks the document (an undocumented status or content type, a
+A response fails when it is a 5xx, when an error is not in its door's shape (OpenAI's
+``{"error": {"message", "type", "param", "code"}}``, or Anthropic's ``{"type": "error",
+"error": {"type", "message"}}`` under ``/v1/messages``, as JSON), when a stream's events are not
+JSON or the stream does not end as its API ends one (``[DONE]``, ``message_stop``, a terminal
+``response.*`` event), or when it breaks the document (an undocumented status or content type, a
 body that does not match its schema). Failures are collected, not raised, so that one run counts
 everything; `Tally` holds the counts and each failure with a ``curl`` line to reproduce it.
 
@@ -52,6 +54,15 @@ from tests.servers import ServerThread
 MODELS = ["auto", "main", "backup"]
 """The fuzzing policy's model names: the fuzzed document's ``model`` is one of these in the
 positive mode, so that requests get past the model check and reach the caches and the model."""
+EMBEDDING_MODELS = ["auto", "embed"]
+"""The same for ``/v1/embeddings``: the fuzzing policy's embeddings model."""
+_DOOR_REQUESTS = (
+    "ChatCompletionRequest",
+    "AnthropicMessagesRequest",
+    "AnthropicCountTokensRequest",
+    "ResponseRequest",
+    "CompletionRequest",
+)
 _CHECKS = [status_code_conformance, content_type_conformance, response_schema_conformance]
 _WRONG = "sk-not-a-key-of-this-gateway"
 
@@ -59,7 +70,19 @@ _WRONG = "sk-not-a-key-of-this-gateway"
 def fuzz_policy(primary: FakeUpstream, backup: FakeUpstream) -> str:
     """Two tenants and an admin key (tests.conftest's policy), the exact cache on, the server's
     gate and a tenant's rate limits in force (generous: their paths run, they refuse nothing)."""
-    return policy_text(primary, backup) + textwrap.dedent("""\
+    embed = textwrap.indent(
+        textwrap.dedent(f"""\
+        embed:
+          provider: openai_compatible
+          kind: embeddings
+          base_url: {primary.base_url}
+          model: upstream-embed
+          price: {{input_per_mtok: 0.02, output_per_mtok: 0}}
+        """),
+        "  ",
+    )
+    text = policy_text(primary, backup).replace("models:\n", "models:\n" + embed, 1)
+    return text + textwrap.dedent("""\
         cache:
           exact: {enabled: true, ttl: 1h}
         limits:
@@ -121,8 +144,13 @@ def fuzzed_document(base_url: str) -> dict[str, Any]:
     """The gateway's own document, with ``model`` narrowed to the policy's names."""
     document: dict[str, Any] = httpx.get(f"{base_url}/openapi.json", timeout=10).json()
     document = copy.deepcopy(document)
-    request = document["components"]["schemas"]["ChatCompletionRequest"]
-    request["properties"]["model"] = {"type": "string", "enum": MODELS}
+    schemas = document["components"]["schemas"]
+    for name in _DOOR_REQUESTS:
+        schemas[name]["properties"]["model"] = {"type": "string", "enum": MODELS}
+    schemas["EmbeddingRequest"]["properties"]["model"] = {
+        "type": "string",
+        "enum": EMBEDDING_MODELS,
+    }
     return document
 
 
@@ -151,7 +179,7 @@ def fuzz(
     try:
         for result in schema.get_all_operations():
             operation = result.ok()
-            budget = chat_examples if operation.path == "/v1/chat/completions" else examples
+            budget = _budget(operation, examples, chat_examples)
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                 before = tally.requests
                 _fuzz_one(operation, mode, budget, seed_value, base_url, session, tally)
@@ -160,6 +188,15 @@ def fuzz(
     finally:
         session.close()
     return tally
+
+
+def _budget(operation: Any, examples: int, chat_examples: int) -> int:
+    """The chat door gets the most cases, the other doors a third as many, the rest few."""
+    if operation.path == "/v1/chat/completions":
+        return chat_examples
+    if operation.method.upper() == "POST" and operation.path.startswith("/v1/"):
+        return max(examples, chat_examples // 3)
+    return examples
 
 
 def _fuzz_one(
@@ -212,10 +249,11 @@ def _problems(case: Any, response: Any) -> Iterator[str]:
     if status >= 500:
         yield f"server error: {response.text[:300]}"
     content_type = (response.headers.get("content-type") or [""])[0]
+    anthropic = case.path.startswith("/v1/messages")
     if status >= 400:
-        yield from _error_shape(response.content, content_type)
+        yield from _error_shape(response.content, content_type, anthropic)
     elif content_type.startswith("text/event-stream"):
-        yield from _stream_shape(response.content)
+        yield from _stream_shape(response.content, case.path)
     try:
         case.validate_response(response, checks=_CHECKS)
     except FailureGroup as group:
@@ -223,14 +261,24 @@ def _problems(case: Any, response: Any) -> Iterator[str]:
             yield f"breaks the document: {failure.title}: {failure.message[:300]}"
 
 
-def _error_shape(body: bytes, content_type: str) -> Iterator[str]:
+def _error_shape(body: bytes, content_type: str, anthropic: bool = False) -> Iterator[str]:
     if not content_type.startswith("application/json"):
         yield f"an error as {content_type!r}, not JSON: {body[:200]!r}"
         return
     try:
-        error = json.loads(body)["error"]
+        document = json.loads(body)
+        error = document["error"]
     except (ValueError, KeyError, TypeError):
-        yield f"an error not in OpenAI's shape: {body[:200]!r}"
+        yield f"an error not in its API's shape: {body[:200]!r}"
+        return
+    if anthropic:
+        if not (
+            document.get("type") == "error"
+            and isinstance(error, dict)
+            and isinstance(error.get("type"), str)
+            and isinstance(error.get("message"), str)
+        ):
+            yield f"an error not in Anthropic's shape: {body[:200]!r}"
         return
     if not (
         isinstance(error, dict)
@@ -242,15 +290,26 @@ def _error_shape(body: bytes, content_type: str) -> Iterator[str]:
         yield f"an error not in OpenAI's shape: {body[:200]!r}"
 
 
-def _stream_shape(body: bytes) -> Iterator[str]:
+_LAST_EVENTS = {
+    "/v1/messages": ({"message_stop", "error"}, True),
+    "/v1/responses": ({"response.completed", "response.incomplete", "response.failed"}, False),
+}
+"""The events a stream of each door may end with, and whether its errors are Anthropic's."""
+
+
+def _stream_shape(body: bytes, path: str) -> Iterator[str]:
     events = [line[6:] for line in body.split(b"\n") if line.startswith(b"data: ")]
-    if not events or events[-1] != b"[DONE]":
+    last, anthropic = _LAST_EVENTS.get(path, (None, False))
+    if last is None and (not events or events[-1] != b"[DONE]"):
         yield f"a stream that does not end with [DONE]: {body[-200:]!r}"
-    for event in events[:-1]:
+    payloads = events[:-1] if last is None else events
+    for event in payloads:
         try:
             chunk = json.loads(event)
         except ValueError:
             yield f"a stream event that is not JSON: {event[:200]!r}"
             return
-        if "error" in chunk:
-            yield from _error_shape(event, "application/json")
+        if "error" in chunk and chunk.get("type") != "response.failed":
+            yield from _error_shape(event, "application/json", anthropic)
+    if last is not None and (not payloads or json.loads(payloads[-1]).get("type") not in last):
+        yield f"a stream that does not end with one of {sorted(last)}: {body[-200:]!r}"
