@@ -21,7 +21,7 @@ from gateway.api.sse import SSEResponse
 from gateway.pipeline import normalize
 from gateway.pipeline.normalize import Arrival, ChatRequest
 from gateway.pipeline.services import Services
-from gateway.pipeline.turn import Completed, Streaming
+from gateway.pipeline.turn import Completed, Streaming, batches
 from gateway.providers import AttemptFailed
 
 log = logging.getLogger(__name__)
@@ -47,13 +47,15 @@ def _render(result: Completed | Streaming) -> Response[bytes]:
 
 
 async def _sse(chunks: AsyncGenerator[bytes, None], request_id: str) -> AsyncGenerator[bytes, None]:
-    """Frame the chunks as SSE; a stream that breaks ends with an error event.
+    """Frame the chunks as SSE, those that arrived together in one piece (one write to the
+    client); a stream that breaks ends with an error event.
 
     Closing this generator (the client went away) closes the upstream stream too.
     """
+    arrived = batches(chunks)
     try:
-        async for chunk in chunks:
-            yield b"data: " + chunk + b"\n\n"
+        async for batch in arrived:
+            yield b"data: " + b"\n\ndata: ".join(batch) + b"\n\n"
         yield b"data: [DONE]\n\n"
     except AttemptFailed as exc:
         log.warning("stream %s broke after it started: %s", request_id, exc.message)
@@ -65,4 +67,5 @@ async def _sse(chunks: AsyncGenerator[bytes, None], request_id: str) -> AsyncGen
         }
         yield b"data: " + msgspec.json.encode({"error": error}) + b"\n\n"
     finally:
-        await chunks.aclose()
+        await arrived.aclose()
+        await chunks.aclose()  # in case ``arrived`` never started

@@ -54,17 +54,18 @@ _REASONS: dict[FailureKind, str] = {
 class Started:
     """A stream whose first chunk has arrived, so its response can begin."""
 
-    first: bytes
+    first: list[bytes]
+    """The chunks that arrived with the first one."""
     first_at: float
     """When the first chunk arrived (``time.monotonic()``): the time to first token."""
-    rest: AsyncGenerator[bytes, None]
+    rest: AsyncGenerator[list[bytes], None]
 
-    async def chunks(self) -> AsyncGenerator[bytes, None]:
-        """The first chunk, then the rest; closing this closes the upstream stream."""
+    async def batches(self) -> AsyncGenerator[list[bytes], None]:
+        """The first batch of chunks, then the rest; closing this closes the upstream stream."""
         try:
             yield self.first
-            async for chunk in self.rest:
-                yield chunk
+            async for batch in self.rest:
+                yield batch
         finally:
             await self.rest.aclose()
 
@@ -83,15 +84,15 @@ async def stream(turn: Turn, decision: Decision) -> tuple[str, Started]:
     body = turn.request.body
 
     async def start(provider: Provider) -> Started:
-        chunks = provider.stream(dict(body))
+        batches = provider.stream(dict(body))
         try:
-            first = await anext(chunks)
+            first = await anext(batches)
         except StopAsyncIteration:
             raise AttemptFailed("protocol", "the stream ended before its first chunk") from None
         except BaseException:
-            await chunks.aclose()
+            await batches.aclose()
             raise
-        return Started(first, time.monotonic(), chunks)
+        return Started(first, time.monotonic(), batches)
 
     with turn.trace.stage("call"):  # up to the first chunk; the rest streams after the response
         model, started = await _first_success(turn, decision, start)

@@ -24,7 +24,7 @@ from types import MappingProxyType
 from gateway.errors import BadRequest
 from gateway.pipeline.normalize import ChatRequest
 from gateway.pipeline.services import Services
-from gateway.pipeline.turn import Streaming, Turn
+from gateway.pipeline.turn import Chunks, Streaming, Turn, batches
 from gateway.policy.limits import Limits, MaxTokens
 from gateway.providers import Usage
 from gateway.runtime.store import Runtime
@@ -153,18 +153,18 @@ async def admit(services: Services, runtime: Runtime, tenant: str) -> Admission 
 
 def held_until_end(result: Streaming, admission: Admission) -> Streaming:
     """The stream, whose admission is given back when it ends (finished, broken or left)."""
-    return replace(result, chunks=_released_after(result.chunks, admission))
+    return replace(result, chunks=Chunks(_released_after(batches(result.chunks), admission)))
 
 
 async def _released_after(
-    chunks: AsyncGenerator[bytes, None], admission: Admission
-) -> AsyncGenerator[bytes, None]:
+    arrived: AsyncGenerator[list[bytes], None], admission: Admission
+) -> AsyncGenerator[list[bytes], None]:
     try:
-        async for chunk in chunks:
-            yield chunk
+        async for batch in arrived:
+            yield batch
     finally:
         try:
-            await chunks.aclose()
+            await arrived.aclose()
         finally:
             await admission.release()
 

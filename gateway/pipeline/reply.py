@@ -105,6 +105,11 @@ class StreamMeter:
     """The client asked for the usage chunk; the gateway always asks upstream for it."""
     answer: Answer = field(default_factory=Answer)
 
+    def passed(self, batch: list[bytes]) -> list[bytes]:
+        """Read the chunks of ``batch``; those the client gets, in order."""
+        forward = self.forward
+        return [chunk for chunk in batch if forward(chunk)]
+
     def forward(self, chunk: bytes) -> bool:
         """Read ``chunk``; False when the client must not see it (usage it did not ask for)."""
         completion = _decode(chunk)

@@ -26,7 +26,7 @@ from gateway.pipeline import (
 from gateway.pipeline.cached_answer import CachedAnswer
 from gateway.pipeline.call import Started
 from gateway.pipeline.reply import Answer, StreamMeter
-from gateway.pipeline.turn import Completed, Streaming, Turn
+from gateway.pipeline.turn import Chunks, Completed, Streaming, Turn
 from gateway.providers import AttemptFailed
 
 CACHE_ROUTE = "cache"
@@ -51,7 +51,7 @@ async def run(turn: Turn) -> Completed | Streaming:
     calling = turn if shaped is request else replace(turn, request=shaped)
     if request.stream:
         model, started = await call.stream(calling, decision)
-        chunks = _metered(turn, decision.route, model, started)
+        chunks = Chunks(_metered(turn, decision.route, model, started))
         return Streaming(request, decision.route, model, chunks, turn.cache, None, turn.difficulty)
     model, reply = await call.complete(calling, decision)
     with turn.trace.stage("ledger"):
@@ -65,7 +65,7 @@ def _from_cache(turn: Turn, answer: CachedAnswer) -> Completed | Streaming:
         ledger.record_hit(turn, answer)
     request, zero = turn.request, Decimal(0)
     if request.stream:
-        chunks = _replay(cached_answer.chunks(answer, request.wants_usage))
+        chunks = Chunks(_replay(cached_answer.chunks(answer, request.wants_usage)))
         return Streaming(
             request, CACHE_ROUTE, answer.model, chunks, turn.cache, zero, None, turn.cache_score
         )
@@ -75,22 +75,22 @@ def _from_cache(turn: Turn, answer: CachedAnswer) -> Completed | Streaming:
     )
 
 
-async def _replay(chunks: list[bytes]) -> AsyncGenerator[bytes, None]:
-    for chunk in chunks:
-        yield chunk
+async def _replay(chunks: list[bytes]) -> AsyncGenerator[list[bytes], None]:
+    """A cached answer's chunks, all in one batch: they are all here."""
+    yield chunks
 
 
 async def _metered(
     turn: Turn, route_name: str, model: str, started: Started
-) -> AsyncGenerator[bytes, None]:
+) -> AsyncGenerator[list[bytes], None]:
     """The stream's chunks as they pass, read for the ledger and the cache, which are written
     when it ends."""
     meter = StreamMeter(turn.request.wants_usage)
     status = ledger.CLIENT_CLOSED
     try:
-        async for chunk in started.chunks():
-            if meter.forward(chunk):
-                yield chunk
+        async for batch in started.batches():
+            if passed := meter.passed(batch):
+                yield passed
         status = 200
     except AttemptFailed:
         status = 502

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from gateway.ml.classifier import Judgement
 from gateway.ml.loader import Understanding
@@ -71,9 +71,66 @@ class Streaming:
     route: str
     model: str
     chunks: AsyncGenerator[bytes, None]
-    """The SSE ``data`` payloads the client gets (``chat.completion.chunk`` objects)."""
+    """The SSE ``data`` payloads the client gets (``chat.completion.chunk`` objects); from the
+    pipeline, a `Chunks`, which a door can also read in batches."""
     cache: CacheOutcome
     cost_usd: Decimal | None = None
     """Known before the stream only for a cache hit (zero)."""
     difficulty: float | None = None
     cache_score: float | None = None
+
+
+class Chunks(AsyncGenerator[bytes, None]):
+    """A stream's chunks: one at a time, as from any async generator, or in the batches in
+    which they arrived (`batches`), so that a door that passes them on unchanged can write
+    all those already here to its client at once, instead of paying a write per chunk.
+
+    Closing it closes the stream it reads.
+    """
+
+    __slots__ = ("_batch", "_batches", "_next")
+
+    def __init__(self, batches: AsyncGenerator[list[bytes], None]) -> None:
+        self._batches = batches
+        """Never an empty batch."""
+        self._batch: list[bytes] = []
+        self._next = 0
+
+    async def batches(self) -> AsyncGenerator[list[bytes], None]:
+        """The chunks not yet taken, in batches; closing this closes the stream."""
+        try:
+            if self._next < len(self._batch):
+                yield self._batch[self._next :]
+            async for batch in self._batches:
+                yield batch
+        finally:
+            await self._batches.aclose()
+
+    async def __anext__(self) -> bytes:
+        if self._next == len(self._batch):
+            self._batch, self._next = await anext(self._batches), 0
+        self._next += 1
+        return self._batch[self._next - 1]
+
+    async def asend(self, value: None) -> bytes:
+        return await self.__anext__()
+
+    async def athrow(self, typ: Any, val: Any = None, tb: Any = None) -> bytes:
+        self._batch, self._next = await self._batches.athrow(typ, val, tb), 1
+        return self._batch[0]
+
+    async def aclose(self) -> None:
+        await self._batches.aclose()
+
+
+def batches(chunks: AsyncGenerator[bytes, None]) -> AsyncGenerator[list[bytes], None]:
+    """The chunks in batches: those of a `Chunks` as they arrived, any others one a batch."""
+    return chunks.batches() if isinstance(chunks, Chunks) else _alone(chunks)
+
+
+async def _alone(chunks: AsyncGenerator[bytes, None]) -> AsyncGenerator[list[bytes], None]:
+    try:
+        async for chunk in chunks:
+            yield [chunk]
+    finally:
+        await chunks.aclose()

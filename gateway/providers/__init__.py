@@ -99,8 +99,11 @@ class Provider(Protocol):
     async def complete(self, body: dict[str, Any]) -> Reply:
         """One non-streamed attempt; raises `AttemptFailed`."""
 
-    def stream(self, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
-        """One streamed attempt: yields each SSE ``data`` payload, stops before ``[DONE]``.
+    def stream(self, body: dict[str, Any]) -> AsyncGenerator[list[bytes], None]:
+        """One streamed attempt: yields the SSE ``data`` payloads, stops before ``[DONE]``.
+
+        Each batch holds the payloads that arrived together (never none), so that those that
+        are already here pass through the gateway, and to the client, in one go.
 
         Raises `AttemptFailed` from the first ``__anext__`` when the attempt fails before its
         first chunk, and from a later one when the stream breaks.

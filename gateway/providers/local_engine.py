@@ -57,12 +57,12 @@ class InProcessEngine:
             raise _failed(exc) from exc
         return Reply(msgspec.json.encode(answer))
 
-    async def stream(self, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
+    async def stream(self, body: dict[str, Any]) -> AsyncGenerator[list[bytes], None]:
         from local_engine import EngineError
 
         try:
             async for chunk in self._engine.chat_stream(self._body(body)):
-                yield msgspec.json.encode(chunk)
+                yield [msgspec.json.encode(chunk)]
         except EngineError as exc:
             raise _failed(exc) from exc
 

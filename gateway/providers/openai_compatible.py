@@ -8,7 +8,7 @@ machines a keep-alive request costs httpx about 1.7 ms of CPU and aiohttp about 
 Timeouts: ``first_token_s`` is aiohttp's ``sock_read`` on streams only (the wait for the head,
 the first chunk, and between chunks). A non-streamed answer's head comes only when generation
 ends, so it is bounded by ``total_s`` alone. Everything aiohttp raises (its ``ClientError``s,
-and its HTTP parser's errors, such as an SSE line over its buffer limit) leaves as
+and its HTTP parser's errors) and an SSE line over `sse.MAX_LINE_BYTES` leave as
 `AttemptFailed`.
 """
 
@@ -31,6 +31,7 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from gateway import telemetry
 from gateway.policy.schema import ModelConfig
 from gateway.providers import AttemptFailed, Embedded, Reply, Usage
+from gateway.providers.sse import BATCH_BYTES, DataLines
 
 
 class OpenAICompatible:
@@ -83,23 +84,22 @@ class OpenAICompatible:
         except _AIOHTTP_ERRORS as exc:
             raise _translate(exc) from exc
 
-    async def stream(self, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
+    async def stream(self, body: dict[str, Any]) -> AsyncGenerator[list[bytes], None]:
         deadline = time.monotonic() + self._config.timeouts.total_s
         try:
             async with self._session.post(
                 self._url, data=self._payload(body), headers=_trace_headers()
             ) as response:
                 await _raise_for_status(response)
-                async for line in response.content:
+                lines = DataLines()
+                while data := await _arrived(response.content):
                     if time.monotonic() > deadline:
                         raise AttemptFailed("timeout", "the stream ran past its total timeout")
-                    if not line.startswith(b"data:"):
-                        continue  # SSE comments, event names and blank separators
-                    data = line[5:].strip()
-                    if data == b"[DONE]":
+                    if batch := lines.feed(data):
+                        yield batch
+                    if lines.done:
                         await _drain(response)
                         return
-                    yield data
         except TimeoutError as exc:
             raise AttemptFailed("timeout", "timed out waiting for data") from exc
         except _AIOHTTP_ERRORS as exc:
@@ -145,6 +145,14 @@ def embedded(raw: bytes, count: int) -> Embedded:
 def _trace_headers() -> Mapping[str, str] | None:
     """``traceparent`` (and ``tracestate``) so the upstream joins the request's trace."""
     return telemetry.upstream_headers() or None
+
+
+async def _arrived(content: aiohttp.StreamReader) -> bytes:
+    """The next bytes of a body, with what arrived behind them up to `BATCH_BYTES` (b"" at its
+    end): aiohttp keeps each piece it received apart, and a stream's pieces are often small.
+    The bound keeps the first chunk of a long burst from waiting for the whole burst's reading."""
+    data = await content.readany()
+    return data + content.read_nowait(BATCH_BYTES)
 
 
 async def _drain(response: aiohttp.ClientResponse) -> None:

@@ -35,12 +35,9 @@ USAGE = {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}
 @pytest.mark.parametrize("wants_usage", [True, False])
 def test_stream_meter_keeps_usage_and_hides_it_unless_asked(wants_usage: bool) -> None:
     meter = StreamMeter(wants_usage)
-    shown = [
-        c
-        for c in [chunk("Hé"), chunk(" there"), chunk(finished=True), chunk(usage=USAGE)]
-        if meter.forward(c)
-    ]
-    assert len(shown) == (4 if wants_usage else 3)
+    batch = [chunk("Hé"), chunk(" there"), chunk(finished=True), chunk(usage=USAGE)]
+    shown = meter.passed(batch)
+    assert shown == (batch if wants_usage else batch[:3])
     assert meter.answer.usage == Usage(10, 3, 13)
     assert meter.answer.text == "Hé there"
 
