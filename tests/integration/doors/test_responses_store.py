@@ -167,6 +167,7 @@ def test_responses_expire_and_the_embedded_store_is_bounded(
     first, second, third = (
         client.responses.create(model="auto", input=word) for word in ("a", "b", "c")
     )
+    time.sleep(0.3)  # the file is bounded as it is written, a batch every 50 ms at most
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(first.id)  # the oldest, past max_entries
     assert client.responses.retrieve(third.id).id == third.id
