@@ -36,7 +36,7 @@ from gateway.pipeline.authenticate import tenant_of
 from gateway.pipeline.normalize import Arrival, ChatRequest
 from gateway.pipeline.run import run
 from gateway.pipeline.services import Services
-from gateway.pipeline.turn import Completed, Streaming, Turn
+from gateway.pipeline.turn import Completed, Streaming, Turn, batches
 from gateway.providers import AttemptFailed
 from gateway.responses_store import StoreUnavailable
 from gateway.wire.responses import ResponsesRequest, chat_body, input_messages, read_request
@@ -241,17 +241,20 @@ class _Keeper:
 async def _events(
     chunks: AsyncGenerator[bytes, None], output: Output, keep: _Keeper
 ) -> AsyncGenerator[bytes, None]:
-    """The chat chunks as Responses events; the Response is stored before its terminal event,
-    and a stream that breaks ends with ``response.failed``, its one terminal event.
+    """The chat chunks as Responses events, those of chunks that arrived together in one
+    piece (one write to the client); the Response is stored before its terminal event, and a
+    stream that breaks ends with ``response.failed``, its one terminal event.
 
     Closing this generator (the client went away) closes the pipeline's chunks too.
     """
+    arrived = batches(chunks)
     try:
         try:
-            async for chunk in chunks:
-                decoded = _chunk(chunk)
-                if decoded is not None:
-                    output.chunk(decoded)
+            async for batch in arrived:
+                for chunk in batch:
+                    decoded = _chunk(chunk)
+                    if decoded is not None:
+                        output.chunk(decoded)
                 events = output.take()
                 if events:
                     yield b"".join(events)
@@ -263,7 +266,8 @@ async def _events(
             output.fail(exc.message)
         yield b"".join(output.take())
     finally:
-        await chunks.aclose()
+        await arrived.aclose()
+        await chunks.aclose()  # in case ``arrived`` never started
 
 
 def _chunk(raw: bytes) -> dict[str, Any] | None:
