@@ -413,8 +413,9 @@ def test_what_the_agents_sdk_sends_by_default_is_accepted(gateway: Gateway) -> N
     assert answer.json()["store"] is False and answer.json()["truncation"] == "auto"
 
 
+@pytest.mark.parametrize("streamed", [False, True])
 async def test_an_agent_runs_its_function_tool_through_the_gateway(
-    gateway: Gateway, primary: FakeUpstream
+    gateway: Gateway, primary: FakeUpstream, streamed: bool
 ) -> None:
     from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
 
@@ -435,7 +436,12 @@ async def test_an_agent_runs_its_function_tool_through_the_gateway(
         model=OpenAIResponsesModel(model="auto", openai_client=client),
     )
     try:
-        result = await Runner.run(agent, "paris")
+        if streamed:
+            result = Runner.run_streamed(agent, "paris")
+            async for _ in result.stream_events():
+                pass
+        else:
+            result = await Runner.run(agent, "paris")
     finally:
         await client.close()
     assert ran == ["paris"]
@@ -444,6 +450,7 @@ async def test_an_agent_runs_its_function_tool_through_the_gateway(
     assert first["messages"][0] == {"role": "system", "content": "Use the lookup tool."}
     assert first["tools"][0]["function"]["name"] == "lookup"
     assert [m["role"] for m in second["messages"]] == ["system", "user", "assistant", "tool"]
+    assert first.get("stream", False) is streamed
 
 
 def test_a_websocket_upgrade_gets_a_quick_426(gateway: Gateway) -> None:
