@@ -179,6 +179,27 @@ def gateway(
     return start_gateway(policy_text(primary, backup))
 
 
+LOCAL_ENGINE_POLICY = """\
+version: 1
+models:
+  local-small:
+    provider: local_engine
+    model: smollm2-135m-instruct
+    engine: {{device: cpu, cache_dir: "{cache_dir}"}}
+    price: {{input_per_mtok: 0.02, output_per_mtok: 0.02}}
+routes:
+  - {{name: default, to: local-small}}
+"""
+
+
+@pytest.fixture
+def local_gateway(start_gateway: Callable[..., Gateway], request: pytest.FixtureRequest) -> Gateway:
+    """A gateway whose one model is the bundled SmolLM2, run in its own process (the tests that
+    use it are marked ``model``); the converted model is shared with tests/engine."""
+    cache_dir = request.config.cache.mkdir("local-engine-models")
+    return start_gateway(LOCAL_ENGINE_POLICY.format(cache_dir=cache_dir))
+
+
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
     """A redis-server of the test's own (killable), stopped at the end."""

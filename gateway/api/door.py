@@ -28,7 +28,7 @@ from gateway.errors import (
 )
 from gateway.pipeline import ledger, limits
 from gateway.pipeline.authenticate import tenant_of
-from gateway.pipeline.normalize import Arrival, ChatRequest, chat_request_of, new_request_id
+from gateway.pipeline.normalize import Arrival, ChatRequest, chat_request, new_request_id
 from gateway.pipeline.run import run
 from gateway.pipeline.services import Services
 from gateway.pipeline.turn import Completed, Streaming, Turn
@@ -148,7 +148,7 @@ def pipeline_request(
 ) -> ChatRequest:
     """The pipeline's request from a Chat Completions object (the client's, or one its door
     translated) and the headers every door reads the same way."""
-    return chat_request_of(
+    return chat_request(
         body,
         request_id=arrival.request_id,
         tenant=arrival.tenant,

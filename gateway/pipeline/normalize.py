@@ -102,28 +102,6 @@ def new_request_id() -> str:
     return f"req_{uuid.uuid4().hex}"
 
 
-def chat_request(
-    raw: bytes,
-    *,
-    request_id: str,
-    tenant: str,
-    tags_header: str | None,
-    session_id: str | None = None,
-    cache_control: str | None = None,
-    arrived: tuple[float, float] = (0.0, 0.0),
-) -> ChatRequest:
-    """Parse and check a Chat Completions body; raises `BadRequest` saying what is wrong."""
-    return chat_request_of(
-        decode_object(raw),
-        request_id=request_id,
-        tenant=tenant,
-        tags_header=tags_header,
-        session_id=session_id,
-        cache_control=cache_control,
-        arrived=arrived,
-    )
-
-
 def decode_object(raw: bytes) -> dict[str, Any]:
     """A client's body as a JSON object no deeper than `MAX_DEPTH`; every door reads its body
     with this before its own checks."""
@@ -141,8 +119,8 @@ def decode_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def chat_request_of(
-    body: dict[str, Any],
+def chat_request(
+    body: bytes | dict[str, Any],
     *,
     request_id: str,
     tenant: str,
@@ -151,8 +129,11 @@ def chat_request_of(
     cache_control: str | None = None,
     arrived: tuple[float, float] = (0.0, 0.0),
 ) -> ChatRequest:
-    """Check a decoded Chat Completions object (the client's, or one a door translated its
-    wire format into); it becomes the request's body, so it is not the caller's any more."""
+    """Check a Chat Completions body (the client's bytes, or the object a door translated its
+    wire format into: it becomes the request's body, so it is not the caller's any more);
+    raises `BadRequest` saying what is wrong."""
+    if isinstance(body, bytes):
+        body = decode_object(body)
     try:
         checked = msgspec.convert(body, _ChatBody)
     except msgspec.ValidationError as exc:

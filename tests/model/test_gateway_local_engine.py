@@ -12,21 +12,8 @@ from tests.fake_upstream import FakeUpstream, Fault
 pytestmark = pytest.mark.model
 
 
-def test_the_gateway_answers_offline_with_its_own_engine(
-    start_gateway: Callable[..., Gateway], request: pytest.FixtureRequest
-) -> None:
-    cache_dir = request.config.cache.mkdir("local-engine-models")  # shared with tests/engine
-    gw = start_gateway(f"""\
-version: 1
-models:
-  local-small:
-    provider: local_engine
-    model: smollm2-135m-instruct
-    engine: {{device: cpu, cache_dir: "{cache_dir}"}}
-    price: {{input_per_mtok: 0.02, output_per_mtok: 0.02}}
-routes:
-  - {{name: default, to: local-small}}
-""")
+def test_the_gateway_answers_offline_with_its_own_engine(local_gateway: Gateway) -> None:
+    gw = local_gateway
     client = gw.client()
     messages = [{"role": "user", "content": "What is the capital of France?"}]
     raw = client.chat.completions.with_raw_response.create(

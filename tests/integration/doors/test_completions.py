@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
 import httpx
 import openai
@@ -176,21 +175,8 @@ def test_unknown_model_is_404(gateway: Gateway) -> None:
 
 
 @pytest.mark.model
-def test_the_real_local_engine_answers_a_prompt(
-    start_gateway: Callable[..., Gateway], request: pytest.FixtureRequest
-) -> None:
-    cache_dir = request.config.cache.mkdir("local-engine-models")  # shared with tests/engine
-    gw = start_gateway(f"""\
-version: 1
-models:
-  local-small:
-    provider: local_engine
-    model: smollm2-135m-instruct
-    engine: {{device: cpu, cache_dir: "{cache_dir}"}}
-    price: {{input_per_mtok: 0.02, output_per_mtok: 0.02}}
-routes:
-  - {{name: default, to: local-small}}
-""")
+def test_the_real_local_engine_answers_a_prompt(local_gateway: Gateway) -> None:
+    gw = local_gateway
     client = gw.client()
     completion = client.completions.create(
         model="auto", prompt="The capital of France is", max_tokens=6, temperature=0

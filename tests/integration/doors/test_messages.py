@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -29,14 +29,6 @@ TOOL = {
 }
 
 
-@pytest.fixture
-def client(gateway: Gateway) -> Iterator[anthropic.Anthropic]:
-    with anthropic.Anthropic(
-        base_url=gateway.url, api_key=TENANT_KEY, max_retries=0, timeout=30
-    ) as sdk:
-        yield sdk
-
-
 def raw_stream(gateway: Gateway, body: dict[str, Any]) -> tuple[httpx.Response, list[Any]]:
     """The SSE events of a streamed request, read without the SDK."""
     response = httpx.post(
@@ -49,9 +41,9 @@ def raw_stream(gateway: Gateway, body: dict[str, Any]) -> tuple[httpx.Response, 
 
 
 def test_a_message_is_translated_there_and_back(
-    gateway: Gateway, client: anthropic.Anthropic, primary: FakeUpstream
+    gateway: Gateway, anthropic_client: anthropic.Anthropic, primary: FakeUpstream
 ) -> None:
-    raw = client.messages.with_raw_response.create(
+    raw = anthropic_client.messages.with_raw_response.create(
         model="auto",
         max_tokens=100,
         system="Be brief.",
@@ -87,9 +79,9 @@ def test_a_message_is_translated_there_and_back(
 
 
 def test_a_stream_in_anthropics_events(
-    gateway: Gateway, client: anthropic.Anthropic, primary: FakeUpstream
+    gateway: Gateway, anthropic_client: anthropic.Anthropic, primary: FakeUpstream
 ) -> None:
-    with client.messages.stream(
+    with anthropic_client.messages.stream(
         model="auto",
         max_tokens=100,
         system=[{"type": "text", "text": "One."}, {"type": "text", "text": "Two."}],
@@ -121,9 +113,9 @@ def test_a_stream_in_anthropics_events(
 
 
 def test_a_tool_round_trip(
-    gateway: Gateway, client: anthropic.Anthropic, primary: FakeUpstream
+    gateway: Gateway, anthropic_client: anthropic.Anthropic, primary: FakeUpstream
 ) -> None:
-    first = client.messages.create(
+    first = anthropic_client.messages.create(
         model="auto",
         max_tokens=100,
         messages=[{"role": "user", "content": "ink"}],
@@ -147,7 +139,7 @@ def test_a_tool_round_trip(
     assert sent["tool_choice"] == {"type": "function", "function": {"name": "lookup"}}
 
     # The same call streamed: the input_json_delta pieces make the same input.
-    with client.messages.stream(
+    with anthropic_client.messages.stream(
         model="auto",
         max_tokens=100,
         messages=[{"role": "user", "content": "ink"}],
@@ -163,7 +155,7 @@ def test_a_tool_round_trip(
     assert streamed.content[0].type == "tool_use" and streamed.content[0].input == call.input
     assert json.loads(partial) == call.input
 
-    second = client.messages.create(
+    second = anthropic_client.messages.create(
         model="auto",
         max_tokens=100,
         messages=[
@@ -189,9 +181,9 @@ def test_a_tool_round_trip(
 
 
 def test_stop_sequences_and_max_tokens(
-    gateway: Gateway, client: anthropic.Anthropic, primary: FakeUpstream
+    gateway: Gateway, anthropic_client: anthropic.Anthropic, primary: FakeUpstream
 ) -> None:
-    stopped = client.messages.create(
+    stopped = anthropic_client.messages.create(
         model="auto",
         max_tokens=100,
         messages=[{"role": "user", "content": "one two three"}],
@@ -203,25 +195,25 @@ def test_stop_sequences_and_max_tokens(
     # the gateway cannot tell it from the model's own end: end_turn, honestly.
     assert (stopped.stop_reason, stopped.stop_sequence) == ("end_turn", None)
 
-    cut = client.messages.create(
+    cut = anthropic_client.messages.create(
         model="auto", max_tokens=2, messages=[{"role": "user", "content": "a b c d"}]
     )
     assert primary.requests[-1].body["max_tokens"] == 2
     assert cut.stop_reason == "max_tokens"
-    with client.messages.stream(
+    with anthropic_client.messages.stream(
         model="auto", max_tokens=2, messages=[{"role": "user", "content": "a b c d e"}]
     ) as stream:
         assert stream.get_final_message().stop_reason == "max_tokens"
 
 
 def test_count_tokens_counts_system_and_tools_and_calls_no_model(
-    gateway: Gateway, client: anthropic.Anthropic, primary: FakeUpstream
+    gateway: Gateway, anthropic_client: anthropic.Anthropic, primary: FakeUpstream
 ) -> None:
-    plain = client.messages.with_raw_response.count_tokens(model="auto", messages=USER)  # type: ignore[arg-type]
+    plain = anthropic_client.messages.with_raw_response.count_tokens(model="auto", messages=USER)  # type: ignore[arg-type]
     assert plain.headers["x-gateway-token-count"] == "estimate"
     base = plain.parse().input_tokens
     assert base == 3  # 11 bytes of text / 4, rounded up
-    more = client.messages.count_tokens(
+    more = anthropic_client.messages.count_tokens(
         model="main",
         messages=USER,  # type: ignore[arg-type]
         system="A system prompt of some length.",
@@ -232,7 +224,7 @@ def test_count_tokens_counts_system_and_tools_and_calls_no_model(
     assert primary.requests == []
     assert gateway.records(1, timeout_s=0.3) == []
     with pytest.raises(anthropic.NotFoundError):
-        client.messages.count_tokens(model="nope", messages=USER)  # type: ignore[arg-type]
+        anthropic_client.messages.count_tokens(model="nope", messages=USER)  # type: ignore[arg-type]
     refused = httpx.post(
         f"{gateway.url}/v1/messages/count_tokens?beta=true",
         json={"model": "auto", "messages": USER},
@@ -284,10 +276,10 @@ def test_keys_errors_and_their_shape(gateway: Gateway) -> None:
     ],
 )
 def test_a_bad_body_is_a_bad_request_in_anthropics_shape(
-    client: anthropic.Anthropic, primary: FakeUpstream, body: dict[str, Any], named: str
+    anthropic_client: anthropic.Anthropic, primary: FakeUpstream, body: dict[str, Any], named: str
 ) -> None:
     with pytest.raises(anthropic.BadRequestError) as info:
-        client.post("/v1/messages", body=body, cast_to=anthropic.types.Message)
+        anthropic_client.post("/v1/messages", body=body, cast_to=anthropic.types.Message)
     assert isinstance(info.value.body, dict)
     assert info.value.body["type"] == "error"
     assert info.value.body["error"]["type"] == "invalid_request_error"
@@ -296,28 +288,28 @@ def test_a_bad_body_is_a_bad_request_in_anthropics_shape(
 
 
 def test_upstream_failures_after_retries_raise_the_sdks_exceptions(
-    client: anthropic.Anthropic, primary: FakeUpstream, backup: FakeUpstream
+    anthropic_client: anthropic.Anthropic, primary: FakeUpstream, backup: FakeUpstream
 ) -> None:
     primary.script(*[Fault(status=503)] * 3)
     backup.script(*[Fault(status=503)] * 2)
     with pytest.raises(anthropic.ServiceUnavailableError) as unavailable:
-        client.messages.create(model="auto", max_tokens=5, messages=USER)  # type: ignore[arg-type]
+        anthropic_client.messages.create(model="auto", max_tokens=5, messages=USER)  # type: ignore[arg-type]
     assert unavailable.value.body["error"]["type"] == "api_error"  # type: ignore[index]
     primary.script(*[Fault(status=529)] * 3)
     backup.script(*[Fault(status=529)] * 2)
     with pytest.raises(anthropic.InternalServerError) as failed:
-        client.messages.create(model="auto", max_tokens=5, messages=USER)  # type: ignore[arg-type]
+        anthropic_client.messages.create(model="auto", max_tokens=5, messages=USER)  # type: ignore[arg-type]
     assert failed.value.status_code == 502
     assert len(primary.requests) == 6 and len(backup.requests) == 4
 
 
 def test_a_stream_that_breaks_ends_with_an_error_event(
-    gateway: Gateway, client: anthropic.Anthropic, primary: FakeUpstream
+    gateway: Gateway, anthropic_client: anthropic.Anthropic, primary: FakeUpstream
 ) -> None:
     primary.script(Fault(drop_after_chunks=3))
     with (
         pytest.raises(anthropic.APIStatusError) as info,
-        client.messages.stream(
+        anthropic_client.messages.stream(
             model="auto", max_tokens=100, messages=[{"role": "user", "content": "a b c d e"}]
         ) as stream,
     ):
@@ -333,21 +325,21 @@ def test_a_stream_that_breaks_ends_with_an_error_event(
 
 
 def test_a_cache_hit_is_replayed_in_anthropics_format(
-    gateway: Gateway, client: anthropic.Anthropic, primary: FakeUpstream
+    gateway: Gateway, anthropic_client: anthropic.Anthropic, primary: FakeUpstream
 ) -> None:
     ask = {
         "model": "auto",
         "max_tokens": 100,
         "messages": [{"role": "user", "content": "cache me"}],
     }
-    first = client.messages.create(**ask)  # type: ignore[arg-type]
-    second = _until_hit(lambda: client.messages.with_raw_response.create(**ask))  # type: ignore[arg-type]
+    first = anthropic_client.messages.create(**ask)  # type: ignore[arg-type]
+    second = _until_hit(lambda: anthropic_client.messages.with_raw_response.create(**ask))  # type: ignore[arg-type]
     assert second.headers["x-gateway-route"] == "cache"
     assert second.headers["x-gateway-cost-usd"] == "0"
     hit = second.parse()
     assert hit.content == first.content and hit.usage == first.usage
     assert hit.stop_reason == "end_turn" and hit.id != first.id
-    with client.messages.stream(**ask) as stream:  # type: ignore[arg-type]
+    with anthropic_client.messages.stream(**ask) as stream:  # type: ignore[arg-type]
         assert stream.response.headers["x-gateway-cache"] == "exact"
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
@@ -413,21 +405,8 @@ def test_the_policy_tokenizer_counts_exactly(
 
 
 @pytest.mark.model
-def test_the_local_engine_answers_through_the_messages_door(
-    start_gateway: Callable[..., Gateway], request: pytest.FixtureRequest
-) -> None:
-    cache_dir = request.config.cache.mkdir("local-engine-models")  # shared with tests/engine
-    gw = start_gateway(f"""\
-version: 1
-models:
-  local-small:
-    provider: local_engine
-    model: smollm2-135m-instruct
-    engine: {{device: cpu, cache_dir: "{cache_dir}"}}
-    price: {{input_per_mtok: 0.02, output_per_mtok: 0.02}}
-routes:
-  - {{name: default, to: local-small}}
-""")
+def test_the_local_engine_answers_through_the_messages_door(local_gateway: Gateway) -> None:
+    gw = local_gateway
     ask: dict[str, Any] = {
         "model": "auto",
         "max_tokens": 8,

@@ -11,14 +11,12 @@ Chat Completions API itself allows (a string or text parts, a tool's description
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
 import openai
-import pytest
 
-from tests.conftest import TENANT_KEY, Gateway
+from tests.conftest import Gateway
 from tests.fake_upstream import FakeUpstream
 
 SYSTEM = "Answer briefly."
@@ -147,14 +145,6 @@ def _essence(body: dict[str, Any]) -> dict[str, Any]:
         "temperature": body["temperature"],
         "stop": body.get("stop"),
     }
-
-
-@pytest.fixture
-def anthropic_client(gateway: Gateway) -> Iterator[anthropic.Anthropic]:
-    with anthropic.Anthropic(
-        base_url=gateway.url, api_key=TENANT_KEY, max_retries=0, timeout=30
-    ) as client:
-        yield client
 
 
 def test_every_door_asks_the_model_the_same_and_records_what_it_reports(
