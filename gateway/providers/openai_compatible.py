@@ -92,7 +92,7 @@ class OpenAICompatible:
             ) as response:
                 await _raise_for_status(response)
                 lines = DataLines()
-                while data := await _arrived(response.content):
+                while data := await response.content.read(BATCH_BYTES):
                     if time.monotonic() > deadline:
                         raise AttemptFailed("timeout", "the stream ran past its total timeout")
                     if batch := lines.feed(data):
@@ -145,14 +145,6 @@ def embedded(raw: bytes, count: int) -> Embedded:
 def _trace_headers() -> Mapping[str, str] | None:
     """``traceparent`` (and ``tracestate``) so the upstream joins the request's trace."""
     return telemetry.upstream_headers() or None
-
-
-async def _arrived(content: aiohttp.StreamReader) -> bytes:
-    """The next bytes of a body, with what arrived behind them up to `BATCH_BYTES` (b"" at its
-    end): aiohttp keeps each piece it received apart, and a stream's pieces are often small.
-    The bound keeps the first chunk of a long burst from waiting for the whole burst's reading."""
-    data = await content.readany()
-    return data + content.read_nowait(BATCH_BYTES)
 
 
 async def _drain(response: aiohttp.ClientResponse) -> None:

@@ -1,8 +1,9 @@
 """Server-sent events from a model server, read as the ``data`` payloads that have arrived.
 
-A stream is read a buffer at a time, not a line at a time: whatever the socket delivered is
-split into lines at once and its ``data:`` payloads handed on together, so a model server that
-sends faster than the gateway reads costs one await per read rather than one per line.
+A stream is read a buffer at a time, not a line at a time: whatever has arrived (up to
+`BATCH_BYTES`) is split into lines at once and its ``data:`` payloads handed on together, so a
+model server that sends faster than the gateway reads costs one await per read rather than one
+per line.
 """
 
 from __future__ import annotations
@@ -10,7 +11,11 @@ from __future__ import annotations
 from gateway.providers import AttemptFailed
 
 BATCH_BYTES = 64 * 1024
-"""About the most read at once (a stream's chunks are a few hundred bytes each)."""
+"""The most read at once: all that has arrived, up to this. A model's chunks are a few hundred
+bytes each, so a burst passes on in batches of up to about two hundred. Each batch costs a pass
+through the gateway's layers and a write to the client (16 KiB cost 18-30 % more CPU per
+request at 200 and 1,000 chunks in bench/stream), while a burst's first chunk waits for its
+batch to be read (a millisecond or two here)."""
 MAX_LINE_BYTES = 512 * 1024
 """The longest line taken, as aiohttp's own line reader allowed: a longer one ends the stream
 as a protocol failure instead of growing the buffer without bound."""
