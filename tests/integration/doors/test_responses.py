@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
 
 import httpx
 import openai
@@ -484,21 +483,8 @@ def test_a_websocket_upgrade_gets_a_quick_426(gateway: Gateway) -> None:
 
 
 @pytest.mark.model
-def test_the_local_engine_answers_a_response(
-    start_gateway: Callable[..., Gateway], request: pytest.FixtureRequest
-) -> None:
-    cache_dir = request.config.cache.mkdir("local-engine-models")  # shared with tests/engine
-    gw = start_gateway(f"""\
-version: 1
-models:
-  local-small:
-    provider: local_engine
-    model: smollm2-135m-instruct
-    engine: {{device: cpu, cache_dir: "{cache_dir}"}}
-    price: {{input_per_mtok: 0.02, output_per_mtok: 0.02}}
-routes:
-  - {{name: default, to: local-small}}
-""")
+def test_the_local_engine_answers_a_response(local_gateway: Gateway) -> None:
+    gw = local_gateway
     client = gw.client()
     response = client.responses.create(
         model="auto",
