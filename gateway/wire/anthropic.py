@@ -181,6 +181,7 @@ def chat_body(body: dict[str, Any], *, counting: bool = False) -> dict[str, Any]
     }
     chat.update((k, v) for k, v in optional.items() if v is not None)
     if request.tools:
+        _check_tools(request.tools)
         chat["tools"] = [_tool(t) for t in request.tools]
     if request.tool_choice is not None:
         _tool_choice(chat, request.tool_choice)
@@ -302,6 +303,27 @@ def _assistant(blocks: list[_Block], path: str) -> dict[str, Any]:
         message["tool_calls"] = calls
         message["content"] = message["content"] or None
     return message
+
+
+MAX_TOOLS = 128
+_FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+"""OpenAI's limits on a request's tools and on a function's name, which chat servers share;
+Claude Code's MCP tool sets can pass both (PITFALLS 1.12), so they are refused here, by name,
+rather than by whichever model is chosen (or not at all, by a server that does not check)."""
+
+
+def _check_tools(tools: Sequence[_Tool]) -> None:
+    if len(tools) > MAX_TOOLS:
+        raise BadRequest(
+            f"{len(tools)} tools: a chat model takes at most {MAX_TOOLS}.", param="tools"
+        )
+    for i, tool in enumerate(tools):
+        if not _FUNCTION_NAME.match(tool.name):
+            raise BadRequest(
+                f"'tools[{i}].name' ({tool.name!r}) cannot be sent to a chat model: a tool "
+                "name is 1 to 64 letters, digits, '_' or '-'.",
+                param=f"tools[{i}].name",
+            )
 
 
 def _tool(tool: _Tool) -> dict[str, Any]:

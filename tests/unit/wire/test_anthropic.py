@@ -210,6 +210,10 @@ def test_an_assistant_turn_of_thinking_alone_is_empty_text() -> None:
 USER = [{"role": "user", "content": "hi"}]
 
 
+def _tool(name: str) -> dict[str, Any]:
+    return {"name": name, "input_schema": {"type": "object"}}
+
+
 @pytest.mark.parametrize(
     ("fields", "param"),
     [
@@ -258,6 +262,10 @@ USER = [{"role": "user", "content": "hi"}]
             "messages[0].content[0]",
         ),
         ({"messages": USER, "temperature": "hot"}, "temperature"),
+        # Claude Code with many MCP servers (PITFALLS 1.12): too many tools, too long a name.
+        ({"messages": USER, "tools": [_tool(f"mcp__{i:03}") for i in range(150)]}, "tools"),
+        ({"messages": USER, "tools": [_tool("mcp__" + "x" * 75)]}, "tools[0].name"),
+        ({"messages": USER, "tools": [_tool("functions.Bash")]}, "tools[0].name"),
     ],
 )
 def test_what_cannot_be_expressed_is_refused_by_name(fields: dict[str, Any], param: str) -> None:
