@@ -18,10 +18,14 @@ def cost_usd(usage: Usage | None, price: Price | None) -> Decimal | None:
     """None when either is unknown: an unknown cost is never reported as zero."""
     if usage is None or price is None:
         return None
+    # Prompt tokens include those read from and written to the provider's cache (OpenAI's
+    # usage shape; translating providers report theirs so).
     cached = min(usage.cached_tokens, usage.prompt_tokens)
+    written = min(usage.cache_write_tokens, usage.prompt_tokens - cached)
     total = (
-        (usage.prompt_tokens - cached) * price.input_rate
+        (usage.prompt_tokens - cached - written) * price.input_rate
         + cached * price.cached_input_rate
+        + written * price.cache_write_rate
         + usage.completion_tokens * price.output_rate
     )
     return total / _MILLION

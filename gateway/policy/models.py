@@ -43,6 +43,11 @@ class Price(Strict):
     cached_input_per_mtok: PerMillion | None = Field(
         default=None, description="Price of prompt tokens the provider served from its cache."
     )
+    cache_write_per_mtok: PerMillion | None = Field(
+        default=None,
+        description="Price of prompt tokens the provider wrote to its cache (Anthropic's "
+        "cache_creation_input_tokens); unset: the input price.",
+    )
     gpu_hour_usd: PerMillion | None = Field(default=None, description="USD per GPU hour.")
     input_tokens_per_s: Annotated[Decimal, Field(gt=0)] | None = None
     output_tokens_per_s: Annotated[Decimal, Field(gt=0)] | None = None
@@ -98,6 +103,12 @@ class Price(Strict):
         return self._per_mtok(self.output_tokens_per_s)
 
     @property
+    def cache_write_rate(self) -> Decimal:
+        if self.cache_write_per_mtok is not None:
+            return self.cache_write_per_mtok
+        return self.input_rate
+
+    @property
     def cached_input_rate(self) -> Decimal:
         if self.cached_input_per_mtok is not None:
             return self.cached_input_per_mtok
@@ -144,14 +155,84 @@ BUNDLED_EMBEDDERS = frozenset({"all-minilm-l6-v2", "sentence-transformers/all-mi
 """Names (lower case) of the embedding model ``provider: local_engine`` runs in-process."""
 
 
+Provider = Literal[
+    "openai_compatible",
+    "local_engine",
+    "anthropic",
+    "azure_openai",
+    "bedrock",
+    "vertex",
+    "sagemaker",
+    "azure_ml",
+]
+
+
+class AwsOptions(Strict):
+    """Where a bedrock or sagemaker model runs and how requests are signed (SigV4).
+
+    Without keys here, credentials come from the usual AWS chain (environment, shared files,
+    instance or task role), as botocore finds them.
+    """
+
+    region: str = Field(min_length=1, description="e.g. us-east-1")
+    access_key_id: str | None = Field(default=None, description="Use ${ENV_VAR}.")
+    secret_access_key: str | None = Field(default=None, description="Use ${ENV_VAR}.")
+    session_token: str | None = Field(default=None, description="Use ${ENV_VAR}.")
+    profile: str | None = Field(default=None, description="A profile of the shared AWS files.")
+    inference_component: str | None = Field(
+        default=None, description="sagemaker: the endpoint's inference component, if any."
+    )
+
+
+class GcpOptions(Strict):
+    """Where a vertex model runs and whose credentials call it (OAuth tokens from google-auth,
+    refreshed before they expire)."""
+
+    project: str = Field(min_length=1)
+    location: str = Field(default="us-central1", min_length=1)
+    credentials_file: str | None = Field(
+        default=None,
+        description="A service account key file; unset: application default credentials.",
+    )
+
+
+class AzureOptions(Strict):
+    """An Azure OpenAI deployment, or the auth of an Azure ML online endpoint."""
+
+    deployment: str | None = Field(default=None, description="azure_openai: the deployment.")
+    api_version: str | None = Field(
+        default=None,
+        description="azure_openai: e.g. 2024-10-21; unset: the v1 API (base_url .../openai/v1).",
+    )
+    auth: Literal["api_key", "entra_id"] = Field(
+        default="api_key",
+        description="api_key: the model's api_key as the api-key header (azure_openai) or as a "
+        "bearer key (azure_ml); entra_id: a Microsoft Entra ID token from azure-identity's "
+        "default credential chain.",
+    )
+
+
+class ContainerOptions(Strict):
+    """The request and answer shapes of the container behind a sagemaker or azure_ml endpoint."""
+
+    format: Literal["openai", "tgi"] = Field(
+        default="openai",
+        description="openai: the container serves OpenAI's chat messages API (vLLM, TGI's "
+        "Messages API, LMI); tgi: TGI's inputs/parameters generate API.",
+    )
+
+
 class ModelConfig(Strict):
     """A model the gateway can send requests to."""
 
-    provider: Literal["openai_compatible", "local_engine"] = Field(
+    provider: Provider = Field(
         description="openai_compatible speaks the OpenAI API (Chat Completions, or Embeddings for "
         "kind embeddings): OpenAI, vLLM, TGI, TEI, SGLang, Ollama, TensorRT-LLM and Triton front "
         "ends, the bundled local-engine server. local_engine runs the bundled engine inside the "
-        "gateway's own process, or with kind embeddings the bundled all-MiniLM-L6-v2."
+        "gateway's own process, or with kind embeddings the bundled all-MiniLM-L6-v2. anthropic: "
+        "the Messages API. azure_openai: an Azure OpenAI deployment (see azure). bedrock: the "
+        "Converse API (see aws). vertex: Gemini or Claude on Vertex AI (see gcp). sagemaker and "
+        "azure_ml: a model deployed behind a managed endpoint (see aws, azure and container)."
     )
     base_url: Annotated[str, StringConstraints(pattern=r"^https?://")] | None = Field(
         default=None, description="The API root, e.g. https://api.openai.com/v1"
@@ -173,6 +254,12 @@ class ModelConfig(Strict):
         "largest dimensions a request may ask for. Unset: a request with dimensions gets a 400.",
     )
     engine: EngineOptions = EngineOptions()
+    aws: AwsOptions | None = Field(default=None, description="For bedrock and sagemaker.")
+    gcp: GcpOptions | None = Field(default=None, description="For vertex.")
+    azure: AzureOptions | None = Field(default=None, description="For azure_openai and azure_ml.")
+    container: ContainerOptions | None = Field(
+        default=None, description="For sagemaker and azure_ml: what the deployed model speaks."
+    )
     tokenizer: str | None = Field(
         default=None,
         description="A Hugging Face tokenizer id or local directory, to count tokens exactly "

@@ -247,8 +247,7 @@ def validate(policy: Policy) -> list[Problem]:
     problems: list[Problem] = []
     known = policy.models.keys()
     for name, model in policy.models.items():
-        if model.provider == "openai_compatible" and model.base_url is None:
-            problems.append((("models", name), "openai_compatible needs a base_url"))
+        problems.extend(_provider_problems(name, model))
         for i, fallback in enumerate(model.fallbacks):
             if fallback not in known:
                 problems.append((("models", name, "fallbacks", i), f"unknown model {fallback!r}"))
@@ -341,6 +340,30 @@ def _embeddings_problems(name: str, model: ModelConfig) -> list[Problem]:
             )
         if "engine" in model.model_fields_set:
             problems.append(((*at, "engine"), "engine options are for local chat models"))
+    return problems
+
+
+_NEEDS: dict[str, tuple[str, ...]] = {
+    "openai_compatible": ("base_url",),
+    "azure_openai": ("base_url",),
+    "azure_ml": ("base_url",),
+    "bedrock": ("aws",),
+    "sagemaker": ("aws",),
+    "vertex": ("gcp",),
+}
+"""What each provider cannot do without (its own sections' fields are checked by their types)."""
+_EMBEDDERS = frozenset({"openai_compatible", "local_engine", "azure_openai"})
+"""The providers that answer /v1/embeddings."""
+
+
+def _provider_problems(name: str, model: ModelConfig) -> list[Problem]:
+    problems: list[Problem] = [
+        (("models", name, field), f"{model.provider} needs {field}")
+        for field in _NEEDS.get(model.provider, ())
+        if getattr(model, field) is None
+    ]
+    if model.kind == "embeddings" and model.provider not in _EMBEDDERS:
+        problems.append((("models", name, "kind"), f"{model.provider} serves no embeddings"))
     return problems
 
 

@@ -23,6 +23,10 @@ _NOT_THE_CLIENTS_FAULT = frozenset({401, 403, 404, 408, 409, 429})
 
 class PromptTokensDetails(msgspec.Struct, frozen=True):
     cached_tokens: int = 0
+    """Prompt tokens the provider read from its prompt cache."""
+    cache_write_tokens: int = 0
+    """Prompt tokens the provider wrote to its prompt cache (Anthropic's and Bedrock's cache
+    writes, priced apart); OpenAI reports none."""
 
 
 class Usage(msgspec.Struct, frozen=True):
@@ -36,6 +40,10 @@ class Usage(msgspec.Struct, frozen=True):
     @property
     def cached_tokens(self) -> int:
         return self.prompt_tokens_details.cached_tokens if self.prompt_tokens_details else 0
+
+    @property
+    def cache_write_tokens(self) -> int:
+        return self.prompt_tokens_details.cache_write_tokens if self.prompt_tokens_details else 0
 
 
 @dataclass(frozen=True, slots=True)

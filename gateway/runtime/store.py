@@ -23,7 +23,7 @@ from gateway.policy.schema import ModelConfig, Policy
 from gateway.providers import Provider
 from gateway.providers.local_embedder import LocalEmbedder
 from gateway.providers.local_engine import InProcessEngine
-from gateway.providers.openai_compatible import OpenAICompatible
+from gateway.providers.registry import REMOTE
 from gateway.runtime.access import open_access_refused
 from gateway.runtime.keys import KeyRing
 from gateway.runtime.sessions import Sessions
@@ -209,7 +209,7 @@ class PolicyStore:
                 cache_dir = config.engine.cache_dir or self._settings.data_dir / "models"
                 self._pools[key] = await InProcessEngine.start(config, Path(cache_dir))
             else:
-                self._pools[key] = OpenAICompatible(config)
+                self._pools[key] = REMOTE[config.provider](config)
         return self._pools[key]
 
     async def _retire_unused(self) -> None:

@@ -55,3 +55,19 @@ def test_cost_is_exact_and_unknown_is_none() -> None:
     assert cost_usd(usage, price) == Decimal("0.004")  # (600*2.5 + 400*1.25 + 200*10) / 1e6
     assert cost_usd(None, price) is None
     assert cost_usd(usage, None) is None
+
+
+def test_cache_writes_are_priced_at_their_own_rate() -> None:
+    """Anthropic's shape, translated: prompt tokens include cache reads and cache writes."""
+    price = Price(
+        input_per_mtok=Decimal("3"),
+        cached_input_per_mtok=Decimal("0.30"),
+        cache_write_per_mtok=Decimal("3.75"),
+        output_per_mtok=Decimal("15"),
+    )
+    details = PromptTokensDetails(cached_tokens=2000, cache_write_tokens=1000)
+    usage = Usage(prompt_tokens=3100, completion_tokens=100, prompt_tokens_details=details)
+    # (100*3 + 2000*0.30 + 1000*3.75 + 100*15) / 1e6
+    assert cost_usd(usage, price) == Decimal("0.00615")
+    unpriced_writes = Price(input_per_mtok=Decimal("3"), output_per_mtok=Decimal("15"))
+    assert cost_usd(usage, unpriced_writes) == Decimal("0.0108")  # every prompt token at 3

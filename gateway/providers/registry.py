@@ -1,0 +1,18 @@
+"""Which class speaks to a policy model's ``provider``: one line per remote provider.
+
+The in-process ones (``local_engine``: the bundled engine, or the bundled embedder) load a
+model when they start, so `gateway.runtime.store` starts those itself; every provider here is
+built from its policy entry alone and opens connections as requests come.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gateway.policy.models import ModelConfig
+from gateway.providers import Provider
+from gateway.providers.openai_compatible import OpenAICompatible
+
+REMOTE: dict[str, Callable[[ModelConfig], Provider]] = {
+    "openai_compatible": OpenAICompatible,
+}
