@@ -65,7 +65,7 @@ def _from_cache(turn: Turn, answer: CachedAnswer) -> Completed | Streaming:
         ledger.record_hit(turn, answer)
     request, zero = turn.request, Decimal(0)
     if request.stream:
-        chunks = Chunks(_replay(cached_answer.chunks(answer, request.wants_usage)))
+        chunks = Chunks.known(cached_answer.chunks(answer, request.wants_usage))
         return Streaming(
             request, CACHE_ROUTE, answer.model, chunks, turn.cache, zero, None, turn.cache_score
         )
@@ -73,11 +73,6 @@ def _from_cache(turn: Turn, answer: CachedAnswer) -> Completed | Streaming:
     return Completed(
         request, CACHE_ROUTE, answer.model, body, zero, turn.cache, None, turn.cache_score
     )
-
-
-async def _replay(chunks: list[bytes]) -> AsyncGenerator[list[bytes], None]:
-    """A cached answer's chunks, all in one batch: they are all here."""
-    yield chunks
 
 
 async def _metered(

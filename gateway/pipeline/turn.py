@@ -88,13 +88,23 @@ class Chunks(AsyncGenerator[bytes, None]):
     Closing it closes the stream it reads.
     """
 
-    __slots__ = ("_batch", "_batches", "_next")
+    __slots__ = ("_batch", "_batches", "_next", "whole")
 
     def __init__(self, batches: AsyncGenerator[list[bytes], None]) -> None:
         self._batches = batches
         """Never an empty batch."""
         self._batch: list[bytes] = []
         self._next = 0
+        self.whole: list[bytes] | None = None
+        """Every chunk, when all were known before the stream began (`known`)."""
+
+    @classmethod
+    def known(cls, chunks: list[bytes]) -> Chunks:
+        """Chunks all known in advance (a cached answer's): one batch, and `whole`, so that a
+        door can write them as one plain response instead of streaming them."""
+        stream = cls(_at_once(chunks))
+        stream.whole = chunks
+        return stream
 
     async def batches(self) -> AsyncGenerator[list[bytes], None]:
         """The chunks not yet taken, in batches; closing this closes the stream."""
@@ -121,6 +131,10 @@ class Chunks(AsyncGenerator[bytes, None]):
 
     async def aclose(self) -> None:
         await self._batches.aclose()
+
+
+async def _at_once(chunks: list[bytes]) -> AsyncGenerator[list[bytes], None]:
+    yield chunks
 
 
 def batches(chunks: AsyncGenerator[bytes, None]) -> AsyncGenerator[list[bytes], None]:

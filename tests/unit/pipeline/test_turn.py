@@ -51,3 +51,9 @@ async def test_other_chunks_come_in_batches_of_one() -> None:
         yield b"b"
 
     assert [batch async for batch in batches(plain())] == [[b"a"], [b"b"]]
+
+
+async def test_known_chunks_are_whole_and_one_batch() -> None:
+    chunks = Chunks.known([b"a", b"b"])
+    assert chunks.whole == [b"a", b"b"]
+    assert [batch async for batch in batches(chunks)] == [[b"a", b"b"]]
