@@ -345,6 +345,7 @@ def _embeddings_problems(name: str, model: ModelConfig) -> list[Problem]:
 
 _NEEDS: dict[str, tuple[str, ...]] = {
     "openai_compatible": ("base_url",),
+    "anthropic": ("api_key",),
     "azure_openai": ("base_url",),
     "azure_ml": ("base_url",),
     "bedrock": ("aws",),

@@ -11,10 +11,12 @@ from collections.abc import Callable
 
 from gateway.policy.models import ModelConfig
 from gateway.providers import Provider
+from gateway.providers.anthropic import Anthropic
 from gateway.providers.bedrock import Bedrock
 from gateway.providers.openai_compatible import OpenAICompatible
 
 REMOTE: dict[str, Callable[[ModelConfig], Provider]] = {
     "openai_compatible": OpenAICompatible,
+    "anthropic": Anthropic,
     "bedrock": Bedrock,
 }

@@ -121,18 +121,17 @@ def usage(prompt_tokens: int, completion_tokens: int, cached: int | None) -> dic
 
 
 def chat_usage(anthropic_usage: dict[str, Any]) -> dict[str, Any]:
-    """Chat usage for Anthropic's: the prompt is input + cache writes + cache reads."""
+    """Chat usage for Anthropic's: the prompt is input + cache writes + cache reads; the reads
+    are ``cached_tokens`` and the writes ``cache_write_tokens``, each priced at its own rate."""
     read = anthropic_usage.get("cache_read_input_tokens") or 0
-    prompt = anthropic_usage["input_tokens"] + (
-        anthropic_usage.get("cache_creation_input_tokens") or 0
-    )
-    prompt += read
-    output = anthropic_usage["output_tokens"]
+    written = anthropic_usage.get("cache_creation_input_tokens") or 0
+    prompt = (anthropic_usage.get("input_tokens") or 0) + written + read
+    output = anthropic_usage.get("output_tokens") or 0
     return {
         "prompt_tokens": prompt,
         "completion_tokens": output,
         "total_tokens": prompt + output,
-        "prompt_tokens_details": {"cached_tokens": read},
+        "prompt_tokens_details": {"cached_tokens": read, "cache_write_tokens": written},
     }
 
 

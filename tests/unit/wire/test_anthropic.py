@@ -352,7 +352,7 @@ def test_usage_both_shapes_keep_the_total() -> None:
         "prompt_tokens": 125,
         "completion_tokens": 7,
         "total_tokens": 132,
-        "prompt_tokens_details": {"cached_tokens": 60},
+        "prompt_tokens_details": {"cached_tokens": 60, "cache_write_tokens": 25},
     }
     assert (
         anthropic_output.chat_usage({"input_tokens": 3, "output_tokens": 2})["prompt_tokens"] == 3
