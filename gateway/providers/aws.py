@@ -80,15 +80,6 @@ def error_status(error_type: str | None, status: int) -> int:
     return _STATUS_OF_TYPE.get(name, status)
 
 
-def refused(param: str, why: str) -> AttemptFailed:
-    """The client asked for what this provider cannot express: a 400 naming the field, in
-    OpenAI's error shape (no retry or fallback, the request itself is the problem)."""
-    message = f"{param}: {why}"
-    error = {"message": message, "type": "invalid_request_error", "param": param}
-    error |= {"code": "unsupported_parameter"}
-    return AttemptFailed("status", f"HTTP 400: {message}", status=400, body={"error": error})
-
-
 def aws_failure(error_type: str | None, message: str, status: int) -> AttemptFailed:
     """An AWS error as an `AttemptFailed` with an OpenAI-shaped body (passed on to the client
     when it is the client's fault)."""

@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 from gateway.providers import AttemptFailed
-from gateway.providers.aws import refused
+from gateway.providers.tgi import refused
 
 _VALID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _INVALID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")

@@ -14,9 +14,11 @@ from gateway.providers import Provider
 from gateway.providers.anthropic import Anthropic
 from gateway.providers.bedrock import Bedrock
 from gateway.providers.openai_compatible import OpenAICompatible
+from gateway.providers.sagemaker import SageMaker
 
 REMOTE: dict[str, Callable[[ModelConfig], Provider]] = {
     "openai_compatible": OpenAICompatible,
     "anthropic": Anthropic,
     "bedrock": Bedrock,
+    "sagemaker": SageMaker,
 }
