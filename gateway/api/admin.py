@@ -11,7 +11,7 @@ from gateway.errors import BadRequest
 from gateway.pipeline.services import Services
 from gateway.policy.load import PolicyError
 from gateway.policy.schema import Policy
-from gateway.policy.secrets import REDACTED, redact_url, secret_name
+from gateway.policy.secrets import MODEL_SECRETS, REDACTED, redact_fields, redact_url, secret_name
 from gateway.runtime.store import PolicyStore, Runtime
 
 
@@ -42,12 +42,12 @@ async def show_policy(
 
 
 def redacted(policy: Policy) -> dict[str, Any]:
-    """The policy as JSON, every secret replaced by ``[redacted]``: API keys, tenant and admin
-    keys, credential headers, and credentials in base URLs (`gateway.policy.secrets`)."""
+    """The policy as JSON, every secret replaced by ``[redacted]``: models' API keys and AWS
+    keys, tenant and admin keys, credential headers, and credentials in base URLs
+    (`gateway.policy.secrets`)."""
     out = policy.model_dump(mode="json")
     for model in out["models"].values():
-        if model.get("api_key"):
-            model["api_key"] = REDACTED
+        redact_fields(model, MODEL_SECRETS)
         if model.get("base_url"):
             model["base_url"] = redact_url(model["base_url"])
         headers = model.get("headers") or {}

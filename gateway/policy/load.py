@@ -22,12 +22,12 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from gateway.policy.schema import Policy, validate
-from gateway.policy.secrets import secret_name, url_credentials
+from gateway.policy.secrets import MODEL_SECRETS, secret_name, url_credentials
 
 KeyPath = tuple[str | int, ...]
 _ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECRET_PATHS = (
-    ("models", "*", "api_key"),
+    *(("models", "*", *path) for path in MODEL_SECRETS),
     ("tenants", "*", "api_keys", "*"),
     ("admin", "api_keys", "*"),
 )

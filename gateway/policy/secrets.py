@@ -13,9 +13,17 @@ wrongly.
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 REDACTED = "[redacted]"
+MODEL_SECRETS: tuple[tuple[str, ...], ...] = (
+    ("api_key",),
+    ("aws", "access_key_id"),
+    ("aws", "secret_access_key"),
+    ("aws", "session_token"),
+)
+"""The fields of a policy's model entry that hold credentials (a key path inside the entry)."""
 _SECRET_NAME = re.compile(r"auth|key|token|secret|passw|cookie|credential|signature", re.I)
 
 
@@ -55,3 +63,13 @@ def redact_url(url: str) -> str:
     if (netloc, query) == (parts.netloc, parts.query):
         return url
     return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def redact_fields(entry: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> None:
+    """Replace, in place, the values set at these key paths of ``entry`` by `REDACTED`."""
+    for path in paths:
+        node: Any = entry
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get(path[-1]):
+            node[path[-1]] = REDACTED

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import pytest
 
 from gateway.policy.models import AwsOptions, ContainerOptions, ModelConfig
@@ -318,3 +319,15 @@ def test_a_tgi_stream_without_usage_is_estimated(
     assert text_of([c.model_dump() for c in chunks]) == "sagemaker says: hello there"
     (record,) = gateway.records(1)
     assert record.estimated and record.output_tokens > 0 and record.cost_usd
+
+
+def test_admin_policy_redacts_the_aws_keys(start: Callable[[str], Gateway]) -> None:
+    gateway = start("openai")
+    shown = httpx.get(
+        f"{gateway.url}/admin/policy", headers={"authorization": f"Bearer {ADMIN_KEY}"}
+    )
+    assert shown.status_code == 200
+    aws = shown.json()["policy"]["models"]["llama"]["aws"]
+    assert aws["access_key_id"] == aws["secret_access_key"] == "[redacted]"
+    assert aws["inference_component"] == "llama-ic-1"
+    assert SECRET_KEY not in shown.text and ACCESS_KEY not in shown.text

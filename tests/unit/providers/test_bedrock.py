@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -13,6 +14,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from gateway.policy.load import format_path, load_policy
 from gateway.policy.models import AwsOptions
 from gateway.providers import AttemptFailed
 from gateway.providers import converse as wire
@@ -326,3 +328,21 @@ def test_aws_error_types_decide_the_status(
     error_type: str | None, status: int, expected: int
 ) -> None:
     assert error_status(error_type, status) == expected
+
+
+def test_literal_aws_keys_in_a_policy_are_warned_about(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        "version: 1\n"
+        "models:\n"
+        "  claude:\n"
+        "    provider: bedrock\n"
+        "    model: anthropic.claude-3-haiku\n"
+        "    aws: {region: us-east-1, access_key_id: '${AK}', secret_access_key: literal}\n"
+        "routes:\n"
+        "  - {name: default, to: claude}\n"
+    )
+    loaded = load_policy(path, {"AK": "AKIA0000"})
+    assert [format_path(w.path) for w in loaded.warnings if "literal" in w.message] == [
+        "$.models.claude.aws.secret_access_key"
+    ]
