@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shlex
 import shutil
 import statistics
@@ -77,6 +78,8 @@ def start_gateway(tmp: Path, procs: Procs, up_port: int) -> str:
     cmd = [str(gateway), "serve", "--policy", str(policy), "--host", "127.0.0.1"]
     cmd += ["--port", str(port)]
     env = {"PATH": "/usr/bin:/bin", "GATEWAY_DATA_DIR": str(tmp / "gw-data")}
+    if "PYTHONPATH" in os.environ:  # a checkout of another commit, as run.py's --baseline-ref
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     proc = procs.start(cmd, tmp / "gateway.log", cwd=tmp, env=env)
     wait_port(port, proc, 60, "gateway", tmp / "gateway.log")
     return f"http://127.0.0.1:{port}/v1"
