@@ -12,12 +12,14 @@ from collections.abc import Callable
 from gateway.policy.models import ModelConfig
 from gateway.providers import Provider
 from gateway.providers.anthropic import Anthropic
+from gateway.providers.azure_openai import AzureOpenAI
 from gateway.providers.bedrock import Bedrock
 from gateway.providers.openai_compatible import OpenAICompatible
 from gateway.providers.sagemaker import SageMaker
 
 REMOTE: dict[str, Callable[[ModelConfig], Provider]] = {
     "openai_compatible": OpenAICompatible,
+    "azure_openai": AzureOpenAI,
     "anthropic": Anthropic,
     "bedrock": Bedrock,
     "sagemaker": SageMaker,
