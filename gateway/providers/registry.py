@@ -16,11 +16,13 @@ from gateway.providers.azure_openai import AzureOpenAI
 from gateway.providers.bedrock import Bedrock
 from gateway.providers.openai_compatible import OpenAICompatible
 from gateway.providers.sagemaker import SageMaker
+from gateway.providers.vertex import Vertex
 
 REMOTE: dict[str, Callable[[ModelConfig], Provider]] = {
     "openai_compatible": OpenAICompatible,
     "azure_openai": AzureOpenAI,
     "anthropic": Anthropic,
+    "vertex": Vertex,
     "bedrock": Bedrock,
     "sagemaker": SageMaker,
 }

@@ -81,8 +81,9 @@ def gateway(
     return start_gateway(policy(claude, backup))
 
 
-def _tool_loop(client: openai.OpenAI, stream: bool) -> tuple[str, str, str]:
-    """Ask with the tool, answer its call, return (call id, arguments, final text)."""
+def tool_loop(client: openai.OpenAI, stream: bool, model: str = "auto") -> tuple[str, str, str]:
+    """Ask ``model`` with the tool, answer its call, return (call id, arguments, final text)
+    (the vertex tests ask Claude on Vertex the same)."""
     messages: list[Any] = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "find kiwi"},
@@ -90,7 +91,7 @@ def _tool_loop(client: openai.OpenAI, stream: bool) -> tuple[str, str, str]:
     if stream:
         chunks = list(
             client.chat.completions.create(
-                model="auto",
+                model=model,
                 messages=messages,
                 tools=TOOLS,
                 stream=True,
@@ -101,9 +102,9 @@ def _tool_loop(client: openai.OpenAI, stream: bool) -> tuple[str, str, str]:
         call_id = calls[0].id or ""
         arguments = "".join(c.function.arguments or "" for c in calls if c.function)
         finish = [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1]
-        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 7
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
     else:
-        answer = client.chat.completions.create(model="auto", messages=messages, tools=TOOLS)
+        answer = client.chat.completions.create(model=model, messages=messages, tools=TOOLS)
         call = answer.choices[0].message.tool_calls[0]  # type: ignore[index]
         call_id, arguments = call.id, call.function.arguments  # type: ignore[union-attr]
         finish = answer.choices[0].finish_reason
@@ -120,7 +121,7 @@ def _tool_loop(client: openai.OpenAI, stream: bool) -> tuple[str, str, str]:
         ],
     }
     messages += [assistant, {"role": "tool", "tool_call_id": call_id, "content": "a green fruit"}]
-    final = client.chat.completions.create(model="auto", messages=messages, tools=TOOLS)
+    final = client.chat.completions.create(model=model, messages=messages, tools=TOOLS)
     return call_id, arguments, final.choices[0].message.content or ""
 
 
@@ -128,7 +129,7 @@ def _tool_loop(client: openai.OpenAI, stream: bool) -> tuple[str, str, str]:
 def test_a_tool_loop_through_messages(
     gateway: Gateway, claude: FakeAnthropic, stream: bool
 ) -> None:
-    call_id, arguments, final = _tool_loop(gateway.client(), stream)
+    call_id, arguments, final = tool_loop(gateway.client(), stream)
     assert (call_id, json.loads(arguments)) == ("toolu_01A", {"echo": "find kiwi"})
     assert final == "result: a green fruit"
     assert claude.problems == []
