@@ -33,8 +33,7 @@ class Bedrock:
         self._path = model_path(config.model)
 
     async def complete(self, body: dict[str, Any]) -> Reply:
-        names = wire.Names(body.get("tools") or [])
-        payload = msgspec.json.encode(wire.request(body, names))
+        names, payload = _converse(body)
         raw = await self._transport.post(self._path + "/converse", payload, {})
         try:
             answer = msgspec.json.decode(raw)
@@ -45,8 +44,7 @@ class Bedrock:
         return Reply(wire.completion(answer, self._model, _answer_id(), names))
 
     async def stream(self, body: dict[str, Any]) -> AsyncGenerator[list[bytes], None]:
-        names = wire.Names(body.get("tools") or [])
-        payload = msgspec.json.encode(wire.request(body, names))
+        names, payload = _converse(body)
         translator = wire.StreamTranslator(self._model, _answer_id(), names)
         path = self._path + "/converse-stream"
         async for messages in self._transport.events(path, payload, _ACCEPT_STREAM):
@@ -72,6 +70,12 @@ def model_path(model: str) -> str:
     """``/model/{modelId}``, the id percent-encoded whole (an ARN's ``:`` and ``/`` too), so it
     stays one path segment; the signer encodes it once more, as AWS does (PITFALLS 3.4)."""
     return f"/model/{quote(model, safe='')}"
+
+
+def _converse(body: dict[str, Any]) -> tuple[wire.Names, bytes]:
+    """The request's tool names, and its Converse request's bytes: what gets signed."""
+    names = wire.Names(body.get("tools") or [])
+    return names, msgspec.json.encode(wire.request(body, names))
 
 
 def _answer_id() -> str:

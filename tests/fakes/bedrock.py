@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
 from tests.fakes.aws import (
+    FakeAwsServer,
     Signed,
     check_signature,
     event,
@@ -30,7 +29,6 @@ from tests.fakes.aws import (
     send_frames,
     send_json,
 )
-from tests.servers import ServerThread
 
 
 @dataclass(frozen=True)
@@ -52,39 +50,17 @@ class Received:
     signed: Signed
 
 
-@dataclass
-class FakeBedrock:
-    requests: list[Received] = field(default_factory=list)
-    cache: tuple[int, int] = (0, 0)
-    """cacheReadInputTokens and cacheWriteInputTokens in the next answers' usage."""
-    split: int = 7
-    """Stream frames go out cut this many bytes in."""
-    _faults: deque[BedrockFault] = field(default_factory=deque)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    server: ServerThread | None = None
-
-    def script(self, *faults: BedrockFault) -> None:
-        with self._lock:
-            self._faults.extend(faults)
+class FakeBedrock(FakeAwsServer[Received, BedrockFault]):
+    def __init__(self) -> None:
+        super().__init__(BedrockFault())
+        self.cache = (0, 0)
+        """cacheReadInputTokens and cacheWriteInputTokens in the next answers' usage."""
+        self.split = 7
+        """Stream frames go out cut this many bytes in."""
 
     def reset(self) -> None:
-        with self._lock:
-            self._faults.clear()
-            self.requests.clear()
-            self.cache = (0, 0)
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return self.server.url
-
-    def start(self) -> FakeBedrock:
-        self.server = ServerThread(self._app, lifespan="off").start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
+        super().reset()
+        self.cache = (0, 0)
 
     async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         raw = await read_body(receive)
@@ -100,9 +76,7 @@ class FakeBedrock:
             return
         signed = check_signature(scope, headers, raw, "bedrock")
         body = json.loads(raw) if raw else {}
-        with self._lock:
-            self.requests.append(Received(unquote(parts[2]), raw_path, headers, body, signed))
-            fault = self._faults.popleft() if self._faults else BedrockFault()
+        fault = self.received(Received(unquote(parts[2]), raw_path, headers, body, signed))
         if not signed.ok:
             message = {"message": f"signature: {signed.problem}"}
             await send_json(send, 403, message, "InvalidSignatureException")

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
 from tests.fake_upstream import chunks, completion
 from tests.fakes.aws import (
+    FakeAwsServer,
     Signed,
     check_signature,
     event,
@@ -31,7 +30,6 @@ from tests.fakes.aws import (
     send_frames,
     send_json,
 )
-from tests.servers import ServerThread
 
 COMPONENT = "x-amzn-sagemaker-inference-component"
 
@@ -56,38 +54,19 @@ class Received:
     signed: Signed
 
 
-@dataclass
-class FakeSageMaker:
-    format: str = "openai"
-    component: str | None = None
-    part_sizes: tuple[int, ...] = (4096,)
-    requests: list[Received] = field(default_factory=list)
-    _faults: deque[SageMakerFault] = field(default_factory=deque)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    server: ServerThread | None = None
-
-    def script(self, *faults: SageMakerFault) -> None:
-        with self._lock:
-            self._faults.extend(faults)
+class FakeSageMaker(FakeAwsServer[Received, SageMakerFault]):
+    def __init__(self) -> None:
+        super().__init__(SageMakerFault())
+        self.reset()
 
     def reset(self) -> None:
-        with self._lock:
-            self._faults.clear()
-            self.requests.clear()
-        self.format, self.component, self.part_sizes = "openai", None, (4096,)
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return self.server.url
-
-    def start(self) -> FakeSageMaker:
-        self.server = ServerThread(self._app, lifespan="off").start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
+        super().reset()
+        self.format = "openai"
+        """What the container speaks: openai or tgi."""
+        self.component: str | None = None
+        """The inference component a request must name."""
+        self.part_sizes: tuple[int, ...] = (4096,)
+        """A stream's bytes go out in payload parts of these sizes, in turn."""
 
     async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         raw = await read_body(receive)
@@ -100,9 +79,7 @@ class FakeSageMaker:
         signed = check_signature(scope, headers, raw, "sagemaker")
         body = json.loads(raw) if raw else {}
         endpoint = unquote(parts[2])
-        with self._lock:
-            self.requests.append(Received(endpoint, parts[3], headers, body, signed))
-            fault = self._faults.popleft() if self._faults else SageMakerFault()
+        fault = self.received(Received(endpoint, parts[3], headers, body, signed))
         if not signed.ok:
             await send_json(send, 403, {"message": signed.problem}, "InvalidSignatureException")
             return

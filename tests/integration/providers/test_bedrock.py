@@ -4,7 +4,6 @@ the provider alone, then end to end through a running gateway with the openai SD
 from __future__ import annotations
 
 import json
-import textwrap
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -15,9 +14,9 @@ import pytest
 from gateway.policy.models import AwsOptions, ModelConfig
 from gateway.providers import AttemptFailed
 from gateway.providers.bedrock import Bedrock
-from tests.conftest import ADMIN_KEY, TENANT_KEY, Gateway
+from tests.conftest import Gateway
 from tests.fake_upstream import FakeUpstream
-from tests.fakes.aws import ACCESS_KEY, REGION, SECRET_KEY
+from tests.fakes.aws import ACCESS_KEY, REGION, SECRET_KEY, policy_with_backup
 from tests.fakes.bedrock import BedrockFault, FakeBedrock
 
 ARN = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-haiku:0"
@@ -162,31 +161,15 @@ async def test_a_streamed_tool_call_with_frames_cut_anywhere(bedrock: FakeBedroc
 
 
 def policy(bedrock: FakeBedrock, backup: FakeUpstream, aws: str) -> str:
-    return textwrap.dedent(f"""\
-        version: 1
-        models:
-          claude:
-            provider: bedrock
-            base_url: {bedrock.url}
-            model: "{ARN}"
-            aws: {aws}
-            price: {{input_per_mtok: 3, output_per_mtok: 15, cached_input_per_mtok: 0.3,
-                     cache_write_per_mtok: 3.75}}
-            fallbacks: [backup]
-            timeouts: {{connect_s: 2, first_token_s: 5, total_s: 20}}
-            retries: {{max_attempts: 2, budget_s: 5, backoff_initial_s: 0.01, backoff_max_s: 0.05}}
-          backup:
-            provider: openai_compatible
-            base_url: {backup.base_url}
-            model: upstream-backup
-            price: {{input_per_mtok: 0.10, output_per_mtok: 0.20}}
-        baseline_model: claude
-        routes:
-          - {{name: default, to: claude}}
-        tenants:
-          team-a: {{api_keys: ["{TENANT_KEY}"]}}
-        admin: {{api_keys: ["{ADMIN_KEY}"]}}
-        """)
+    entry = f"""\
+        provider: bedrock
+        base_url: {bedrock.url}
+        model: "{ARN}"
+        aws: {aws}
+        price: {{input_per_mtok: 3, output_per_mtok: 15, cached_input_per_mtok: 0.3,
+                 cache_write_per_mtok: 3.75}}
+        """
+    return policy_with_backup("claude", entry, backup.base_url)
 
 
 @pytest.fixture

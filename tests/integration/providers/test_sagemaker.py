@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-import textwrap
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -17,9 +16,9 @@ import pytest
 from gateway.policy.models import AwsOptions, ContainerOptions, ModelConfig
 from gateway.providers import AttemptFailed
 from gateway.providers.sagemaker import SageMaker
-from tests.conftest import ADMIN_KEY, TENANT_KEY, Gateway
+from tests.conftest import ADMIN_KEY, Gateway
 from tests.fake_upstream import FakeUpstream
-from tests.fakes.aws import ACCESS_KEY, REGION, SECRET_KEY
+from tests.fakes.aws import ACCESS_KEY, REGION, SECRET_KEY, policy_with_backup
 from tests.fakes.sagemaker import COMPONENT, FakeSageMaker, SageMakerFault
 
 ENDPOINT = "llama-3-endpoint"
@@ -213,32 +212,16 @@ async def test_tgi_refuses_tools_by_name_without_calling(sagemaker: FakeSageMake
 
 
 def policy(sagemaker: FakeSageMaker, backup: FakeUpstream, container: str) -> str:
-    return textwrap.dedent(f"""\
-        version: 1
-        models:
-          llama:
-            provider: sagemaker
-            base_url: {sagemaker.url}
-            model: {ENDPOINT}
-            aws: {{region: {REGION}, access_key_id: "${{TEST_AWS_KEY_ID}}",
-                   secret_access_key: "${{TEST_AWS_SECRET}}", inference_component: llama-ic-1}}
-            container: {{format: {container}}}
-            price: {{input_per_mtok: 0.60, output_per_mtok: 2.40}}
-            fallbacks: [backup]
-            timeouts: {{connect_s: 2, first_token_s: 5, total_s: 20}}
-            retries: {{max_attempts: 2, budget_s: 5, backoff_initial_s: 0.01, backoff_max_s: 0.05}}
-          backup:
-            provider: openai_compatible
-            base_url: {backup.base_url}
-            model: upstream-backup
-            price: {{input_per_mtok: 0.10, output_per_mtok: 0.20}}
-        baseline_model: llama
-        routes:
-          - {{name: default, to: llama}}
-        tenants:
-          team-a: {{api_keys: ["{TENANT_KEY}"]}}
-        admin: {{api_keys: ["{ADMIN_KEY}"]}}
-        """)
+    entry = f"""\
+        provider: sagemaker
+        base_url: {sagemaker.url}
+        model: {ENDPOINT}
+        aws: {{region: {REGION}, access_key_id: "${{TEST_AWS_KEY_ID}}",
+               secret_access_key: "${{TEST_AWS_SECRET}}", inference_component: llama-ic-1}}
+        container: {{format: {container}}}
+        price: {{input_per_mtok: 0.60, output_per_mtok: 2.40}}
+        """
+    return policy_with_backup("llama", entry, backup.base_url)
 
 
 @pytest.fixture
