@@ -31,6 +31,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials
 from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserError
+from botocore.exceptions import BotoCoreError
 from botocore.session import Session
 
 from gateway.policy.models import AwsOptions, ModelConfig
@@ -127,7 +128,10 @@ class Signer:
         ``url`` is already percent-encoded; botocore encodes its path once more for the
         canonical request, as AWS does on its side.
         """
-        frozen = await self._current()
+        try:
+            frozen = await self._current()
+        except BotoCoreError as exc:  # an unknown profile, a role that cannot be assumed...
+            raise AttemptFailed("status", f"HTTP 401: AWS credentials: {exc}", status=401) from exc
         request = AWSRequest(method="POST", url=url, data=body, headers=dict(headers))
         SigV4Auth(frozen, self._service, self._aws.region).add_auth(request)
         return dict(request.headers.items())

@@ -346,3 +346,15 @@ def test_literal_aws_keys_in_a_policy_are_warned_about(tmp_path: Path) -> None:
     assert [format_path(w.path) for w in loaded.warnings if "literal" in w.message] == [
         "$.models.claude.aws.secret_access_key"
     ]
+
+
+def test_an_unknown_profile_is_a_failed_attempt_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    signer = Signer(AwsOptions(region="us-east-1", profile="nowhere"), "bedrock")
+    with pytest.raises(AttemptFailed) as failed:
+        asyncio.run(signer.sign("https://h.example/model/m/converse", b"{}", {}))
+    assert failed.value.status == 401 and "nowhere" in failed.value.message
+    assert not failed.value.retryable and not failed.value.clients_fault
