@@ -358,3 +358,21 @@ def test_an_unknown_profile_is_a_failed_attempt_not_a_crash(
         asyncio.run(signer.sign("https://h.example/model/m/converse", b"{}", {}))
     assert failed.value.status == 401 and "nowhere" in failed.value.message
     assert not failed.value.retryable and not failed.value.clients_fault
+
+
+def test_a_parts_cache_control_becomes_a_cache_point_after_it() -> None:
+    long_text = {"type": "text", "text": "the manual ...", "cache_control": {"type": "ephemeral"}}
+    body = {
+        "messages": [
+            {"role": "system", "content": [long_text]},
+            {"role": "user", "content": [long_text, {"type": "text", "text": "question"}]},
+        ]
+    }
+    out = converse(body)
+    point = {"cachePoint": {"type": "default"}}
+    assert out["system"] == [{"text": "the manual ..."}, point]
+    assert out["messages"][0]["content"] == [
+        {"text": "the manual ..."},
+        point,
+        {"text": "question"},
+    ]
