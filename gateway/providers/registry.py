@@ -12,6 +12,7 @@ from collections.abc import Callable
 from gateway.policy.models import ModelConfig
 from gateway.providers import Provider
 from gateway.providers.anthropic import Anthropic
+from gateway.providers.azure_ml import AzureML
 from gateway.providers.azure_openai import AzureOpenAI
 from gateway.providers.bedrock import Bedrock
 from gateway.providers.openai_compatible import OpenAICompatible
@@ -21,6 +22,7 @@ from gateway.providers.vertex import Vertex
 REMOTE: dict[str, Callable[[ModelConfig], Provider]] = {
     "openai_compatible": OpenAICompatible,
     "azure_openai": AzureOpenAI,
+    "azure_ml": AzureML,
     "anthropic": Anthropic,
     "vertex": Vertex,
     "bedrock": Bedrock,

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode
 from urllib.request import Request, urlopen
 
+import pytest
 from azure.core.credentials import AccessTokenInfo
 
 from tests.fake_upstream import answer_text, chunks, completion, embeddings
@@ -35,6 +36,10 @@ from tests.servers import ServerThread
 Send = Any
 Receive = Any
 FIXTURES = Path(__file__).parent / "azure_fixtures"
+OTHER_AZURE_SOURCES = ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET",
+                       "AZURE_USERNAME", "AZURE_FEDERATED_TOKEN_FILE", "MSI_ENDPOINT",
+                       "MSI_SECRET", "IMDS_ENDPOINT", "IDENTITY_SERVER_THUMBPRINT")  # fmt: skip
+"""What would make DefaultAzureCredential take another source than the managed identity."""
 FILTER = {
     name: {"filtered": False, "severity": "safe"}
     for name in ("hate", "self_harm", "sexual", "violence")
@@ -96,6 +101,16 @@ class FakeIdentity:
         """The environment that points azure-identity's managed identity here."""
         assert self.server is not None
         return {"IDENTITY_ENDPOINT": f"{self.server.url}/msi/token", "IDENTITY_HEADER": self.SECRET}
+
+    def use(self, monkeypatch: pytest.MonkeyPatch) -> FakeIdentity:
+        """Make this the identity ``DefaultAzureCredential`` finds (the other sources of its
+        chain cleared from the environment), with no token issued yet."""
+        for name in OTHER_AZURE_SOURCES:
+            monkeypatch.delenv(name, raising=False)
+        for name, value in self.env().items():
+            monkeypatch.setenv(name, value)
+        self.issued.clear()
+        return self
 
     def start(self) -> FakeIdentity:
         self.server = ServerThread(self._app, lifespan="off").start()

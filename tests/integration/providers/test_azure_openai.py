@@ -34,9 +34,6 @@ TOOLS: Any = [
         },
     }
 ]
-AZURE_ENV = ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_USERNAME",
-             "AZURE_FEDERATED_TOKEN_FILE", "MSI_ENDPOINT", "MSI_SECRET", "IMDS_ENDPOINT",
-             "IDENTITY_SERVER_THUMBPRINT")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +61,7 @@ def identity(
     _servers: tuple[FakeAzureOpenAI, FakeIdentity], monkeypatch: pytest.MonkeyPatch
 ) -> FakeIdentity:
     """The fake token endpoint, where azure-identity's managed identity credential looks."""
-    for name in AZURE_ENV:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in _servers[1].env().items():
-        monkeypatch.setenv(name, value)
-    _servers[1].issued.clear()
-    return _servers[1]
+    return _servers[1].use(monkeypatch)
 
 
 def policy(azure: FakeAzureOpenAI, backup: FakeUpstream, model: str) -> str:
