@@ -14,8 +14,9 @@ sources; ``stop`` becomes ``stop_sequences``; ``user`` becomes ``metadata.user_i
 else `DEFAULT_MAX_TOKENS` (the policy's ``max_tokens.default`` is applied before this).
 What changes the answer and cannot be asked of Messages (``n`` > 1, ``logprobs``, a JSON
 ``response_format``, audio) is refused with `Unsupported`; what only tunes or labels
-(``seed``, penalties, ``stream_options``, ``store``, ``metadata``, ``service_tier``) is
-dropped.
+(``seed``, penalties, ``stream_options``, ``store``, ``metadata``, ``service_tier``,
+``prompt_cache_key``) is dropped. A ``cache_control`` on a content part or a tool is kept on
+its block: Anthropic caches only up to such marks.
 
 Answers: text blocks join into ``content``, ``tool_use`` blocks become ``tool_calls`` (the
 arguments as JSON text), ``thinking`` becomes ``reasoning_content`` (vLLM's field); usage is
@@ -75,6 +76,8 @@ _DROPPED = frozenset(
         "store",
         "metadata",
         "service_tier",
+        "prompt_cache_key",
+        "safety_identifier",
         "parallel_tool_calls",
         "n",
         "logprobs",
@@ -162,13 +165,23 @@ def _blocks(content: Any, path: str) -> list[dict[str, Any]]:
     for j, part in enumerate(content):
         kind = part.get("type")
         if kind == "text":
-            if part["text"].strip():
-                blocks.append({"type": "text", "text": part["text"]})
+            if not part["text"].strip():
+                continue
+            block = {"type": "text", "text": part["text"]}
         elif kind == "image_url":
-            blocks.append({"type": "image", "source": _image_source(part["image_url"]["url"])})
+            block = {"type": "image", "source": _image_source(part["image_url"]["url"])}
         else:
             raise Unsupported(f"'{path}.content[{j}]' of type {kind!r}: not offered by Messages")
+        blocks.append(_cache_point(block, part))
     return blocks
+
+
+def _cache_point(block: dict[str, Any], marked: dict[str, Any]) -> dict[str, Any]:
+    """``block`` with the ``cache_control`` a chat part or tool carries (Anthropic's, as
+    LiteLLM and Bedrock's translation take it): without one, Anthropic caches nothing."""
+    if marked.get("cache_control"):
+        block["cache_control"] = marked["cache_control"]
+    return block
 
 
 def _image_source(url: str) -> dict[str, str]:
@@ -217,7 +230,7 @@ def _tool(tool: dict[str, Any]) -> dict[str, Any]:
     found: dict[str, Any] = {"name": function["name"], "input_schema": schema}
     if function.get("description"):
         found["description"] = function["description"]
-    return found
+    return _cache_point(found, tool)
 
 
 def _tool_choice(chat: dict[str, Any]) -> dict[str, Any] | None:

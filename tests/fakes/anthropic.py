@@ -58,12 +58,21 @@ class FakeAnthropic:
     requests: list[Received] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     _scripts: deque[Script] = field(default_factory=deque)
+    _cached: set[str] = field(default_factory=set)
+    """Prompt prefixes written to the simulated prompt cache."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
     server: ServerThread | None = None
 
     def script(self, *scripts: Script) -> None:
         with self._lock:
             self._scripts.extend(scripts)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._scripts.clear()
+            self.requests.clear()
+            self.problems.clear()
+            self._cached.clear()
 
     @property
     def base_url(self) -> str:
@@ -152,11 +161,11 @@ class FakeAnthropic:
             words = f"{self.name} says: {text}".split()
             stop = "max_tokens" if len(words) > body["max_tokens"] else "end_turn"
             content = [_text(" ".join(words[: body["max_tokens"]]))]
-        prompt = len(json.dumps(body["messages"]).split())
+        written, read = self._prompt_cache(body)
         usage = {
-            "input_tokens": prompt,
-            "cache_creation_input_tokens": script.cache_creation,
-            "cache_read_input_tokens": script.cache_read,
+            "input_tokens": len(json.dumps(body["messages"]).split()),
+            "cache_creation_input_tokens": script.cache_creation or written,
+            "cache_read_input_tokens": script.cache_read or read,
             "output_tokens": 7,
         }
         model = body.get("model", "claude-on-vertex")
@@ -170,6 +179,24 @@ class FakeAnthropic:
             "stop_sequence": None,
             "usage": usage,
         }
+
+    def _prompt_cache(self, body: dict[str, Any]) -> tuple[int, int]:
+        """Anthropic's prompt cache, simulated: the prefix (tools, system, messages) up to the
+        last ``cache_control`` mark is written the first time it is seen, read after; its
+        "tokens" are its words. No mark: nothing cached."""
+        system = body.get("system")
+        turns = [m["content"] for m in body["messages"] if isinstance(m["content"], list)]
+        blocks = [*body.get("tools", []), *(system if isinstance(system, list) else [])]
+        blocks += [block for turn in turns for block in turn]
+        marks = [i for i, block in enumerate(blocks) if "cache_control" in block]
+        if not marks:
+            return 0, 0
+        prefix = json.dumps(blocks[: marks[-1] + 1], sort_keys=True)
+        with self._lock:
+            seen = prefix in self._cached
+            self._cached.add(prefix)
+        tokens = len(prefix.split())
+        return (0, tokens) if seen else (tokens, 0)
 
 
 VERTEX_VERSION = "vertex-2023-10-16"

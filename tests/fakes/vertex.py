@@ -81,9 +81,7 @@ class FakeVertex:
     def reset(self) -> None:
         with self._lock:
             self.gemini.reset()
-            self.claude.requests.clear()
-            self.claude.problems.clear()
-            self.claude._scripts.clear()
+            self.claude.reset()
             self.claude_models.clear()
             self.tokens_issued = self.refused = 0
             self.expires_in = 3600

@@ -41,9 +41,7 @@ def _claude() -> Iterator[FakeAnthropic]:
 
 @pytest.fixture
 def claude(_claude: FakeAnthropic) -> FakeAnthropic:
-    _claude.requests.clear()
-    _claude.problems.clear()
-    _claude._scripts.clear()
+    _claude.reset()
     return _claude
 
 

@@ -127,3 +127,38 @@ def test_the_ledger_prices_each_path(gateway: Gateway, vertex: FakeVertex) -> No
         == (usage.prompt_tokens * Decimal("0.30") + usage.completion_tokens * Decimal("2.50"))
         / per_mtok
     )
+
+
+def test_claude_on_vertex_golden_body_and_a_cache_hit_on_the_repeat(
+    gateway: Gateway, vertex: FakeVertex
+) -> None:
+    """PITFALLS 3.9: the body Vertex wants, with the cache mark kept, so the repeat reads."""
+    system = {
+        "type": "text",
+        "text": "A long shared preamble.",
+        "cache_control": {"type": "ephemeral"},
+    }
+    usages = [
+        gateway.client()
+        .chat.completions.create(
+            model="claude",
+            messages=[{"role": "system", "content": [system]}, {"role": "user", "content": ask}],
+            max_tokens=64,
+            stop=["END"],
+        )
+        .usage
+        for ask in ("first", "second")
+    ]
+    assert vertex.claude.requests[0].body == {
+        "anthropic_version": "vertex-2023-10-16",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "first"}]}],
+        "system": [system],
+        "stop_sequences": ["END"],
+    }
+    written, read = (
+        u.prompt_tokens_details.cached_tokens for u in usages if u and u.prompt_tokens_details
+    )
+    assert written == 0 and read > 0
+    first, second = gateway.records(2)
+    assert (first.cached_input_tokens, second.cached_input_tokens) == (0, read)

@@ -96,15 +96,24 @@ def test_request_fields(chat: dict[str, Any], expected: dict[str, Any]) -> None:
     assert body == {"max_tokens": DEFAULT_MAX_TOKENS} | expected
 
 
-def test_tools_and_images() -> None:
-    tool = {"type": "function", "function": {"name": "f", "description": "d", "parameters": {}}}
+def test_tools_images_and_cache_marks() -> None:
+    mark = {"type": "ephemeral"}
+    function = {"name": "f", "description": "d", "parameters": {}}
+    tool = {"type": "function", "function": function, "cache_control": mark}
     parts = [
-        {"type": "text", "text": "look"},
+        {"type": "text", "text": "look", "cache_control": mark},
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR"}},
         {"type": "image_url", "image_url": {"url": "https://example.com/a.jpg"}},
     ]
     body = messages_body({"messages": [{"role": "user", "content": parts}], "tools": [tool]})
-    assert body["tools"] == [{"name": "f", "description": "d", "input_schema": {"type": "object"}}]
+    assert body["tools"] == [
+        {"name": "f", "description": "d", "input_schema": {"type": "object"}, "cache_control": mark}
+    ]
+    assert body["messages"][0]["content"][0] == {
+        "type": "text",
+        "text": "look",
+        "cache_control": mark,
+    }
     assert body["messages"][0]["content"][1:] == [
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}},
         {"type": "image", "source": {"type": "url", "url": "https://example.com/a.jpg"}},
