@@ -197,12 +197,18 @@ class GcpOptions(Strict):
 
 
 class AzureOptions(Strict):
-    """An Azure OpenAI deployment, or the auth of an Azure ML online endpoint."""
+    """An Azure OpenAI deployment, or an Azure ML endpoint's deployment; and their auth."""
 
-    deployment: str | None = Field(default=None, description="azure_openai: the deployment.")
+    deployment: str | None = Field(
+        default=None,
+        description="azure_openai: the deployment (unset: the model's name); azure_ml: the "
+        "endpoint's deployment, sent as azureml-model-deployment (unset: its traffic split).",
+    )
     api_version: str | None = Field(
         default=None,
-        description="azure_openai: e.g. 2024-10-21; unset: the v1 API (base_url .../openai/v1).",
+        description="azure_openai: e.g. 2024-10-21, for the deployment URL "
+        "{base_url}/openai/deployments/{deployment}/...?api-version=; unset: the v1 API "
+        "({base_url}/openai/v1/..., the deployment as the request's model).",
     )
     auth: Literal["api_key", "entra_id"] = Field(
         default="api_key",
