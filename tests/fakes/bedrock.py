@@ -39,6 +39,8 @@ class BedrockFault:
     stream_exception: str | None = None
     """Streams: send this exception frame after ``after_deltas`` text deltas."""
     after_deltas: int = 0
+    raw_stream: bytes | None = None
+    """Streams: send these bytes as a 200 event stream instead of the answer's frames."""
 
 
 @dataclass
@@ -87,6 +89,9 @@ class FakeBedrock(FakeAwsServer[Received, BedrockFault]):
         if fault.status is not None:
             message = {"message": f"injected {fault.error_type}"}
             await send_json(send, fault.status, message, fault.error_type)
+            return
+        if fault.raw_stream is not None:
+            await send_frames(send, [fault.raw_stream])
             return
         answer = self._answer(body)
         if parts[3] == "converse":

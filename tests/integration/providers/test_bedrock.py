@@ -16,7 +16,7 @@ from gateway.providers import AttemptFailed
 from gateway.providers.bedrock import Bedrock
 from tests.conftest import Gateway
 from tests.fake_upstream import FakeUpstream
-from tests.fakes.aws import ACCESS_KEY, REGION, SECRET_KEY, policy_with_backup
+from tests.fakes.aws import ACCESS_KEY, REGION, SECRET_KEY, event, policy_with_backup
 from tests.fakes.bedrock import BedrockFault, FakeBedrock
 
 ARN = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-haiku:0"
@@ -141,6 +141,22 @@ async def test_a_throttling_frame_after_two_deltas_is_a_retryable_failure(
     assert [c["choices"][0]["delta"].get("content") for c in got] == ["bedrock", " says:"]
     assert failure is not None and failure.status == 429 and failure.retryable
     assert "throttlingException" in failure.message
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"message": "an error sent as a 200"}' * 3,
+        event("contentBlockDelta", {"delta": {"text": "hi"}})[:-1] + b"\x00",  # a bad CRC
+    ],
+)
+async def test_bytes_that_are_not_frames_are_a_protocol_failure(
+    bedrock: FakeBedrock, raw: bytes
+) -> None:
+    bedrock.script(BedrockFault(raw_stream=raw))
+    got, failure = await chunks_until_failure(provider(bedrock), {"messages": USER})
+    assert got == [] and failure is not None
+    assert failure.kind == "protocol" and "unreadable event stream" in failure.message
 
 
 async def test_a_streamed_tool_call_with_frames_cut_anywhere(bedrock: FakeBedrock) -> None:
