@@ -22,6 +22,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from gateway.providers import AttemptFailed, Provider
 from tests.conftest import ADMIN_KEY, TENANT_KEY
 from tests.servers import ServerThread
 
@@ -203,3 +204,19 @@ def policy_with_backup(name: str, entry: str, backup_url: str) -> str:
           team-a: {{api_keys: ["{TENANT_KEY}"]}}
         admin: {{api_keys: ["{ADMIN_KEY}"]}}
         """)
+
+
+async def streamed(
+    provider: Provider, body: dict[str, Any]
+) -> tuple[list[dict[str, Any]], AttemptFailed | None]:
+    """One streamed attempt's chat chunks, decoded, and the failure that ended it, if any;
+    the provider is closed after."""
+    got: list[dict[str, Any]] = []
+    try:
+        async for batch in provider.stream(body):
+            got += [json.loads(c) for c in batch]
+    except AttemptFailed as exc:
+        return got, exc
+    finally:
+        await provider.aclose()
+    return got, None

@@ -16,7 +16,7 @@ from gateway.providers import AttemptFailed
 from gateway.providers.bedrock import Bedrock
 from tests.conftest import Gateway
 from tests.fake_upstream import FakeUpstream
-from tests.fakes.aws import ACCESS_KEY, REGION, SECRET_KEY, event, policy_with_backup
+from tests.fakes.aws import ACCESS_KEY, REGION, SECRET_KEY, event, policy_with_backup, streamed
 from tests.fakes.bedrock import BedrockFault, FakeBedrock
 
 ARN = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-haiku:0"
@@ -56,20 +56,6 @@ def provider(fake: FakeBedrock, **aws: Any) -> Bedrock:
         aws=AwsOptions(region=REGION, **keys),
     )
     return Bedrock(config)
-
-
-async def chunks_until_failure(
-    bedrock: Bedrock, body: dict[str, Any]
-) -> tuple[list[dict[str, Any]], AttemptFailed | None]:
-    got: list[dict[str, Any]] = []
-    try:
-        async for batch in bedrock.stream(body):
-            got += [json.loads(c) for c in batch]
-    except AttemptFailed as exc:
-        return got, exc
-    finally:
-        await bedrock.aclose()
-    return got, None
 
 
 async def test_an_arn_reaches_bedrock_whole_and_the_signature_holds(bedrock: FakeBedrock) -> None:
@@ -123,7 +109,7 @@ async def test_errors_are_read_as_json_and_classified_by_type(
     bedrock: FakeBedrock, fault: BedrockFault, status: int, retryable: bool, clients_fault: bool
 ) -> None:
     bedrock.script(fault)
-    got, failure = await chunks_until_failure(provider(bedrock), {"messages": USER})
+    got, failure = await streamed(provider(bedrock), {"messages": USER})
     assert got == [] and failure is not None
     assert (failure.status, failure.retryable, failure.clients_fault) == (
         status,
@@ -137,7 +123,7 @@ async def test_a_throttling_frame_after_two_deltas_is_a_retryable_failure(
     bedrock: FakeBedrock,
 ) -> None:
     bedrock.script(BedrockFault(stream_exception="throttlingException", after_deltas=2))
-    got, failure = await chunks_until_failure(provider(bedrock), {"messages": USER})
+    got, failure = await streamed(provider(bedrock), {"messages": USER})
     assert [c["choices"][0]["delta"].get("content") for c in got] == ["bedrock", " says:"]
     assert failure is not None and failure.status == 429 and failure.retryable
     assert "throttlingException" in failure.message
@@ -154,7 +140,7 @@ async def test_bytes_that_are_not_frames_are_a_protocol_failure(
     bedrock: FakeBedrock, raw: bytes
 ) -> None:
     bedrock.script(BedrockFault(raw_stream=raw))
-    got, failure = await chunks_until_failure(provider(bedrock), {"messages": USER})
+    got, failure = await streamed(provider(bedrock), {"messages": USER})
     assert got == [] and failure is not None
     assert failure.kind == "protocol" and "unreadable event stream" in failure.message
 
@@ -163,7 +149,7 @@ async def test_a_streamed_tool_call_with_frames_cut_anywhere(bedrock: FakeBedroc
     for split in (1, 5, 13, 40):
         bedrock.split = split
         body = {"messages": USER, "tools": TOOLS, "stream": True}
-        got, failure = await chunks_until_failure(provider(bedrock), body)
+        got, failure = await streamed(provider(bedrock), body)
         assert failure is None
         calls = [
             t for c in got if c["choices"] for t in c["choices"][0]["delta"].get("tool_calls", [])

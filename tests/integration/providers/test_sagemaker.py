@@ -18,7 +18,7 @@ from gateway.providers import AttemptFailed
 from gateway.providers.sagemaker import SageMaker
 from tests.conftest import ADMIN_KEY, Gateway
 from tests.fake_upstream import FakeUpstream
-from tests.fakes.aws import ACCESS_KEY, REGION, SECRET_KEY, policy_with_backup
+from tests.fakes.aws import ACCESS_KEY, REGION, SECRET_KEY, policy_with_backup, streamed
 from tests.fakes.sagemaker import COMPONENT, FakeSageMaker, SageMakerFault
 
 ENDPOINT = "llama-3-endpoint"
@@ -66,20 +66,6 @@ async def complete(client: SageMaker, body: dict[str, Any]) -> dict[str, Any]:
         await client.aclose()
 
 
-async def stream(
-    client: SageMaker, body: dict[str, Any]
-) -> tuple[list[dict[str, Any]], AttemptFailed | None]:
-    got: list[dict[str, Any]] = []
-    try:
-        async for batch in client.stream(body):
-            got += [json.loads(c) for c in batch]
-    except AttemptFailed as exc:
-        return got, exc
-    finally:
-        await client.aclose()
-    return got, None
-
-
 def text_of(chunks: list[dict[str, Any]]) -> str:
     return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
 
@@ -101,7 +87,7 @@ async def test_openai_container_gets_the_body_signed_with_the_component(
 
 async def test_the_streaming_path_sends_the_component_too(sagemaker: FakeSageMaker) -> None:
     sagemaker.component = "llama-ic-1"
-    got, failure = await stream(provider(sagemaker, component="llama-ic-1"), {"messages": USER})
+    got, failure = await streamed(provider(sagemaker, component="llama-ic-1"), {"messages": USER})
     assert failure is None and text_of(got) == "sagemaker says: hello there"
     assert sagemaker.requests[0].path == "invocations-response-stream"
     assert sagemaker.requests[0].headers[COMPONENT] == "llama-ic-1"
@@ -112,7 +98,7 @@ async def test_without_the_component_an_endpoint_that_needs_one_refuses(
     sagemaker: FakeSageMaker,
 ) -> None:
     sagemaker.component = "llama-ic-1"
-    got, failure = await stream(provider(sagemaker), {"messages": USER})
+    got, failure = await streamed(provider(sagemaker), {"messages": USER})
     assert got == [] and failure is not None
     assert failure.status == 400 and failure.clients_fault
 
@@ -121,7 +107,7 @@ async def test_sse_lines_cut_anywhere_across_payload_parts_read_the_same(
     sagemaker: FakeSageMaker,
 ) -> None:
     body = {"messages": USER, "tools": TOOLS, **STREAM}
-    whole, failure = await stream(provider(sagemaker), body)
+    whole, failure = await streamed(provider(sagemaker), body)
     assert failure is None and whole[-1]["usage"]["total_tokens"] > 0
     rng = random.Random(15)
     for sizes in [
@@ -131,7 +117,7 @@ async def test_sse_lines_cut_anywhere_across_payload_parts_read_the_same(
         *[tuple(rng.randint(1, 90) for _ in range(5)) for _ in range(12)],
     ]:
         sagemaker.part_sizes = sizes
-        got, failure = await stream(provider(sagemaker), body)
+        got, failure = await streamed(provider(sagemaker), body)
         assert failure is None, sizes
         assert [{**c, "created": 0} for c in got] == [{**c, "created": 0} for c in whole], sizes
 
@@ -141,7 +127,7 @@ async def test_a_model_stream_error_after_two_parts_is_a_retryable_failure(
 ) -> None:
     sagemaker.part_sizes = (1000,)
     sagemaker.script(SageMakerFault(stream_exception="ModelStreamError", after_parts=1))
-    got, failure = await stream(provider(sagemaker), {"messages": USER, **STREAM})
+    got, failure = await streamed(provider(sagemaker), {"messages": USER, **STREAM})
     assert got and failure is not None
     assert failure.status == 502 and failure.retryable and "ModelStreamError" in failure.message
 
@@ -196,7 +182,7 @@ async def test_tgi_stream_lines_cut_anywhere_read_the_same(sagemaker: FakeSageMa
     sagemaker.format = "tgi"
     for sizes in [(4096,), (1,), (3, 11), (17, 2, 40)]:
         sagemaker.part_sizes = sizes
-        got, failure = await stream(provider(sagemaker, "tgi"), {"messages": USER, **STREAM})
+        got, failure = await streamed(provider(sagemaker, "tgi"), {"messages": USER, **STREAM})
         assert failure is None, sizes
         assert text_of(got) == "sagemaker says: hello there"
         assert got[-1]["choices"][0]["finish_reason"] == "stop"
