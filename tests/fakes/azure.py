@@ -23,7 +23,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlencode
 from urllib.request import Request, urlopen
 
@@ -84,7 +84,36 @@ class Received:
     body: Any
 
 
-class FakeIdentity:
+class Served:
+    """A fake served on 127.0.0.1 from `start` to `stop`."""
+
+    server: ServerThread | None = None
+
+    def start(self) -> Self:
+        self.server = ServerThread(self._app, lifespan="off").start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return self.server.url
+
+    async def _app(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+def _head(scope: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """A request's headers (lower-case names) and its query parameters."""
+    headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+    query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
+    return headers, query
+
+
+class FakeIdentity(Served):
     """App Service's managed identity endpoint: ``GET ?api-version=2019-08-01&resource=...``
     with the ``X-IDENTITY-HEADER`` secret; each call issues a new token for that resource."""
 
@@ -95,12 +124,10 @@ class FakeIdentity:
         self.issued: dict[str, str] = {}
         """Token -> the resource it was issued for."""
         self._numbers = itertools.count(1)
-        self.server: ServerThread | None = None
 
     def env(self) -> dict[str, str]:
         """The environment that points azure-identity's managed identity here."""
-        assert self.server is not None
-        return {"IDENTITY_ENDPOINT": f"{self.server.url}/msi/token", "IDENTITY_HEADER": self.SECRET}
+        return {"IDENTITY_ENDPOINT": f"{self.url}/msi/token", "IDENTITY_HEADER": self.SECRET}
 
     def use(self, monkeypatch: pytest.MonkeyPatch) -> FakeIdentity:
         """Make this the identity ``DefaultAzureCredential`` finds (the other sources of its
@@ -112,17 +139,8 @@ class FakeIdentity:
         self.issued.clear()
         return self
 
-    def start(self) -> FakeIdentity:
-        self.server = ServerThread(self._app, lifespan="off").start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-
     async def _app(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
+        headers, query = _head(scope)
         if (
             scope["path"] != "/msi/token"
             or headers.get("x-identity-header") != self.SECRET
@@ -143,7 +161,7 @@ class FakeIdentity:
 
 
 @dataclass
-class FakeAzure:
+class FakeAzure(Served):
     """What the two fake services share: recording, scripted failures, key or token checks."""
 
     name: str
@@ -156,26 +174,12 @@ class FakeAzure:
     """Tokens answered with a 401 although issued."""
     _faults: deque[tuple[int, dict[str, str]]] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    server: ServerThread | None = None
 
     def script(self, *statuses: int, retry_after: str | None = None) -> None:
         """The next requests are answered with these statuses (Azure's error bodies)."""
         headers = {"retry-after": retry_after} if retry_after else {}
         with self._lock:
             self._faults.extend((status, headers) for status in statuses)
-
-    def start(self) -> FakeAzure:
-        self.server = ServerThread(self._app, lifespan="off").start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return self.server.url
 
     def _authorized(self, headers: dict[str, str]) -> bool:
         """The key in the service's header, or a live token for this service."""
@@ -194,8 +198,7 @@ class FakeAzure:
             raw += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
+        headers, query = _head(scope)
         try:
             body = json.loads(raw)
         except ValueError:
@@ -274,7 +277,8 @@ class FakeAzureOpenAI(FakeAzure):
 
     def _events(self, body: dict[str, Any]) -> list[bytes]:
         if self.replay:
-            return [(FIXTURES / self.replay.popleft()).read_bytes()]
+            raw = (FIXTURES / self.replay.popleft()).read_bytes()
+            return [raw[i : i + 37] for i in range(0, len(raw), 37)]  # lines split anywhere
         return azure_events(self.name, self.model, body)
 
 

@@ -14,9 +14,10 @@ from typing import Any
 import openai
 import pytest
 
-from tests.conftest import ADMIN_KEY, TENANT_KEY, Gateway
+from tests.conftest import Gateway
 from tests.fake_upstream import FakeUpstream
 from tests.fakes.azure import FakeAzureML, FakeIdentity
+from tests.fakes.azure_policy import policy
 
 KEY = "azure-ml-endpoint-key-0123456789"
 
@@ -48,27 +49,7 @@ def chat(
     return _servers[1]
 
 
-def policy(backup: FakeUpstream, model: str) -> str:
-    return textwrap.dedent(f"""\
-        version: 1
-        models:
-          aml:
-            {textwrap.indent(model, "            ").strip()}
-            price: {{input_per_mtok: 0.50, output_per_mtok: 1.50}}
-            fallbacks: [backup]
-            timeouts: {{connect_s: 2, first_token_s: 5, total_s: 20}}
-            retries: {{max_attempts: 2, budget_s: 5, backoff_initial_s: 0.01, backoff_max_s: 0.05}}
-          backup:
-            provider: openai_compatible
-            base_url: {backup.base_url}
-            model: upstream-backup
-            price: {{input_per_mtok: 0.10, output_per_mtok: 0.20}}
-        routes:
-          - {{name: default, to: aml}}
-        tenants:
-          team-a: {{api_keys: ["{TENANT_KEY}"]}}
-        admin: {{api_keys: ["{ADMIN_KEY}"]}}
-        """)
+PRICE = "{input_per_mtok: 0.50, output_per_mtok: 1.50}"
 
 
 @pytest.fixture
@@ -82,7 +63,7 @@ def gateway(
         api_key: {KEY}
         azure: {{deployment: blue}}
         container: {{format: tgi}}""")
-    return start_gateway(policy(backup, model))
+    return start_gateway(policy(backup, "aml", model, PRICE))
 
 
 def _ask(client: openai.OpenAI, text: str, stream: bool, **extra: Any) -> tuple[str, str, Any]:
@@ -170,7 +151,7 @@ def test_an_openai_container_with_entra_id_tokens(
         base_url: {chat.url}/score
         model: llama-3-8b
         azure: {{auth: entra_id}}""")
-    gateway = start_gateway(policy(backup, model))
+    gateway = start_gateway(policy(backup, "aml", model, PRICE))
     for stream in (False, True):
         text, finish, usage = _ask(gateway.client(), f"hi {stream}", stream)
         assert (text, finish) == (f"chat says: hi {stream}", "stop")

@@ -18,9 +18,10 @@ import pytest
 from gateway.policy.schema import ModelConfig
 from gateway.providers import AttemptFailed
 from gateway.providers.azure_openai import AzureOpenAI
-from tests.conftest import ADMIN_KEY, TENANT_KEY, Gateway
+from tests.conftest import Gateway
 from tests.fake_upstream import FakeUpstream, usage
 from tests.fakes.azure import FakeAzureOpenAI, FakeIdentity, UncachedCredential
+from tests.fakes.azure_policy import policy
 
 KEY = "azure-openai-key-0123456789"
 DEPLOYMENT = "gpt-4o-deployment"
@@ -64,27 +65,7 @@ def identity(
     return _servers[1].use(monkeypatch)
 
 
-def policy(azure: FakeAzureOpenAI, backup: FakeUpstream, model: str) -> str:
-    return textwrap.dedent(f"""\
-        version: 1
-        models:
-          gpt:
-            {textwrap.indent(model, "            ").strip()}
-            price: {{input_per_mtok: 2.50, cached_input_per_mtok: 1.25, output_per_mtok: 10}}
-            fallbacks: [backup]
-            timeouts: {{connect_s: 2, first_token_s: 5, total_s: 20}}
-            retries: {{max_attempts: 2, budget_s: 5, backoff_initial_s: 0.01, backoff_max_s: 0.05}}
-          backup:
-            provider: openai_compatible
-            base_url: {backup.base_url}
-            model: upstream-backup
-            price: {{input_per_mtok: 0.10, output_per_mtok: 0.20}}
-        routes:
-          - {{name: default, to: gpt}}
-        tenants:
-          team-a: {{api_keys: ["{TENANT_KEY}"]}}
-        admin: {{api_keys: ["{ADMIN_KEY}"]}}
-        """)
+PRICE = "{input_per_mtok: 2.50, cached_input_per_mtok: 1.25, output_per_mtok: 10}"
 
 
 def deployment_model(azure: FakeAzureOpenAI) -> str:
@@ -100,7 +81,7 @@ def deployment_model(azure: FakeAzureOpenAI) -> str:
 def gateway(
     start_gateway: Callable[..., Gateway], azure: FakeAzureOpenAI, backup: FakeUpstream
 ) -> Gateway:
-    return start_gateway(policy(azure, backup, deployment_model(azure)))
+    return start_gateway(policy(backup, "gpt", deployment_model(azure), PRICE))
 
 
 def _ask(client: openai.OpenAI, messages: Any, stream: bool, **extra: Any) -> dict[str, Any]:
@@ -203,7 +184,7 @@ def test_the_v1_api_with_entra_id_tokens(
         base_url: {azure.url}/openai/v1
         model: {DEPLOYMENT}
         azure: {{auth: entra_id}}""")
-    gateway = start_gateway(policy(azure, backup, model))
+    gateway = start_gateway(policy(backup, "gpt", model, PRICE))
     for i, stream in enumerate((False, True, False)):  # new texts: not the gateway's cache
         answer = _ask(gateway.client(), [{"role": "user", "content": f"hi {i}"}], stream)
         assert answer["choices"][0]["message"]["content"] == f"azure says: hi {i}"
