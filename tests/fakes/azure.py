@@ -60,6 +60,22 @@ PROMPT_FILTER_CHUNK = {
         }
     ],
 }
+FILTERED_WORD = "forbidden-topic"
+"""A prompt with this word is refused by the fake's prompt filter, as Azure refuses one."""
+PROMPT_FILTERED = {
+    "error": {
+        "message": "The response was filtered due to the prompt triggering Azure OpenAI's "
+        "content management policy. Please modify your prompt and retry.",
+        "type": None,
+        "param": "prompt",
+        "code": "content_filter",
+        "status": 400,
+        "innererror": {
+            "code": "ResponsibleAIPolicyViolation",
+            "content_filter_result": {**FILTER, "violence": {"filtered": True, "severity": "high"}},
+        },
+    }
+}
 FILTER_ONLY_CHUNK = {
     "choices": [
         {
@@ -262,6 +278,8 @@ class FakeAzureOpenAI(FakeAzure):
             return
         if operation == "embeddings":
             await _send(send, 200, {**embeddings(body), "model": "text-embedding-3-small"})
+        elif FILTERED_WORD in json.dumps(body.get("messages")):
+            await _send(send, 400, PROMPT_FILTERED)
         elif body.get("stream"):
             await _stream(send, self._events(body))
         else:

@@ -20,7 +20,7 @@ from gateway.providers import AttemptFailed
 from gateway.providers.azure_openai import AzureOpenAI
 from tests.conftest import Gateway
 from tests.fake_upstream import FakeUpstream, usage
-from tests.fakes.azure import FakeAzureOpenAI, FakeIdentity, UncachedCredential
+from tests.fakes.azure import FILTERED_WORD, FakeAzureOpenAI, FakeIdentity, UncachedCredential
 from tests.fakes.azure_policy import policy
 
 KEY = "azure-openai-key-0123456789"
@@ -146,6 +146,17 @@ def test_503s_fall_back_to_the_next_provider(
     assert answer["choices"][0]["message"]["content"] == "backup says: hello"
     assert len(azure.requests) == 2 and len(backup.requests) == 1
     assert gateway.records(1)[0].model == "backup"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_filtered_prompt_is_the_clients_400_without_a_fallback(
+    gateway: Gateway, azure: FakeAzureOpenAI, backup: FakeUpstream, stream: bool
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        _ask(gateway.client(), [{"role": "user", "content": FILTERED_WORD}], stream)
+    assert caught.value.code == "content_filter" and caught.value.param == "prompt"
+    assert caught.value.body["innererror"]["code"] == "ResponsibleAIPolicyViolation"  # type: ignore[index]
+    assert len(azure.requests) == 1 and backup.requests == []
 
 
 @pytest.mark.parametrize("stream", [False, True])
