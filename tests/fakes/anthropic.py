@@ -41,6 +41,8 @@ class Script:
     ``overloaded_error`` event."""
     cache_creation: int = 0
     cache_read: int = 0
+    delay_s: float = 0.0
+    """Wait this long before the response head (a slow first token)."""
 
 
 @dataclass
@@ -109,6 +111,7 @@ class FakeAnthropic:
                 self.problems.append(problem)
             await send_json(send, 400, error_body("invalid_request_error", problem))
             return
+        await asyncio.sleep(script.delay_s)
         if script.status is not None:
             extra = [(b"retry-after", script.retry_after.encode())] if script.retry_after else []
             kind = ERROR_TYPES.get(script.status, "overloaded_error")

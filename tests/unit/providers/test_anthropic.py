@@ -24,6 +24,7 @@ from gateway.wire.anthropic_upstream import (
     messages_body,
 )
 from tests.fakes.anthropic import KEY, FakeAnthropic, Script
+from tests.servers import free_port
 
 RECORDED = (Path(__file__).parent / "fixtures" / "anthropic_tool_use.sse").read_bytes()
 USER = {"role": "user", "content": "hi"}
@@ -231,9 +232,17 @@ def fake() -> Iterator[FakeAnthropic]:
     server.stop()
 
 
-def _provider(fake: FakeAnthropic, key: str = KEY) -> Anthropic:
+def _provider(fake: FakeAnthropic, key: str = KEY, base_url: str | None = None) -> Anthropic:
     return Anthropic(
-        ModelConfig(provider="anthropic", base_url=fake.base_url, model="claude-x", api_key=key)
+        ModelConfig.model_validate(
+            {
+                "provider": "anthropic",
+                "base_url": base_url or fake.base_url,
+                "model": "claude-x",
+                "api_key": key,
+                "timeouts": {"connect_s": 1, "first_token_s": 0.6, "total_s": 0.8},
+            }
+        )
     )
 
 
@@ -288,3 +297,27 @@ async def test_an_error_event_after_the_start_breaks_the_stream(fake: FakeAnthro
     finally:
         await stream.aclose()
         await provider.aclose()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_timeouts_and_connection_failures_are_retryable(
+    fake: FakeAnthropic, stream: bool
+) -> None:
+    """A slow head fails the stream at first_token_s and the whole answer at total_s."""
+    fake.reset()
+    fake.script(Script(delay_s=1.0))
+    provider = _provider(fake)
+    closed = _provider(fake, base_url=f"http://127.0.0.1:{free_port()}")
+    try:
+        with pytest.raises(AttemptFailed) as slow:
+            if stream:
+                await anext(provider.stream({"messages": [USER]}))
+            else:
+                await provider.complete({"messages": [USER]})
+        assert slow.value.kind == "timeout" and slow.value.retryable
+        with pytest.raises(AttemptFailed) as refused:
+            await closed.complete({"messages": [USER]})
+        assert refused.value.kind == "connect" and refused.value.retryable
+    finally:
+        await provider.aclose()
+        await closed.aclose()
