@@ -27,12 +27,12 @@ import msgspec
 
 from gateway.policy.models import ModelConfig
 from gateway.providers import AttemptFailed, Embedded, Reply, unsupported
-from gateway.providers.openai_compatible import (
-    _AIOHTTP_ERRORS,
-    _drain,
-    _raise_for_status,
-    _trace_headers,
-    _translate,
+from gateway.providers.http import (
+    AIOHTTP_ERRORS,
+    drain,
+    raise_for_status,
+    trace_headers,
+    translate,
 )
 from gateway.providers.sse import BATCH_BYTES, DataLines
 from gateway.wire.anthropic_upstream import (
@@ -100,7 +100,7 @@ class Anthropic:
             translated["stream"] = True
         else:
             translated.pop("stream", None)
-        headers = {**(_trace_headers() or {}), **(await self._auth())}
+        headers = {**(trace_headers() or {}), **(await self._auth())}
         return {"data": msgspec.json.encode(self._envelope(translated)), "headers": headers}
 
     async def complete(self, body: dict[str, Any]) -> Reply:
@@ -110,12 +110,12 @@ class Anthropic:
                 async with self._session.post(
                     self._url(False), timeout=self._complete_timeout, **request
                 ) as response:
-                    await _raise_for_status(response)
+                    await raise_for_status(response)
                     raw = await response.read()
         except TimeoutError as exc:
             raise AttemptFailed("timeout", "timed out waiting for the answer") from exc
-        except _AIOHTTP_ERRORS as exc:
-            raise _translate(exc) from exc
+        except AIOHTTP_ERRORS as exc:
+            raise translate(exc) from exc
         try:
             return Reply(msgspec.json.encode(completion(msgspec.json.decode(raw))))
         except (msgspec.DecodeError, KeyError, TypeError, AttributeError) as exc:
@@ -126,7 +126,7 @@ class Anthropic:
         deadline = time.monotonic() + self._config.timeouts.total_s
         try:
             async with self._session.post(self._url(True), **request) as response:
-                await _raise_for_status(response)
+                await raise_for_status(response)
                 lines, events = DataLines(), ChunkTranslator()
                 while data := await response.content.read(BATCH_BYTES):
                     if time.monotonic() > deadline:
@@ -134,12 +134,12 @@ class Anthropic:
                     if batch := _translated(events, lines.feed(data)):
                         yield batch
                     if events.done:
-                        await _drain(response)
+                        await drain(response)
                         return
         except TimeoutError as exc:
             raise AttemptFailed("timeout", "timed out waiting for data") from exc
-        except _AIOHTTP_ERRORS as exc:
-            raise _translate(exc) from exc
+        except AIOHTTP_ERRORS as exc:
+            raise translate(exc) from exc
         raise AttemptFailed("protocol", "the stream ended before message_stop")
 
     async def embed(self, body: dict[str, Any]) -> Embedded:

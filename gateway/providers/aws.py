@@ -36,11 +36,11 @@ from botocore.session import Session
 
 from gateway.policy.models import AwsOptions, ModelConfig
 from gateway.providers import AttemptFailed
-from gateway.providers.openai_compatible import (
-    _AIOHTTP_ERRORS,
-    _retry_after,
-    _trace_headers,
-    _translate,
+from gateway.providers.http import (
+    AIOHTTP_ERRORS,
+    retry_after,
+    trace_headers,
+    translate,
 )
 from gateway.providers.sse import BATCH_BYTES
 
@@ -165,8 +165,8 @@ class AwsTransport:
                     return await r.read()
         except TimeoutError as exc:
             raise AttemptFailed("timeout", "timed out waiting for the answer") from exc
-        except _AIOHTTP_ERRORS as exc:
-            raise _translate(exc) from exc
+        except AIOHTTP_ERRORS as exc:
+            raise translate(exc) from exc
 
     async def events(
         self, path: str, body: bytes, headers: Mapping[str, str]
@@ -191,8 +191,8 @@ class AwsTransport:
             raise AttemptFailed("timeout", "timed out waiting for data") from exc
         except ParserError as exc:
             raise AttemptFailed("protocol", f"unreadable event stream: {exc}") from exc
-        except _AIOHTTP_ERRORS as exc:
-            raise _translate(exc) from exc
+        except AIOHTTP_ERRORS as exc:
+            raise translate(exc) from exc
 
     async def _send(
         self, path: str, body: bytes, headers: Mapping[str, str], limits: aiohttp.ClientTimeout
@@ -201,7 +201,7 @@ class AwsTransport:
         signed = await self._signer.sign(url, body, {"content-type": "application/json", **headers})
         # Trace context is added after signing: it is not part of the signature (a hop may
         # rewrite it) and botocore would leave it out anyway.
-        signed.update(_trace_headers() or {})
+        signed.update(trace_headers() or {})
         return await self._session.post(
             yarl.URL(url, encoded=True), data=body, headers=signed, timeout=limits
         )
@@ -261,5 +261,5 @@ async def raise_for_status(response: aiohttp.ClientResponse) -> None:
         # SageMaker's ModelError (424): the container itself answered this status.
         status, error_type = original, None
     failure = aws_failure(str(error_type) if error_type else None, text, status)
-    failure.retry_after = _retry_after(response.headers.get("retry-after"))
+    failure.retry_after = retry_after(response.headers.get("retry-after"))
     raise failure

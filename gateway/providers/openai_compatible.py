@@ -17,20 +17,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
-import email.utils
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
 import msgspec
 import numpy as np
-from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
-from gateway import telemetry
 from gateway.policy.schema import ModelConfig
 from gateway.providers import AttemptFailed, Embedded, Reply, Usage
+from gateway.providers.http import AIOHTTP_ERRORS, drain, raise_for_status, trace_headers, translate
 from gateway.providers.sse import BATCH_BYTES, DataLines
 
 
@@ -74,23 +71,23 @@ class OpenAICompatible:
                 async with self._session.post(
                     url,
                     data=self._payload(body),
-                    headers=_trace_headers(),
+                    headers=trace_headers(),
                     timeout=self._complete_timeout,
                 ) as response:
-                    await _raise_for_status(response)
+                    await raise_for_status(response)
                     return await response.read()
         except TimeoutError as exc:
             raise AttemptFailed("timeout", "timed out waiting for the answer") from exc
-        except _AIOHTTP_ERRORS as exc:
-            raise _translate(exc) from exc
+        except AIOHTTP_ERRORS as exc:
+            raise translate(exc) from exc
 
     async def stream(self, body: dict[str, Any]) -> AsyncGenerator[list[bytes], None]:
         deadline = time.monotonic() + self._config.timeouts.total_s
         try:
             async with self._session.post(
-                self._url, data=self._payload(body), headers=_trace_headers()
+                self._url, data=self._payload(body), headers=trace_headers()
             ) as response:
-                await _raise_for_status(response)
+                await raise_for_status(response)
                 lines = DataLines()
                 while data := await response.content.read(BATCH_BYTES):
                     if time.monotonic() > deadline:
@@ -98,12 +95,12 @@ class OpenAICompatible:
                     if batch := lines.feed(data):
                         yield batch
                     if lines.done:
-                        await _drain(response)
+                        await drain(response)
                         return
         except TimeoutError as exc:
             raise AttemptFailed("timeout", "timed out waiting for data") from exc
-        except _AIOHTTP_ERRORS as exc:
-            raise _translate(exc) from exc
+        except AIOHTTP_ERRORS as exc:
+            raise translate(exc) from exc
         raise AttemptFailed("protocol", "the stream ended without data: [DONE]")
 
     async def aclose(self) -> None:
@@ -140,73 +137,3 @@ def embedded(raw: bytes, count: int) -> Embedded:
         raise AttemptFailed("protocol", f"expected {count} embeddings of one size")
     tokens = answer.usage.prompt_tokens if answer.usage is not None else None
     return Embedded(np.vstack(vectors).astype(np.float32), answer.model, tokens)
-
-
-def _trace_headers() -> Mapping[str, str] | None:
-    """``traceparent`` (and ``tracestate``) so the upstream joins the request's trace."""
-    return telemetry.upstream_headers() or None
-
-
-async def _drain(response: aiohttp.ClientResponse) -> None:
-    """Read what follows ``[DONE]`` (the end of the chunked body), so the connection goes back
-    to the pool instead of being closed; a server that keeps it open past a moment loses it."""
-    with contextlib.suppress(TimeoutError, aiohttp.ClientError):
-        async with asyncio.timeout(0.5):
-            await response.read()
-
-
-async def _raise_for_status(response: aiohttp.ClientResponse) -> None:
-    if response.status < 400:
-        return
-    raw = await response.read()
-    try:
-        body = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        body = None
-    if not isinstance(body, dict):
-        body = None
-    message = _error_message(body) or raw[:200].decode(errors="replace") or response.reason
-    raise AttemptFailed(
-        "status",
-        f"HTTP {response.status}: {message}",
-        status=response.status,
-        body=body,
-        retry_after=_retry_after(response.headers.get("retry-after")),
-    )
-
-
-def _error_message(body: dict[str, Any] | None) -> str | None:
-    error = body.get("error") if body else None
-    message = error.get("message") if isinstance(error, dict) else None
-    return message if isinstance(message, str) else None
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds: either a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-_AIOHTTP_ERRORS = (aiohttp.ClientError, HttpProcessingError)
-"""What aiohttp raises on a failed exchange: its client errors, and its HTTP parser's errors
-(``LineTooLong``, ``BadHttpMessage``...), which are not ``ClientError``s."""
-
-
-def _translate(exc: aiohttp.ClientError | HttpProcessingError) -> AttemptFailed:
-    if isinstance(exc, aiohttp.ServerTimeoutError | aiohttp.ConnectionTimeoutError):
-        return AttemptFailed("timeout", f"timed out: {exc}")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return AttemptFailed("connect", f"cannot connect: {exc}")
-    if isinstance(exc, LineTooLong):
-        # Its text quotes the start of the line: upstream data, not a reason.
-        return AttemptFailed("protocol", f"the upstream sent a line over {exc.args[1]} bytes")
-    return AttemptFailed("protocol", f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,89 @@
+"""What the providers that speak HTTP share: how a failed exchange becomes an `AttemptFailed`
+(statuses with their error bodies and Retry-After, aiohttp's errors), the trace headers an
+upstream joins the request's trace with, and the drain that keeps a connection pooled."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import msgspec
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+
+from gateway import telemetry
+from gateway.providers import AttemptFailed
+
+
+def trace_headers() -> Mapping[str, str] | None:
+    """``traceparent`` (and ``tracestate``) so the upstream joins the request's trace."""
+    return telemetry.upstream_headers() or None
+
+
+async def drain(response: aiohttp.ClientResponse) -> None:
+    """Read what follows ``[DONE]`` (the end of the chunked body), so the connection goes back
+    to the pool instead of being closed; a server that keeps it open past a moment loses it."""
+    with contextlib.suppress(TimeoutError, aiohttp.ClientError):
+        async with asyncio.timeout(0.5):
+            await response.read()
+
+
+async def raise_for_status(response: aiohttp.ClientResponse) -> None:
+    if response.status < 400:
+        return
+    raw = await response.read()
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        body = None
+    if not isinstance(body, dict):
+        body = None
+    message = _error_message(body) or raw[:200].decode(errors="replace") or response.reason
+    raise AttemptFailed(
+        "status",
+        f"HTTP {response.status}: {message}",
+        status=response.status,
+        body=body,
+        retry_after=retry_after(response.headers.get("retry-after")),
+    )
+
+
+def _error_message(body: dict[str, Any] | None) -> str | None:
+    error = body.get("error") if body else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return message if isinstance(message, str) else None
+
+
+def retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: either a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+AIOHTTP_ERRORS = (aiohttp.ClientError, HttpProcessingError)
+"""What aiohttp raises on a failed exchange: its client errors, and its HTTP parser's errors
+(``LineTooLong``, ``BadHttpMessage``...), which are not ``ClientError``s."""
+
+
+def translate(exc: aiohttp.ClientError | HttpProcessingError) -> AttemptFailed:
+    if isinstance(exc, aiohttp.ServerTimeoutError | aiohttp.ConnectionTimeoutError):
+        return AttemptFailed("timeout", f"timed out: {exc}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return AttemptFailed("connect", f"cannot connect: {exc}")
+    if isinstance(exc, LineTooLong):
+        # Its text quotes the start of the line: upstream data, not a reason.
+        return AttemptFailed("protocol", f"the upstream sent a line over {exc.args[1]} bytes")
+    return AttemptFailed("protocol", f"{type(exc).__name__}: {exc}")
