@@ -132,6 +132,8 @@ def parse_chat_request(body: Any, defaults: SamplingDefaults = OPENAI_SAMPLING) 
         raise bad_request("Only n=1 is supported.", "n")
     if body.get("logprobs") or body.get("top_logprobs"):
         raise bad_request("logprobs are not supported by this engine.", "logprobs")
+    if body.get("top_k") is not None:  # vLLM's extension, which Anthropic's API also has
+        raise bad_request("top_k is not supported by this engine; use top_p.", "top_k")
     max_tokens = _integer(body, "max_completion_tokens")
     max_param = "max_completion_tokens"
     if max_tokens is None:

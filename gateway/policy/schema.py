@@ -363,6 +363,17 @@ def _provider_problems(name: str, model: ModelConfig) -> list[Problem]:
         for field in _NEEDS.get(model.provider, ())
         if getattr(model, field) is None
     ]
+    if (
+        model.provider in ("azure_openai", "azure_ml")
+        and (model.azure is None or model.azure.auth == "api_key")
+        and model.api_key is None
+    ):
+        problems.append(
+            (
+                ("models", name, "api_key"),
+                f"{model.provider} needs api_key (or azure: {{auth: entra_id}})",
+            )
+        )
     if model.kind == "embeddings" and model.provider not in _EMBEDDERS:
         problems.append((("models", name, "kind"), f"{model.provider} serves no embeddings"))
     return problems

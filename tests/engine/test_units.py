@@ -68,6 +68,7 @@ def test_parse_defaults_and_aliases() -> None:
         ({"messages": HI, "top_p": 1.5}, "top_p"),
         ({"messages": HI, "stop": [""]}, "stop"),
         ({"messages": HI, "logprobs": True}, "logprobs"),
+        ({"messages": HI, "top_k": 40}, "top_k"),
         ({"messages": HI, "model": 3}, "model"),
     ],
 )
