@@ -19,13 +19,11 @@ import base64
 import hashlib
 import json
 import struct
-import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from tests.servers import ServerThread
+from tests.servers import ScriptedServer, read_body, read_headers
 
 Send = Any
 Receive = Any
@@ -59,62 +57,34 @@ class Received:
 
 
 @dataclass
-class FakeUpstream:
+class FakeUpstream(ScriptedServer[Received, Fault]):
     name: str = "fake"
-    requests: list[Received] = field(default_factory=list)
     disconnects: int = 0
     """Requests whose client went away before the end (during a delay, or a stream)."""
-    _faults: deque[Fault] = field(default_factory=deque)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    server: ServerThread | None = None
 
-    def script(self, *faults: Fault) -> None:
-        """The next requests meet these faults, in order; later ones are answered normally."""
-        with self._lock:
-            self._faults.extend(faults)
+    def __post_init__(self) -> None:
+        super().__init__(Fault())
 
-    def reset(self) -> None:
-        with self._lock:
-            self._faults.clear()
-            self.requests.clear()
-            self.disconnects = 0
+    def _cleared(self) -> None:
+        self.disconnects = 0
 
     @property
     def base_url(self) -> str:
-        assert self.server is not None
-        return f"{self.server.url}/v1"
-
-    def start(self) -> FakeUpstream:
-        self.server = ServerThread(self._app, lifespan="off").start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-
-    def _next_fault(self) -> Fault | None:
-        with self._lock:
-            return self._faults.popleft() if self._faults else None
+        return f"{self.url}/v1"
 
     async def _app(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         assert scope["type"] == "http"
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        raw = await read_body(receive)
         body = json.loads(raw) if raw else {}
-        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
-        with self._lock:
-            self.requests.append(Received(scope["path"], headers, body))
+        headers = read_headers(scope)
+        self.record(Received(scope["path"], headers, body))
         if scope["path"] == "/v1/embeddings":
             await _send(send, 200, json.dumps(embeddings(body)).encode())
             return
         if scope["path"] != "/v1/chat/completions":
             await _send(send, 404, _error_body(f"no route {scope['path']}", "not_found"))
             return
-        fault = self._next_fault() or Fault()
+        fault = self.next_fault()
         if fault.delay_s and await self._left_during(receive, fault.delay_s):
             return
         if fault.status is not None:

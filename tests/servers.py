@@ -1,5 +1,5 @@
-"""Real servers on 127.0.0.1 for tests: any ASGI app served by uvicorn in a thread, and a
-redis-server of a test's own."""
+"""Real servers on 127.0.0.1 for tests: any ASGI app served by uvicorn in a thread, the base of
+the fake upstreams (`Served`, `ScriptedServer`), and a redis-server of a test's own."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ import socket
 import subprocess
 import threading
 import time
+from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, Self, TypeVar
 
+import pytest
 import redis
 import uvicorn
 
@@ -73,6 +76,112 @@ class ServerThread:
 
     def __exit__(self, *exc: tuple[type[BaseException], BaseException, TracebackType]) -> None:
         self.stop()
+
+
+async def read_body(receive: Any) -> bytes:
+    """An ASGI request's whole body."""
+    raw = b""
+    while True:
+        message = await receive()
+        raw += message.get("body", b"")
+        if not message.get("more_body"):
+            return raw
+
+
+def read_headers(scope: dict[str, Any]) -> dict[str, str]:
+    """An ASGI request's headers, by lower-case name."""
+    return {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+
+
+class Served:
+    """A fake served on 127.0.0.1 by its ASGI ``_app``, from `start` to `stop`."""
+
+    server: ServerThread | None = None
+
+    def start(self) -> Self:
+        self.server = ServerThread(self._app, lifespan="off").start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return self.server.url
+
+    async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        raise NotImplementedError
+
+
+Request = TypeVar("Request")
+Fault = TypeVar("Fault")
+
+
+class ScriptedServer(Served, Generic[Request, Fault]):
+    """A fake that records what it received, and answers the next requests with the faults a
+    test scripted (in order; later ones meet ``no_fault``, answered normally).
+
+    A dataclass fake calls ``ScriptedServer.__init__`` from its ``__post_init__``.
+    """
+
+    def __init__(self, no_fault: Fault) -> None:
+        self.requests: list[Request] = []
+        self._no_fault = no_fault
+        self._faults: deque[Fault] = deque()
+        self._lock = threading.Lock()
+
+    def script(self, *faults: Fault) -> None:
+        """The next requests meet these faults, in order; later ones are answered normally."""
+        with self._lock:
+            self._faults.extend(faults)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._faults.clear()
+            self.requests.clear()
+            self._cleared()
+
+    def _cleared(self) -> None:
+        """What else `reset` clears (called with the lock held)."""
+
+    def record(self, request: Request) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+    def next_fault(self) -> Fault:
+        with self._lock:
+            return self._faults.popleft() if self._faults else self._no_fault
+
+    def received(self, request: Request) -> Fault:
+        """Record ``request``; the fault it meets."""
+        with self._lock:
+            self.requests.append(request)
+            return self._faults.popleft() if self._faults else self._no_fault
+
+
+Fake = TypeVar("Fake", bound=Served)
+
+
+def module_fixtures(name: str, make: Callable[[], Fake]) -> tuple[Any, Any]:
+    """Two fixtures: ``_<name>``, the fake ``make`` builds, started once for the test module,
+    and ``<name>``, that fake `reset` for each test that asks for it. A test module assigns
+    both: ``_claude, claude = module_fixtures("claude", FakeAnthropic)``."""
+
+    @pytest.fixture(scope="module", name=f"_{name}")
+    def started() -> Iterator[Fake]:
+        fake = make().start()
+        yield fake
+        fake.stop()
+
+    @pytest.fixture(name=name)
+    def fresh(request: pytest.FixtureRequest) -> Fake:
+        fake: Any = request.getfixturevalue(f"_{name}")
+        fake.reset()
+        return fake  # type: ignore[no-any-return]
+
+    return started, fresh
 
 
 def redis_up(url: str) -> bool:

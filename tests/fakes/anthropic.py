@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.servers import ServerThread
+from tests.fake_upstream import Received
+from tests.servers import ScriptedServer, read_headers
+from tests.servers import read_body as read_raw_body
 
 Send = Any
 Receive = Any
@@ -46,52 +46,28 @@ class Script:
 
 
 @dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-
-
-@dataclass
-class FakeAnthropic:
+class FakeAnthropic(ScriptedServer[Received, Script]):
     name: str = "claude"
     vertex: bool = False
     """Check the body as Claude on Vertex wants it (no ``model``, its ``anthropic_version``)."""
-    requests: list[Received] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    _scripts: deque[Script] = field(default_factory=deque)
     _cached: set[str] = field(default_factory=set)
     """Prompt prefixes written to the simulated prompt cache."""
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    server: ServerThread | None = None
 
-    def script(self, *scripts: Script) -> None:
-        with self._lock:
-            self._scripts.extend(scripts)
+    def __post_init__(self) -> None:
+        super().__init__(Script())
 
-    def reset(self) -> None:
-        with self._lock:
-            self._scripts.clear()
-            self.requests.clear()
-            self.problems.clear()
-            self._cached.clear()
+    def _cleared(self) -> None:
+        self.problems.clear()
+        self._cached.clear()
 
     @property
     def base_url(self) -> str:
-        assert self.server is not None
-        return self.server.url
-
-    def start(self) -> FakeAnthropic:
-        self.server = ServerThread(self._app, lifespan="off").start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
+        return self.url
 
     async def _app(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         body = await read_body(receive)
-        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        headers = read_headers(scope)
         if scope["path"] != "/v1/messages":
             await send_json(send, 404, error_body("not_found_error", scope["path"]))
         elif headers.get("x-api-key") != KEY or headers.get("anthropic-version") != "2023-06-01":
@@ -103,9 +79,7 @@ class FakeAnthropic:
         self, path: str, headers: dict[str, str], body: dict[str, Any], send: Send
     ) -> None:
         """Check and answer one Messages body (the Vertex fake calls this after its checks)."""
-        with self._lock:
-            self.requests.append(Received(path, headers, body))
-            script = self._scripts.popleft() if self._scripts else Script()
+        script = self.received(Received(path, headers, body))
         if problem := self._problem(body):
             with self._lock:
                 self.problems.append(problem)
@@ -252,12 +226,8 @@ def error_body(kind: str, message: str) -> bytes:
 
 
 async def read_body(receive: Receive) -> dict[str, Any]:
-    raw = b""
-    while True:
-        message = await receive()
-        raw += message.get("body", b"")
-        if not message.get("more_body"):
-            return json.loads(raw) if raw else {}
+    raw = await read_raw_body(receive)
+    return json.loads(raw) if raw else {}
 
 
 async def send_json(

@@ -12,19 +12,14 @@ import binascii
 import json
 import re
 import struct
-import textwrap
-import threading
-from collections import deque
 from dataclasses import dataclass
-from typing import Any, Generic, Self, TypeVar
+from typing import Any
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from gateway.providers import AttemptFailed, Provider
-from tests.conftest import ADMIN_KEY, TENANT_KEY
-from tests.servers import ServerThread
 
 ACCESS_KEY = "AKIAFAKEFAKEFAKE0001"
 SECRET_KEY = "fake/secret/key/for/tests/only/0000000000"
@@ -33,53 +28,6 @@ _AUTH = re.compile(
     r"AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request, "
     r"SignedHeaders=([a-z0-9;-]+), Signature=([0-9a-f]{64})"
 )
-
-
-Request = TypeVar("Request")
-Fault = TypeVar("Fault")
-
-
-class FakeAwsServer(Generic[Request, Fault]):
-    """A fake AWS service on a real HTTP server: what it received, and the faults a test
-    scripted for the next requests (in order; later ones are answered normally)."""
-
-    def __init__(self, no_fault: Fault) -> None:
-        self.requests: list[Request] = []
-        self.server: ServerThread | None = None
-        self._no_fault = no_fault
-        self._faults: deque[Fault] = deque()
-        self._lock = threading.Lock()
-
-    def script(self, *faults: Fault) -> None:
-        with self._lock:
-            self._faults.extend(faults)
-
-    def reset(self) -> None:
-        with self._lock:
-            self._faults.clear()
-            self.requests.clear()
-
-    def received(self, request: Request) -> Fault:
-        """Record ``request``; the fault it meets."""
-        with self._lock:
-            self.requests.append(request)
-            return self._faults.popleft() if self._faults else self._no_fault
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return self.server.url
-
-    def start(self) -> Self:
-        self.server = ServerThread(self._app, lifespan="off").start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-
-    async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -150,15 +98,6 @@ def exception(kind: str, message: str) -> bytes:
     return frame(headers, json.dumps({"message": message}).encode())
 
 
-async def read_body(receive: Any) -> bytes:
-    raw = b""
-    while True:
-        message = await receive()
-        raw += message.get("body", b"")
-        if not message.get("more_body"):
-            return raw
-
-
 async def send_json(send: Any, status: int, body: dict[str, Any], error_type: str = "") -> None:
     headers = [(b"content-type", b"application/json")]
     if error_type:
@@ -177,33 +116,6 @@ async def send_frames(send: Any, frames: list[bytes], split: int = 0) -> None:
         for piece in (data[:cut], data[cut:]) if cut else (data,):
             await send({"type": "http.response.body", "body": piece, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-_TRIES = (
-    "fallbacks: [backup]\n"
-    "timeouts: {connect_s: 2, first_token_s: 5, total_s: 20}\n"
-    "retries: {max_attempts: 2, budget_s: 5, backoff_initial_s: 0.01, backoff_max_s: 0.05}\n"
-)
-
-
-def policy_with_backup(name: str, entry: str, backup_url: str) -> str:
-    """A gateway policy whose route goes to the model ``name`` (``entry``: its own YAML keys),
-    tried twice, then falling back to ``backup``, an OpenAI-compatible upstream at
-    ``backup_url``; tenant ``team-a`` holds ``TENANT_KEY``."""
-    own = textwrap.indent(textwrap.dedent(entry).strip() + "\n" + _TRIES, " " * 4)
-    return f"version: 1\nmodels:\n  {name}:\n{own}" + textwrap.dedent(f"""\
-          backup:
-            provider: openai_compatible
-            base_url: {backup_url}
-            model: upstream-backup
-            price: {{input_per_mtok: 0.10, output_per_mtok: 0.20}}
-        baseline_model: {name}
-        routes:
-          - {{name: default, to: {name}}}
-        tenants:
-          team-a: {{api_keys: ["{TENANT_KEY}"]}}
-        admin: {{api_keys: ["{ADMIN_KEY}"]}}
-        """)
 
 
 async def streamed(

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, urlencode
 from urllib.request import Request, urlopen
 
@@ -31,7 +30,7 @@ import pytest
 from azure.core.credentials import AccessTokenInfo
 
 from tests.fake_upstream import answer_text, chunks, completion, embeddings
-from tests.servers import ServerThread
+from tests.servers import ScriptedServer, Served, read_body, read_headers
 
 Send = Any
 Receive = Any
@@ -100,31 +99,9 @@ class Received:
     body: Any
 
 
-class Served:
-    """A fake served on 127.0.0.1 from `start` to `stop`."""
-
-    server: ServerThread | None = None
-
-    def start(self) -> Self:
-        self.server = ServerThread(self._app, lifespan="off").start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return self.server.url
-
-    async def _app(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        raise NotImplementedError
-
-
 def _head(scope: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
     """A request's headers (lower-case names) and its query parameters."""
-    headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+    headers = read_headers(scope)
     query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
     return headers, query
 
@@ -177,7 +154,7 @@ class FakeIdentity(Served):
 
 
 @dataclass
-class FakeAzure(Served):
+class FakeAzure(ScriptedServer[Received, tuple[int, dict[str, str]] | None]):
     """What the two fake services share: recording, scripted failures, key or token checks."""
 
     name: str
@@ -185,17 +162,16 @@ class FakeAzure(Served):
     identity: FakeIdentity | None = None
     resource: str = ""
     """The resource (scope without ``/.default``) a token must be issued for."""
-    requests: list[Received] = field(default_factory=list)
     revoked: set[str] = field(default_factory=set)
     """Tokens answered with a 401 although issued."""
-    _faults: deque[tuple[int, dict[str, str]]] = field(default_factory=deque)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        super().__init__(None)
 
     def script(self, *statuses: int, retry_after: str | None = None) -> None:
         """The next requests are answered with these statuses (Azure's error bodies)."""
         headers = {"retry-after": retry_after} if retry_after else {}
-        with self._lock:
-            self._faults.extend((status, headers) for status in statuses)
+        super().script(*((status, headers) for status in statuses))
 
     def _authorized(self, headers: dict[str, str]) -> bool:
         """The key in the service's header, or a live token for this service."""
@@ -208,21 +184,14 @@ class FakeAzure(Served):
         return self.identity.issued.get(token) == self.resource and token not in self.revoked
 
     async def _app(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        raw = await read_body(receive)
         headers, query = _head(scope)
         try:
             body = json.loads(raw)
         except ValueError:
             body = None
-        with self._lock:
-            received = Received(scope["path"], query, headers, body)
-            self.requests.append(received)
-            fault = self._faults.popleft() if self._faults else None
+        received = Received(scope["path"], query, headers, body)
+        fault = self.received(received)
         if not self._authorized(headers):
             await _send(send, 401, self._error(401, "Access denied due to invalid credentials."))
         elif fault is not None:

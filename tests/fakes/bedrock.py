@@ -20,15 +20,14 @@ from typing import Any
 from urllib.parse import unquote
 
 from tests.fakes.aws import (
-    FakeAwsServer,
     Signed,
     check_signature,
     event,
     exception,
-    read_body,
     send_frames,
     send_json,
 )
+from tests.servers import ScriptedServer, read_body, read_headers
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ class Received:
     signed: Signed
 
 
-class FakeBedrock(FakeAwsServer[Received, BedrockFault]):
+class FakeBedrock(ScriptedServer[Received, BedrockFault]):
     def __init__(self) -> None:
         super().__init__(BedrockFault())
         self.cache = (0, 0)
@@ -66,7 +65,7 @@ class FakeBedrock(FakeAwsServer[Received, BedrockFault]):
 
     async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         raw = await read_body(receive)
-        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        headers = read_headers(scope)
         raw_path = scope["raw_path"].decode()
         parts = raw_path.split("/")
         if (

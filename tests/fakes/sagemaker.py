@@ -21,15 +21,14 @@ from urllib.parse import unquote
 
 from tests.fake_upstream import chunks, completion
 from tests.fakes.aws import (
-    FakeAwsServer,
     Signed,
     check_signature,
     event,
     exception,
-    read_body,
     send_frames,
     send_json,
 )
+from tests.servers import ScriptedServer, read_body, read_headers
 
 COMPONENT = "x-amzn-sagemaker-inference-component"
 
@@ -54,7 +53,7 @@ class Received:
     signed: Signed
 
 
-class FakeSageMaker(FakeAwsServer[Received, SageMakerFault]):
+class FakeSageMaker(ScriptedServer[Received, SageMakerFault]):
     def __init__(self) -> None:
         super().__init__(SageMakerFault())
         self.reset()
@@ -70,7 +69,7 @@ class FakeSageMaker(FakeAwsServer[Received, SageMakerFault]):
 
     async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         raw = await read_body(receive)
-        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        headers = read_headers(scope)
         parts = scope["raw_path"].decode().split("/")
         operations = ("invocations", "invocations-response-stream")
         if len(parts) != 4 or parts[1] != "endpoints" or parts[3] not in operations:

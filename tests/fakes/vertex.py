@@ -29,7 +29,8 @@ from google.auth import jwt
 
 from tests.fake_upstream import FakeUpstream
 from tests.fakes.anthropic import FakeAnthropic, read_body, send_json
-from tests.servers import ServerThread
+from tests.servers import Served, read_headers
+from tests.servers import read_body as read_raw_body
 
 Send = Any
 Receive = Any
@@ -52,7 +53,7 @@ _UNAUTHENTICATED = json.dumps(
 
 
 @dataclass
-class FakeVertex:
+class FakeVertex(Served):
     gemini: FakeUpstream = field(default_factory=lambda: FakeUpstream("gemini"))
     claude: FakeAnthropic = field(default_factory=lambda: FakeAnthropic("claude", vertex=True))
     expires_in: int = 3600
@@ -63,20 +64,10 @@ class FakeVertex:
     _valid: set[str] = field(default_factory=set)
     _public_pem: bytes = b""
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    server: ServerThread | None = None
-
-    def start(self) -> FakeVertex:
-        self.server = ServerThread(self._app, lifespan="off").start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
 
     @property
     def base_url(self) -> str:
-        assert self.server is not None
-        return self.server.url
+        return self.url
 
     def reset(self) -> None:
         with self._lock:
@@ -121,7 +112,7 @@ class FakeVertex:
             await self._token(receive, send)
             return
         body = await read_body(receive)
-        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        headers = read_headers(scope)
         with self._lock:
             allowed = headers.get("authorization", "").removeprefix("Bearer ") in self._valid
             self.refused += not allowed
@@ -142,12 +133,7 @@ class FakeVertex:
 
     async def _token(self, receive: Receive, send: Send) -> None:
         """Google's token endpoint for a service account's signed JWT."""
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        raw = await read_raw_body(receive)
         form = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
         try:
             assert form["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer"

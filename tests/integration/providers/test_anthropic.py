@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,8 @@ from gateway.policy.load import PolicyError, load_policy
 from tests.conftest import ADMIN_KEY, TENANT_KEY, Gateway
 from tests.fake_upstream import FakeUpstream
 from tests.fakes.anthropic import KEY, FakeAnthropic, Script
+from tests.fakes.policy import policy
+from tests.servers import module_fixtures
 
 TOOLS: Any = [
     {
@@ -32,51 +34,28 @@ TOOLS: Any = [
 ]
 
 
-@pytest.fixture(scope="module")
-def _claude() -> Iterator[FakeAnthropic]:
-    fake = FakeAnthropic().start()
-    yield fake
-    fake.stop()
+_claude, claude = module_fixtures("claude", FakeAnthropic)
 
 
-@pytest.fixture
-def claude(_claude: FakeAnthropic) -> FakeAnthropic:
-    _claude.reset()
-    return _claude
+PRICE = (
+    "{input_per_mtok: 3, cached_input_per_mtok: 0.30, cache_write_per_mtok: 3.75,"
+    " output_per_mtok: 15}"
+)
 
 
-def policy(claude: FakeAnthropic, backup: FakeUpstream) -> str:
+def claude_model(claude: FakeAnthropic) -> str:
     return textwrap.dedent(f"""\
-        version: 1
-        models:
-          claude:
-            provider: anthropic
-            base_url: {claude.base_url}
-            model: claude-sonnet-4-5
-            api_key: {KEY}
-            price: {{input_per_mtok: 3, cached_input_per_mtok: 0.30, cache_write_per_mtok: 3.75,
-                     output_per_mtok: 15}}
-            fallbacks: [backup]
-            timeouts: {{connect_s: 2, first_token_s: 5, total_s: 20}}
-            retries: {{max_attempts: 2, budget_s: 5, backoff_initial_s: 0.01, backoff_max_s: 0.05}}
-          backup:
-            provider: openai_compatible
-            base_url: {backup.base_url}
-            model: upstream-backup
-            price: {{input_per_mtok: 0.10, output_per_mtok: 0.20}}
-        routes:
-          - {{name: default, to: claude}}
-        tenants:
-          team-a: {{api_keys: ["{TENANT_KEY}"]}}
-        admin: {{api_keys: ["{ADMIN_KEY}"]}}
-        """)
+        provider: anthropic
+        base_url: {claude.base_url}
+        model: claude-sonnet-4-5
+        api_key: {KEY}""")
 
 
 @pytest.fixture
 def gateway(
     start_gateway: Callable[..., Gateway], claude: FakeAnthropic, backup: FakeUpstream
 ) -> Gateway:
-    return start_gateway(policy(claude, backup))
+    return start_gateway(policy(backup, "claude", claude_model(claude), PRICE))
 
 
 def tool_loop(client: openai.OpenAI, stream: bool, model: str = "auto") -> tuple[str, str, str]:

@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import Gateway
 from tests.fake_upstream import FakeUpstream
 from tests.fakes.azure import FakeAzureML, FakeIdentity
-from tests.fakes.azure_policy import policy
+from tests.fakes.policy import policy
 
 KEY = "azure-ml-endpoint-key-0123456789"
 

@@ -21,7 +21,7 @@ from gateway.providers.azure_openai import AzureOpenAI
 from tests.conftest import Gateway
 from tests.fake_upstream import FakeUpstream, usage
 from tests.fakes.azure import FILTERED_WORD, FakeAzureOpenAI, FakeIdentity, UncachedCredential
-from tests.fakes.azure_policy import policy
+from tests.fakes.policy import policy
 
 KEY = "azure-openai-key-0123456789"
 DEPLOYMENT = "gpt-4o-deployment"

@@ -4,7 +4,7 @@ the provider alone, then end to end through a running gateway with the openai SD
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,8 +16,10 @@ from gateway.providers import AttemptFailed
 from gateway.providers.bedrock import Bedrock
 from tests.conftest import Gateway
 from tests.fake_upstream import FakeUpstream
-from tests.fakes.aws import ACCESS_KEY, REGION, SECRET_KEY, event, policy_with_backup, streamed
+from tests.fakes.aws import ACCESS_KEY, REGION, SECRET_KEY, event, streamed
 from tests.fakes.bedrock import BedrockFault, FakeBedrock
+from tests.fakes.policy import policy_with_backup
+from tests.servers import module_fixtures
 
 ARN = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-haiku:0"
 USER = [{"role": "user", "content": "hello there"}]
@@ -34,17 +36,7 @@ TOOLS = [
 MINIMAL = ("content-type", "host", "x-amz-date")
 
 
-@pytest.fixture(scope="module")
-def _bedrock() -> Iterator[FakeBedrock]:
-    fake = FakeBedrock().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def bedrock(_bedrock: FakeBedrock) -> FakeBedrock:
-    _bedrock.reset()
-    return _bedrock
+_bedrock, bedrock = module_fixtures("bedrock", FakeBedrock)
 
 
 def provider(fake: FakeBedrock, **aws: Any) -> Bedrock:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -18,8 +18,10 @@ from gateway.providers import AttemptFailed
 from gateway.providers.sagemaker import SageMaker
 from tests.conftest import ADMIN_KEY, Gateway
 from tests.fake_upstream import FakeUpstream
-from tests.fakes.aws import ACCESS_KEY, REGION, SECRET_KEY, policy_with_backup, streamed
+from tests.fakes.aws import ACCESS_KEY, REGION, SECRET_KEY, streamed
+from tests.fakes.policy import policy_with_backup
 from tests.fakes.sagemaker import COMPONENT, FakeSageMaker, SageMakerFault
+from tests.servers import module_fixtures
 
 ENDPOINT = "llama-3-endpoint"
 USER = [{"role": "user", "content": "hello there"}]
@@ -27,17 +29,7 @@ TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"typ
 STREAM = {"stream": True, "stream_options": {"include_usage": True}}
 
 
-@pytest.fixture(scope="module")
-def _sagemaker() -> Iterator[FakeSageMaker]:
-    fake = FakeSageMaker().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def sagemaker(_sagemaker: FakeSageMaker) -> FakeSageMaker:
-    _sagemaker.reset()
-    return _sagemaker
+_sagemaker, sagemaker = module_fixtures("sagemaker", FakeSageMaker)
 
 
 def provider(

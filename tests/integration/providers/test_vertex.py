@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -18,21 +18,12 @@ from tests.fake_upstream import FakeUpstream
 from tests.fakes.anthropic import Script
 from tests.fakes.vertex import LOCATION, PROJECT, FakeVertex
 from tests.integration.providers.test_anthropic import tool_loop
+from tests.servers import module_fixtures
 
 GEMINI = "google/gemini-2.5-flash"
 
 
-@pytest.fixture(scope="module")
-def _vertex() -> Iterator[FakeVertex]:
-    fake = FakeVertex().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def vertex(_vertex: FakeVertex) -> FakeVertex:
-    _vertex.reset()
-    return _vertex
+_vertex, vertex = module_fixtures("vertex", FakeVertex)
 
 
 @pytest.fixture

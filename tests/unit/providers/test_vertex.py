@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,21 +16,12 @@ from gateway.policy.models import ModelConfig
 from gateway.providers import AttemptFailed
 from gateway.providers.vertex import Vertex, claude_url, gemini_base_url, utc_now
 from tests.fakes.vertex import LOCATION, PROJECT, FakeVertex
+from tests.servers import module_fixtures
 
 ASK = {"messages": [{"role": "user", "content": "hi"}]}
 
 
-@pytest.fixture(scope="module")
-def _vertex() -> Iterator[FakeVertex]:
-    fake = FakeVertex().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def vertex(_vertex: FakeVertex) -> FakeVertex:
-    _vertex.reset()
-    return _vertex
+_vertex, vertex = module_fixtures("vertex", FakeVertex)
 
 
 def _config(fake: FakeVertex, tmp_path: Path, model: str, **gcp: str) -> ModelConfig:
