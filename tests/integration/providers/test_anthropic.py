@@ -20,19 +20,8 @@ from tests.conftest import ADMIN_KEY, TENANT_KEY, Gateway
 from tests.fake_upstream import FakeUpstream
 from tests.fakes.anthropic import KEY, FakeAnthropic, Script
 from tests.fakes.policy import policy
+from tests.integration.providers.client import TOOLS, stream_chunks
 from tests.servers import module_fixtures
-
-TOOLS: Any = [
-    {
-        "type": "function",
-        "function": {
-            "name": "lookup",
-            "description": "Look a word up.",
-            "parameters": {"type": "object", "properties": {"echo": {"type": "string"}}},
-        },
-    }
-]
-
 
 _claude, claude = module_fixtures("claude", FakeAnthropic)
 
@@ -196,14 +185,7 @@ def test_the_ledger_prices_cache_writes_and_reads_apart(
         text = f"count {_}"
         messages: Any = [{"role": "user", "content": text}]
         if stream:
-            usage = list(
-                client.chat.completions.create(
-                    model="auto",
-                    messages=messages,
-                    stream=True,
-                    stream_options={"include_usage": True},
-                )
-            )[-1].usage
+            usage = stream_chunks(client, messages)[-1].usage
         else:
             usage = client.chat.completions.create(model="auto", messages=messages).usage
         assert usage is not None

@@ -18,6 +18,7 @@ from tests.conftest import Gateway
 from tests.fake_upstream import FakeUpstream
 from tests.fakes.azure import FakeAzureML, FakeIdentity
 from tests.fakes.policy import policy
+from tests.integration.providers.client import stream_chunks
 
 KEY = "azure-ml-endpoint-key-0123456789"
 
@@ -73,15 +74,7 @@ def _ask(client: openai.OpenAI, text: str, stream: bool, **extra: Any) -> tuple[
         answer = client.chat.completions.create(model="auto", messages=messages, **extra)
         choice = answer.choices[0]
         return choice.message.content or "", choice.finish_reason, answer.usage
-    chunks = list(
-        client.chat.completions.create(
-            model="auto",
-            messages=messages,
-            stream=True,
-            stream_options={"include_usage": True},
-            **extra,
-        )
-    )
+    chunks = stream_chunks(client, messages, **extra)
     with_choices = [c for c in chunks if c.choices]
     assert with_choices[0].choices[0].delta.role == "assistant"
     content = "".join(c.choices[0].delta.content or "" for c in with_choices)

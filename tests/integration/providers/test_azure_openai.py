@@ -22,19 +22,10 @@ from tests.conftest import Gateway
 from tests.fake_upstream import FakeUpstream, usage
 from tests.fakes.azure import FILTERED_WORD, FakeAzureOpenAI, FakeIdentity, UncachedCredential
 from tests.fakes.policy import policy
+from tests.integration.providers.client import TOOLS, stream_chunks
 
 KEY = "azure-openai-key-0123456789"
 DEPLOYMENT = "gpt-4o-deployment"
-TOOLS: Any = [
-    {
-        "type": "function",
-        "function": {
-            "name": "lookup",
-            "description": "Look a word up.",
-            "parameters": {"type": "object", "properties": {"echo": {"type": "string"}}},
-        },
-    }
-]
 
 
 @pytest.fixture(scope="module")
@@ -88,15 +79,7 @@ def _ask(client: openai.OpenAI, messages: Any, stream: bool, **extra: Any) -> di
     """The answer as one dict (a stream's chunks folded), checking each chunk's shape."""
     if not stream:
         return client.chat.completions.create(model="auto", messages=messages, **extra).to_dict()
-    chunks = list(
-        client.chat.completions.create(
-            model="auto",
-            messages=messages,
-            stream=True,
-            stream_options={"include_usage": True},
-            **extra,
-        )
-    )
+    chunks = stream_chunks(client, messages, **extra)
     assert all(c.choices for c in chunks[:-1]) and chunks[-1].choices == []  # no filter chunk
     assert all(choice.delta is not None for c in chunks for choice in c.choices)
     text = "".join(c.choices[0].delta.content or "" for c in chunks[:-1])

@@ -19,6 +19,7 @@ from tests.fake_upstream import FakeUpstream
 from tests.fakes.aws import ACCESS_KEY, REGION, SECRET_KEY, event, streamed
 from tests.fakes.bedrock import BedrockFault, FakeBedrock
 from tests.fakes.policy import policy_with_backup
+from tests.integration.providers.client import stream_chunks
 from tests.servers import module_fixtures
 
 ARN = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-haiku:0"
@@ -224,15 +225,7 @@ def test_the_ledger_prices_cache_writes_and_reads_to_the_cent(
         bedrock.cache = cache
         messages = [{"role": "user", "content": words}]  # apart, so the exact cache stays out
         if stream:
-            chunks = list(
-                client.chat.completions.create(
-                    model="auto",
-                    messages=messages,
-                    stream=True,
-                    stream_options={"include_usage": True},
-                )
-            )
-            usage = chunks[-1].usage
+            usage = stream_chunks(client, messages)[-1].usage
         else:
             usage = client.chat.completions.create(model="auto", messages=messages).usage
         assert usage is not None and usage.prompt_tokens == 2 + 2000
