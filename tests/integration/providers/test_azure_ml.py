@@ -6,6 +6,7 @@ the ledger's cost."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -18,6 +19,7 @@ from tests.conftest import Gateway
 from tests.fake_upstream import FakeUpstream
 from tests.fakes.azure import FakeAzureML, FakeIdentity
 from tests.fakes.policy import policy
+from tests.integration.providers.client import TOOLS as LOOKUP
 from tests.integration.providers.client import stream_chunks
 
 KEY = "azure-ml-endpoint-key-0123456789"
@@ -159,3 +161,50 @@ def test_an_openai_container_with_entra_id_tokens(
         )
     assert len(chat.requests) == 2 and backup.requests == []
     assert [r.estimated for r in gateway.records(2)] == [False, False]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_openai_container_runs_a_tool_call(
+    start_gateway: Callable[..., Gateway], chat: FakeAzureML, backup: FakeUpstream, stream: bool
+) -> None:
+    """The tools and the tool's result pass through to the container and back, streamed too;
+    the ledger prices the call."""
+    model = textwrap.dedent(f"""\
+        provider: azure_ml
+        base_url: {chat.url}/score
+        model: llama-3-8b
+        api_key: {KEY}""")
+    gateway = start_gateway(policy(backup, "aml", model, PRICE))
+    client = gateway.client()
+    messages: Any = [{"role": "user", "content": "kiwi"}]
+    if stream:
+        chunks = stream_chunks(client, messages, tools=LOOKUP)
+        calls = [c.choices[0].delta.tool_calls for c in chunks if c.choices]
+        first = next(call[0] for call in calls if call)
+        call_id, name = first.id, first.function.name  # type: ignore[union-attr]
+        arguments = "".join(call[0].function.arguments or "" for call in calls if call)  # type: ignore[union-attr]
+    else:
+        answer = client.chat.completions.create(model="auto", messages=messages, tools=LOOKUP)
+        (tool_call,) = answer.choices[0].message.tool_calls or []
+        assert answer.choices[0].finish_reason == "tool_calls"
+        call_id, name = tool_call.id, tool_call.function.name  # type: ignore[union-attr]
+        arguments = tool_call.function.arguments  # type: ignore[union-attr]
+    assert (name, json.loads(arguments)) == ("lookup", {"echo": "kiwi"})
+    function = {"name": name, "arguments": arguments}
+    messages += [
+        {
+            "role": "assistant",
+            "tool_calls": [{"id": call_id, "type": "function", "function": function}],
+        },
+        {"role": "tool", "tool_call_id": call_id, "content": "a green fruit"},
+    ]
+    final = client.chat.completions.create(model="auto", messages=messages, tools=LOOKUP)
+    assert final.choices[0].message.content == "chat got the tool's result: a green fruit"
+    assert [r.body["tools"] for r in chat.requests] == [LOOKUP, LOOKUP]
+    assert chat.requests[1].body["messages"][2]["tool_call_id"] == call_id
+    first_record = gateway.records(2)[0]
+    assert first_record.cost_usd == (
+        Decimal(first_record.input_tokens) * Decimal("0.50")
+        + Decimal(first_record.output_tokens) * Decimal("1.50")
+    ) / Decimal(1_000_000)
+    assert backup.requests == []
