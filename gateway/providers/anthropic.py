@@ -27,14 +27,8 @@ import msgspec
 
 from gateway.policy.models import ModelConfig
 from gateway.providers import AttemptFailed, Embedded, Reply, unsupported
-from gateway.providers.http import (
-    AIOHTTP_ERRORS,
-    drain,
-    raise_for_status,
-    trace_headers,
-    translate,
-)
-from gateway.providers.sse import BATCH_BYTES, DataLines
+from gateway.providers.http import arrived, attempt, drain, raise_for_status, trace_headers
+from gateway.providers.sse import DataLines
 from gateway.wire.anthropic_upstream import (
     ERROR_STATUS,
     ChunkTranslator,
@@ -105,17 +99,14 @@ class Anthropic:
 
     async def complete(self, body: dict[str, Any]) -> Reply:
         request = await self._request(body, stream=False)
-        try:
+        with attempt("the answer"):
             async with asyncio.timeout(self._config.timeouts.total_s):
                 async with self._session.post(
                     self._url(False), timeout=self._complete_timeout, **request
                 ) as response:
                     await raise_for_status(response)
                     raw = await response.read()
-        except TimeoutError as exc:
-            raise AttemptFailed("timeout", "timed out waiting for the answer") from exc
-        except AIOHTTP_ERRORS as exc:
-            raise translate(exc) from exc
+
         try:
             return Reply(msgspec.json.encode(completion(msgspec.json.decode(raw))))
         except (msgspec.DecodeError, KeyError, TypeError, AttributeError) as exc:
@@ -124,22 +115,16 @@ class Anthropic:
     async def stream(self, body: dict[str, Any]) -> AsyncGenerator[list[bytes], None]:
         request = await self._request(body, stream=True)
         deadline = time.monotonic() + self._config.timeouts.total_s
-        try:
+        with attempt("data"):
             async with self._session.post(self._url(True), **request) as response:
                 await raise_for_status(response)
                 lines, events = DataLines(), ChunkTranslator()
-                while data := await response.content.read(BATCH_BYTES):
-                    if time.monotonic() > deadline:
-                        raise AttemptFailed("timeout", "the stream ran past its total timeout")
+                while data := await arrived(response, deadline):
                     if batch := _translated(events, lines.feed(data)):
                         yield batch
                     if events.done:
                         await drain(response)
                         return
-        except TimeoutError as exc:
-            raise AttemptFailed("timeout", "timed out waiting for data") from exc
-        except AIOHTTP_ERRORS as exc:
-            raise translate(exc) from exc
         raise AttemptFailed("protocol", "the stream ended before message_stop")
 
     async def embed(self, body: dict[str, Any]) -> Embedded:

@@ -36,13 +36,7 @@ from botocore.session import Session
 
 from gateway.policy.models import AwsOptions, ModelConfig
 from gateway.providers import AttemptFailed
-from gateway.providers.http import (
-    AIOHTTP_ERRORS,
-    retry_after,
-    trace_headers,
-    translate,
-)
-from gateway.providers.sse import BATCH_BYTES
+from gateway.providers.http import arrived, attempt, retry_after, trace_headers
 
 _STATUS_OF_TYPE = {
     "throttlingexception": 429,
@@ -158,15 +152,11 @@ class AwsTransport:
     async def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> bytes:
         """A whole answer's bytes from ``POST base_url + path`` (``path`` already encoded);
         ``total_s`` bounds it."""
-        try:
+        with attempt("the answer"):
             async with asyncio.timeout(self.config.timeouts.total_s):
                 async with await self._send(path, body, headers, self._complete_timeout) as r:
                     await raise_for_status(r)
                     return await r.read()
-        except TimeoutError as exc:
-            raise AttemptFailed("timeout", "timed out waiting for the answer") from exc
-        except AIOHTTP_ERRORS as exc:
-            raise translate(exc) from exc
 
     async def events(
         self, path: str, body: bytes, headers: Mapping[str, str]
@@ -175,24 +165,19 @@ class AwsTransport:
         together; an exception frame raises `AttemptFailed` after the events before it."""
         deadline = time.monotonic() + self.config.timeouts.total_s
         try:
-            async with await self._send(path, body, headers, self._stream_timeout) as response:
-                await raise_for_status(response)
-                frames = EventStreamBuffer()
-                while data := await response.content.read(BATCH_BYTES):
-                    if time.monotonic() > deadline:
-                        raise AttemptFailed("timeout", "the stream ran past its total timeout")
-                    frames.add_data(data)
-                    batch, failure = _events(frames)
-                    if batch:
-                        yield batch
-                    if failure is not None:
-                        raise failure
-        except TimeoutError as exc:
-            raise AttemptFailed("timeout", "timed out waiting for data") from exc
+            with attempt("data"):
+                async with await self._send(path, body, headers, self._stream_timeout) as r:
+                    await raise_for_status(r)
+                    frames = EventStreamBuffer()
+                    while data := await arrived(r, deadline):
+                        frames.add_data(data)
+                        batch, failure = _events(frames)
+                        if batch:
+                            yield batch
+                        if failure is not None:
+                            raise failure
         except ParserError as exc:
             raise AttemptFailed("protocol", f"unreadable event stream: {exc}") from exc
-        except AIOHTTP_ERRORS as exc:
-            raise translate(exc) from exc
 
     async def _send(
         self, path: str, body: bytes, headers: Mapping[str, str], limits: aiohttp.ClientTimeout

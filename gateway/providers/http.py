@@ -1,6 +1,7 @@
 """What the providers that speak HTTP share: how a failed exchange becomes an `AttemptFailed`
-(statuses with their error bodies and Retry-After, aiohttp's errors), the trace headers an
-upstream joins the request's trace with, and the drain that keeps a connection pooled."""
+(statuses with their error bodies and Retry-After, aiohttp's errors, timeouts), how a streamed
+body is read as it arrives, the trace headers an upstream joins the request's trace with, and
+the drain that keeps a connection pooled."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import asyncio
 import contextlib
 import email.utils
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -17,6 +18,7 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
 from gateway import telemetry
 from gateway.providers import AttemptFailed
+from gateway.providers.sse import BATCH_BYTES
 
 
 def trace_headers() -> Mapping[str, str] | None:
@@ -87,3 +89,26 @@ def translate(exc: aiohttp.ClientError | HttpProcessingError) -> AttemptFailed:
         # Its text quotes the start of the line: upstream data, not a reason.
         return AttemptFailed("protocol", f"the upstream sent a line over {exc.args[1]} bytes")
     return AttemptFailed("protocol", f"{type(exc).__name__}: {exc}")
+
+
+@contextlib.contextmanager
+def attempt(waiting_for: str) -> Iterator[None]:
+    """Around one exchange with a provider: a timeout, or anything aiohttp raises, leaves as
+    `AttemptFailed` (``waiting_for`` says what was awaited, for the timeout's reason)."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise AttemptFailed("timeout", f"timed out waiting for {waiting_for}") from exc
+    except AIOHTTP_ERRORS as exc:
+        raise translate(exc) from exc
+
+
+async def arrived(response: aiohttp.ClientResponse, deadline: float) -> bytes:
+    """What has arrived of a streamed body, all that is there (up to `BATCH_BYTES`), so that the
+    chunks that came together are handled together; ``b""`` at its end. Past ``deadline`` (a
+    ``time.monotonic()``: the total limit) the attempt fails; the first-token limit, between
+    reads, is aiohttp's ``sock_read``."""
+    data = await response.content.read(BATCH_BYTES)
+    if data and time.monotonic() > deadline:
+        raise AttemptFailed("timeout", "the stream ran past its total timeout")
+    return data

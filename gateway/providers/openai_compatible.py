@@ -27,8 +27,8 @@ import numpy as np
 
 from gateway.policy.schema import ModelConfig
 from gateway.providers import AttemptFailed, Embedded, Reply, Usage
-from gateway.providers.http import AIOHTTP_ERRORS, drain, raise_for_status, trace_headers, translate
-from gateway.providers.sse import BATCH_BYTES, DataLines
+from gateway.providers.http import arrived, attempt, drain, raise_for_status, trace_headers
+from gateway.providers.sse import DataLines
 
 
 class OpenAICompatible:
@@ -66,7 +66,7 @@ class OpenAICompatible:
 
     async def _post(self, url: str, body: dict[str, Any]) -> bytes:
         """A whole answer's bytes (the head comes only when it is done: ``total_s`` bounds it)."""
-        try:
+        with attempt("the answer"):
             async with asyncio.timeout(self._config.timeouts.total_s):
                 async with self._session.post(
                     url,
@@ -76,31 +76,21 @@ class OpenAICompatible:
                 ) as response:
                     await raise_for_status(response)
                     return await response.read()
-        except TimeoutError as exc:
-            raise AttemptFailed("timeout", "timed out waiting for the answer") from exc
-        except AIOHTTP_ERRORS as exc:
-            raise translate(exc) from exc
 
     async def stream(self, body: dict[str, Any]) -> AsyncGenerator[list[bytes], None]:
         deadline = time.monotonic() + self._config.timeouts.total_s
-        try:
+        with attempt("data"):
             async with self._session.post(
                 self._url, data=self._payload(body), headers=trace_headers()
             ) as response:
                 await raise_for_status(response)
                 lines = DataLines()
-                while data := await response.content.read(BATCH_BYTES):
-                    if time.monotonic() > deadline:
-                        raise AttemptFailed("timeout", "the stream ran past its total timeout")
+                while data := await arrived(response, deadline):
                     if batch := lines.feed(data):
                         yield batch
                     if lines.done:
                         await drain(response)
                         return
-        except TimeoutError as exc:
-            raise AttemptFailed("timeout", "timed out waiting for data") from exc
-        except AIOHTTP_ERRORS as exc:
-            raise translate(exc) from exc
         raise AttemptFailed("protocol", "the stream ended without data: [DONE]")
 
     async def aclose(self) -> None:
