@@ -12,7 +12,8 @@ cannot express is refused by name.
 the named model's tokenizer (the policy's ``tokenizer``, or a ``local_engine`` model's own)
 over the texts the model would be sent (system, messages, tool calls and results, and the
 tools' JSON as a system text, which is how tool-aware chat templates present them); for
-``auto``, or a model with no tokenizer, it estimates (UTF-8 bytes / 4).
+``auto``, the one model every rule sends to when there is just one; otherwise, or for a
+model with no tokenizer, it estimates (UTF-8 bytes / 4).
 ``x-gateway-token-count`` says which.
 """
 
@@ -37,6 +38,7 @@ from gateway.pipeline.ledger import estimate_tokens
 from gateway.pipeline.normalize import Arrival, ChatRequest
 from gateway.pipeline.services import Services
 from gateway.pipeline.turn import Completed, Streaming
+from gateway.policy.schema import Policy
 from gateway.providers import AttemptFailed
 from gateway.runtime.tokens import TokenCounter
 from gateway.wire import anthropic, anthropic_output
@@ -69,7 +71,7 @@ async def count_tokens(
             param="model",
         )
     texts = _prompt_texts(chat)
-    counter = runtime.token_counters.get(model)
+    counter = runtime.token_counters.get(_counted_as(model, runtime.policy))
     count, how = None, "estimate"
     if counter is not None:
         count = await asyncio.to_thread(_counted, counter, texts)
@@ -81,6 +83,16 @@ async def count_tokens(
         media_type="application/json",
         headers={"x-gateway-token-count": how},
     )
+
+
+def _counted_as(model: str, policy: Policy) -> str:
+    """The model whose tokenizer counts a request: the one named, or for ``auto`` the one model
+    every rule of the policy sends to, when there is just one (else ``auto``: an estimate)."""
+    if model != "auto":
+        return model
+    targets = {route.to for route in policy.routes}
+    targets |= {route.split.to for route in policy.routes if route.split is not None}
+    return targets.pop() if len(targets) == 1 else model
 
 
 def _parse(raw: bytes, arrival: Arrival, headers: Mapping[str, str]) -> ChatRequest:

@@ -423,6 +423,10 @@ def test_the_local_engine_answers_through_the_messages_door(local_gateway: Gatew
         counted = sdk.messages.with_raw_response.count_tokens(
             model="local-small", system=ask["system"], messages=ask["messages"]
         )
+        # auto: every rule sends to local-small, so its tokenizer counts exactly too
+        counted_auto = sdk.messages.count_tokens(
+            system=ask["system"], messages=ask["messages"], model="auto"
+        )
     assert raw.headers["x-gateway-model"] == "local-small"
     assert message.content[0].type == "text" and message.content[0].text
     assert message.stop_reason in ("end_turn", "max_tokens")
@@ -433,7 +437,7 @@ def test_the_local_engine_answers_through_the_messages_door(local_gateway: Gatew
     assert {r.output_tokens for r in records} == {message.usage.output_tokens}
     # count_tokens: the engine's own tokenizer, through its chat template, as the engine counts.
     assert counted.headers["x-gateway-token-count"] == "tokenizer"
-    assert counted.parse().input_tokens == message.usage.input_tokens
+    assert counted.parse().input_tokens == message.usage.input_tokens == counted_auto.input_tokens
 
 
 def test_count_tokens_names_only_chat_models(
