@@ -43,6 +43,11 @@ class LedgerRecord(msgspec.Struct, frozen=True, kw_only=True):
     stream: bool = False
     estimated: bool = False
     """Token counts were estimated because the provider sent no usage."""
+    batch_id: str | None = None
+    """The batch (``POST /v1/batches``) this request was a line of."""
+    shadow_of: str | None = None
+    """For a shadow comparison's extra calls (the large model's answer, the judge's grade): the
+    request id of the client's request they compare; None for a client's own request."""
 
 
 def encode(record: LedgerRecord) -> bytes:

@@ -48,6 +48,11 @@ class Price(Strict):
         description="Price of prompt tokens the provider wrote to its cache (Anthropic's "
         "cache_creation_input_tokens); unset: the input price.",
     )
+    batch_discount: Annotated[Decimal, Field(ge=0, lt=1)] = Field(
+        default=Decimal(0),
+        description="Share taken off every rate for lines of a batch (0.5: half price, as "
+        "hosted batch APIs charge).",
+    )
     gpu_hour_usd: PerMillion | None = Field(default=None, description="USD per GPU hour.")
     input_tokens_per_s: Annotated[Decimal, Field(gt=0)] | None = None
     output_tokens_per_s: Annotated[Decimal, Field(gt=0)] | None = None

@@ -15,6 +15,7 @@ from pydantic import (
     StringConstraints,
 )
 
+from gateway.policy.batch import BatchConfig
 from gateway.policy.limits import Limits, MaxTokens, TenantLimits
 from gateway.policy.models import (
     BUNDLED_EMBEDDERS,
@@ -24,6 +25,7 @@ from gateway.policy.models import (
     Retries,
     Timeouts,
 )
+from gateway.policy.shadow import ShadowConfig
 from gateway.policy.types import Category, Duration, Name, PerMillion, Seconds, Strict, one_or_many
 
 __all__ = [
@@ -82,6 +84,10 @@ class When(Strict):
     )
     category: Annotated[tuple[Category, ...], BeforeValidator(one_or_many)] | None = Field(
         default=None, description="Any of these classifier categories (one name or a list)."
+    )
+    batch: bool | None = Field(
+        default=None,
+        description="true: only lines of a batch (POST /v1/batches); false: only live requests.",
     )
 
     @property
@@ -159,6 +165,14 @@ class SemanticCacheConfig(Strict):
     prompt, earlier turns, tools, output-shaping parameters); see the README."""
 
     enabled: bool = Field(default=False, description="Loads the embedding model at start.")
+    strictness: Literal["strict", "balanced"] = Field(
+        default="strict",
+        description="strict: the cutoff that keeps wrong answers rarest; balanced: more hits.",
+    )
+    scope: Literal["tenant", "user"] = Field(
+        default="tenant",
+        description="user: answers are shared only between requests of the same end user.",
+    )
     threshold: float | None = Field(
         default=None,
         ge=0,
@@ -233,6 +247,8 @@ class Policy(Strict):
     cache: CacheConfig = CacheConfig()
     telemetry: TelemetryPolicy = TelemetryPolicy()
     responses: ResponsesConfig = ResponsesConfig()
+    batch: BatchConfig = BatchConfig()
+    shadow: ShadowConfig = ShadowConfig()
 
 
 REQUIRED_FIELDS = frozenset({"model", "messages"})
@@ -297,6 +313,7 @@ def validate(policy: Policy) -> list[Problem]:
     if "auto" in known:
         problems.append((("models", "auto"), "'auto' is reserved for routing by the policy"))
     problems.extend(_duplicate_keys(policy))
+    problems.extend(_shadow_problems(policy))
     for tenant_name, tenant in policy.tenants.items():
         for i, denied in enumerate(tenant.deny_fields):
             if denied in REQUIRED_FIELDS:
@@ -395,6 +412,22 @@ def cheapest_model(policy: Policy) -> str | None:
         if m.price is not None and m.kind == "chat"
     }
     return min(priced, key=lambda n: priced[n]) if priced else None
+
+
+def _shadow_problems(policy: Policy) -> list[Problem]:
+    """Shadow comparisons need a chat model to compare against and one to judge."""
+    shadow = policy.shadow
+    problems: list[Problem] = []
+    for field in ("to", "judge"):
+        name = getattr(shadow, field)
+        if name is None:
+            if shadow.rate > 0:
+                problems.append((("shadow", field), "needed when rate is above 0"))
+        elif name not in policy.models:
+            problems.append((("shadow", field), f"unknown model {name!r}"))
+        elif policy.models[name].kind != "chat":
+            problems.append((("shadow", field), f"{name!r} is not a chat model"))
+    return problems
 
 
 def _duplicate_keys(policy: Policy) -> list[Problem]:
