@@ -142,10 +142,20 @@ class PolicyStore:
         return loaded
 
     async def watch(self) -> None:
-        """Reload when the file changes (editors often replace it, so this watches its folder)."""
-        path = self._settings.policy_path.resolve()
-        async for changes in watchfiles.awatch(path.parent, debounce=200, recursive=False):
-            if any(changed == str(path) for _, changed in changes):
+        """Reload when the file changes.
+
+        This watches the file's folder, not the file: editors replace a file rather than write
+        it, and a Kubernetes ConfigMap volume swaps a ``..data`` link in that folder, so the
+        file named by the policy path keeps its name while what it leads to changes. Any
+        change in the folder is checked against the file's identity (`_identity`), so other
+        files coming and going there reload nothing.
+        """
+        path = self._settings.policy_path.absolute()
+        seen = _identity(path)
+        async for _ in watchfiles.awatch(path.parent, debounce=200, recursive=False):
+            now = _identity(path)
+            if now != seen:
+                seen = now
                 with contextlib.suppress(PolicyError):
                     await self.reload()
 
@@ -237,3 +247,14 @@ def _engine_model_dir(config: ModelConfig, settings: Settings) -> str:
 
     cache_dir = config.engine.cache_dir or settings.data_dir / "models"
     return models.local_path(models.resolve(config.model), Path(cache_dir))
+
+
+def _identity(path: Path) -> tuple[str, int, int, int] | None:
+    """What the policy path leads to now (the file at the end of its links, its inode, size
+    and modification time), or None when it leads nowhere (mid-swap)."""
+    try:
+        target = path.resolve(strict=True)
+        stat = target.stat()
+    except OSError:
+        return None
+    return str(target), stat.st_ino, stat.st_size, stat.st_mtime_ns

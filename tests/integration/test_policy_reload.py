@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import openai
@@ -101,3 +104,40 @@ def test_file_change_is_picked_up(
         assert time.monotonic() < deadline, "the changed policy was not loaded"
         time.sleep(0.1)
     assert route_of(gw) == "watched"
+
+
+def _configmap_swap(folder: Path, name: str, text: str, version: int) -> None:
+    """Publish ``text`` as Kubernetes publishes a changed ConfigMap in a volume: write a new
+    timestamped folder, point a fresh ``..data_tmp`` link at it, rename that over ``..data``,
+    and remove the old folder (``name`` itself is a link to ``..data/name`` throughout)."""
+    fresh = folder / f"..v{version}"
+    fresh.mkdir()
+    (fresh / name).write_text(text)
+    (folder / "..data_tmp").symlink_to(fresh.name, target_is_directory=True)
+    old = (folder / "..data").resolve() if (folder / "..data").exists() else None
+    os.replace(folder / "..data_tmp", folder / "..data")
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def test_a_configmap_volume_update_is_picked_up(
+    start_gateway: Callable[..., Gateway], primary: FakeUpstream, backup: FakeUpstream
+) -> None:
+    """The file name stays a link to ``..data/<name>``; only the ``..data`` link changes."""
+    gw = start_gateway(policy_text(primary, backup), watch=True)
+    time.sleep(0.3)  # let the watcher start
+    folder, name = gw.policy_path.parent, gw.policy_path.name
+    version = httpx.get(f"{gw.url}/readyz", headers=ADMIN).json()["policy"]["version"]
+    _configmap_swap(folder, name, gw.policy_path.read_text(), 1)
+    link = folder / f"{name}.link"
+    link.symlink_to(f"..data/{name}")
+    os.replace(link, gw.policy_path)  # from here on, as mounted by the kubelet
+    time.sleep(1.0)
+    assert httpx.get(f"{gw.url}/readyz", headers=ADMIN).json()["policy"]["version"] == version
+    changed = policy_text(primary, backup, extra_routes="- {name: mounted, to: backup}\n")
+    _configmap_swap(folder, name, changed, 2)
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{gw.url}/readyz", headers=ADMIN).json()["policy"]["version"] == version:
+        assert time.monotonic() < deadline, "the ConfigMap's new policy was not loaded"
+        time.sleep(0.1)
+    assert route_of(gw) == "mounted"
