@@ -12,6 +12,7 @@ from litestar.datastructures import State
 
 from gateway import api
 from gateway.api.guard import guard
+from gateway.api.in_flight import InFlight
 from gateway.background import Background
 from gateway.exact_store import MemoryStore, RedisStore, Store
 from gateway.ledger.store import open_ledger
@@ -30,6 +31,7 @@ def create_app(settings: Settings) -> Litestar:
     store = PolicyStore(settings)
     telemetry = Telemetry(settings.telemetry)
     state = State({"telemetry": telemetry})
+    in_flight = InFlight()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -62,6 +64,7 @@ def create_app(settings: Settings) -> Litestar:
                 settings.redis_url, settings.data_dir, policy.responses.max_entries
             ),
         )
+        telemetry.metrics.watch_load(in_flight, lambda: services.gate.queued)
         watcher = asyncio.create_task(store.watch()) if settings.watch_policy else None
         # Everything loaded so far (policy, models, pools) lives as long as the process: keep
         # the collector from scanning it again and again, which shows up as latency spikes.
@@ -87,7 +90,7 @@ def create_app(settings: Settings) -> Litestar:
     return Litestar(
         route_handlers=api.ROUTES,
         dependencies=api.dependencies(state),
-        middleware=[guard(settings, lambda: not store.current.tenants)],
+        middleware=[guard(settings, lambda: not store.current.tenants), in_flight.middleware],
         lifespan=[lifespan],
         exception_handlers=api.EXCEPTION_HANDLERS,
         state=state,

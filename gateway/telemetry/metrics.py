@@ -112,6 +112,21 @@ class Metrics:
         elsewhere, never a network call)."""
         self.cache_entries.labels(cache).set_function(size)
 
+    def watch_load(self, in_flight: Callable[[], float], queued: Callable[[], float]) -> None:
+        """Report the requests being served and those waiting for a place (the policy's
+        ``limits.max_concurrent_requests``) at each scrape: what autoscalers scale on (the
+        same rules as `set_cache_size`: quick and thread-safe)."""
+        Gauge(
+            "gateway_requests_in_flight",
+            "API requests being served now (a stream until its last byte).",
+            registry=self.registry,
+        ).set_function(in_flight)
+        Gauge(
+            "gateway_requests_queued",
+            "Requests waiting for a place under the policy's concurrency limit.",
+            registry=self.registry,
+        ).set_function(queued)
+
     def count_lost_spans(self, lost: Callable[[], float]) -> None:
         """Report ``lost()`` as ``gateway_trace_spans_lost_total`` at each scrape or export
         (the same rules as `set_cache_size`: quick and thread-safe)."""

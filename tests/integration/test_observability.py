@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -87,3 +88,34 @@ def test_a_request_with_a_fallback_is_traced_counted_and_logged(
         logged["model"] == "backup" and logged["request_id"] == raw.headers["x-gateway-request-id"]
     )
     assert SECRET not in line
+
+
+def _load(gw: Gateway) -> dict[str, float]:
+    text = httpx.get(f"{gw.url}/metrics", headers={"authorization": f"Bearer {ADMIN_KEY}"}).text
+    return {
+        s.name: s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name in ("gateway_requests_in_flight", "gateway_requests_queued")
+    }
+
+
+def test_requests_in_flight_count_a_stream_until_its_end(
+    start_gateway: Callable[..., Gateway], primary: FakeUpstream, backup: FakeUpstream
+) -> None:
+    """The autoscaling signal: a stream being served is one request in flight; scrapes and
+    probes are not counted."""
+    gw = start_gateway(policy_text(primary, backup))
+    assert _load(gw) == {"gateway_requests_in_flight": 0, "gateway_requests_queued": 0}
+    primary.script(Fault(chunk_delay_s=0.3))
+    stream = gw.client().chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    with stream:
+        next(iter(stream))
+        assert _load(gw)["gateway_requests_in_flight"] == 1
+        assert [c for c in stream]
+    deadline = time.monotonic() + 5  # the server may finish its last send after the client
+    while _load(gw)["gateway_requests_in_flight"] != 0:
+        assert time.monotonic() < deadline, "the finished stream is still counted"
+        time.sleep(0.05)
