@@ -214,17 +214,22 @@ def test_every_command_of_our_image_is_a_real_cli_command(
         "Dockerfile",
     }
     for name, args in checked:
-        script, rest = args[0], args[1:]
-        assert script in ("gateway", "local-engine"), name
-        words = [a for a in rest if not a.startswith("-")]
-        subcommand = (words[0],) if words else ()
-        assert subcommand and rest[0] == subcommand[0], f"{name}: {args}"
-        text = help_text(script, subcommand)
-        assert "Usage:" in text
-        for flag in (a.split("=", 1)[0] for a in rest if a.startswith("--")):
-            assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text), (
-                f"{name}: {script} {subcommand[0]} has no option {flag}"
-            )
+        assert_real_cli_command(name, args)
+
+
+def assert_real_cli_command(name: str, args: list[str]) -> None:
+    """``args`` runs one of our console scripts' subcommands with options it has."""
+    script, rest = args[0], args[1:]
+    assert script in ("gateway", "local-engine"), name
+    words = [a for a in rest if not a.startswith("-")]
+    subcommand = (words[0],) if words else ()
+    assert subcommand and rest[0] == subcommand[0], f"{name}: {args}"
+    text = help_text(script, subcommand)
+    assert "Usage:" in text
+    for flag in (a.split("=", 1)[0] for a in rest if a.startswith("--")):
+        assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text), (
+            f"{name}: {script} {subcommand[0]} has no option {flag}"
+        )
 
 
 def test_prometheus_scrapes_the_services_where_they_listen(
