@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway.ledger.record import LedgerRecord
 from gateway.ledger.report import Group
-from gateway.ledger.sqlite_schema import record_of
+from gateway.ledger.rows import record_of
 from gateway.ledger.sums import DAY_S, NAMES, Sums, day_of
 
 DIMS = ("day", "tag", "tenant", "model", "route", "cache")
