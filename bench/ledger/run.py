@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from gateway.ledger import LedgerRecord, open_ledger  # noqa: E402
 from gateway.ledger.redis_store import RedisLedger  # noqa: E402
-from gateway.ledger.sqlite_queries import ReportQuery  # noqa: E402
+from gateway.ledger.sql_queries import ReportQuery  # noqa: E402
 from gateway.ledger.sqlite_store import SQLiteLedger  # noqa: E402
 
 DAY = 86_400

@@ -1,7 +1,7 @@
 """The embedded ledger: one SQLite file (WAL), for a gateway that runs with no other service.
 
 This module owns the connections and the threads; the tables and the write transaction are in
-`gateway.ledger.sqlite_schema`, the reads in `gateway.ledger.sqlite_queries`.
+`gateway.ledger.sqlite_schema`, the reads in `gateway.ledger.sql_queries`.
 
 Writes run in one dedicated thread that owns the write connection, and commit with
 ``synchronous=FULL`` (a batch is on disk when it counts as stored); reports open their own
@@ -30,7 +30,7 @@ from gateway.ledger.base import SCAN_PAGE, Batch, Ledger, SpendKey
 from gateway.ledger.record import LedgerRecord
 from gateway.ledger.report import Group
 from gateway.ledger.spool import Spool
-from gateway.ledger.sqlite_queries import DIMS, ReportQuery, records_after, spend_by_day
+from gateway.ledger.sql_queries import DIMS, ReportQuery, records_after, spend_by_day
 from gateway.ledger.sqlite_schema import SCHEMA, store_batch
 
 T = TypeVar("T")

@@ -1,23 +1,45 @@
-"""What the SQLite ledger reads: reports, budget spend and pages of records.
+"""What the SQL ledgers (SQLite, PostgreSQL) read: reports, budget spend and pages of records.
 
 A report over whole UTC days reads only the rollups (a few rows per day, whatever the traffic);
 the partial days at either end of its period are summed from ``records`` by time, so a report
-is exact to the second and reads at most two days of records. SQLite does the grouping (by the
+is exact to the second and reads at most two days of records. The database does the grouping (by the
 report's columns), so Python folds only the rows of the report.
 
-Each function takes an open connection and only reads; `gateway.ledger.sqlite_store` decides
-which connection and which thread.
+Both stores have the same tables (`gateway.ledger.rows`); a `Dialect` holds what their SQL
+spells differently. Each function takes an open DB-API connection and only reads; the stores
+decide which connection and which thread.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from gateway.ledger.record import LedgerRecord
 from gateway.ledger.report import Group
-from gateway.ledger.rows import record_of
+from gateway.ledger.rows import COLUMNS, record_of
 from gateway.ledger.sums import DAY_S, NAMES, Sums, day_of
+
+
+class Connection(Protocol):
+    """What the queries need of a DB-API connection (sqlite3's, psycopg's)."""
+
+    def execute(self, sql: str, params: Any = ..., /) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    param: str
+    """The parameter placeholder."""
+    tags: str
+    """A join of ``records`` with its tags as rows ``t(key, value)``."""
+
+
+SQLITE = Dialect(param="?", tags="records LEFT JOIN json_each(records.tags) AS t")
+POSTGRES = Dialect(
+    param="%s",
+    tags="records LEFT JOIN LATERAL jsonb_each_text(records.tags::jsonb) AS t(key, value) ON true",
+)
 
 DIMS = ("day", "tag", "tenant", "model", "route", "cache")
 """The columns of a `Group`, in order."""
@@ -25,9 +47,9 @@ DIMS = ("day", "tag", "tenant", "model", "route", "cache")
 _RECORD_SUMS = """
     COUNT(*), SUM(input_tokens), SUM(cached_input_tokens), SUM(output_tokens),
     COALESCE(SUM(CASE WHEN cost_nusd IS NOT NULL THEN input_tokens + output_tokens END), 0),
-    COALESCE(SUM(cost_nusd), 0), SUM(cost_nusd IS NULL),
-    COALESCE(SUM(baseline_nusd), 0), SUM(baseline_nusd IS NULL),
-    SUM(cost_nusd IS NOT NULL AND baseline_nusd IS NOT NULL),
+    COALESCE(SUM(cost_nusd), 0), SUM(CASE WHEN cost_nusd IS NULL THEN 1 ELSE 0 END),
+    COALESCE(SUM(baseline_nusd), 0), SUM(CASE WHEN baseline_nusd IS NULL THEN 1 ELSE 0 END),
+    SUM(CASE WHEN cost_nusd IS NOT NULL AND baseline_nusd IS NOT NULL THEN 1 ELSE 0 END),
     COALESCE(SUM(baseline_nusd - cost_nusd), 0)
 """
 
@@ -38,14 +60,19 @@ class ReportQuery:
     Columns a report does not group by are returned as constants."""
 
     def __init__(
-        self, tagged: bool, tenant: str | None, tag: str | None, by: tuple[str, ...] = DIMS
+        self,
+        tagged: bool,
+        tenant: str | None,
+        tag: str | None,
+        by: tuple[str, ...] = DIMS,
+        dialect: Dialect = SQLITE,
     ) -> None:
-        self.tagged, self.tenant, self.tag = tagged, tenant, tag
+        self.tagged, self.tenant, self.tag, self.dialect = tagged, tenant, tag, dialect
         self.keep = {*by, "cache"}
         if not tagged:
             self.keep.discard("tag")
 
-    def groups(self, conn: sqlite3.Connection, since: float, until: float) -> list[Group]:
+    def groups(self, conn: Connection, since: float, until: float) -> list[Group]:
         """The groups of ``[since, until)``: rollups for the whole days, records for the rest."""
         first = -(-since // DAY_S) * DAY_S  # the start of the first whole day
         last = until // DAY_S * DAY_S  # the end of the last whole day
@@ -57,15 +84,16 @@ class ReportQuery:
             *self.scan(conn, last, until),
         ]
 
-    def rollups(self, conn: sqlite3.Connection, first: int, stop: int) -> list[Group]:
+    def rollups(self, conn: Connection, first: int, stop: int) -> list[Group]:
         """The groups of days ``[first, stop)``, from the rollups."""
-        where: list[str] = ["day >= ?", "day < ?"]
+        p = self.dialect.param
+        where: list[str] = [f"day >= {p}", f"day < {p}"]
         params: list[Any] = [first, stop]
         if self.tenant is not None:
-            where.append("tenant = ?")
+            where.append(f"tenant = {p}")
             params.append(self.tenant)
         if self.tag is not None:
-            where.append("tag = ?")
+            where.append(f"tag = {p}")
             params.append(self.tag)
         columns = {d: d for d in DIMS}
         select, group = self._select(columns)
@@ -77,14 +105,15 @@ class ReportQuery:
         )
         return [_group(row) for row in rows]
 
-    def scan(self, conn: sqlite3.Connection, since: float, until: float) -> list[Group]:
+    def scan(self, conn: Connection, since: float, until: float) -> list[Group]:
         """The groups of ``[since, until)``, summed from the records."""
         if since >= until:
             return []
-        where: list[str] = ["time >= ?", "time < ?"]
+        p = self.dialect.param
+        where: list[str] = [f"time >= {p}", f"time < {p}"]
         params: list[Any] = [since, until]
         if self.tenant is not None:
-            where.append("tenant = ?")
+            where.append(f"tenant = {p}")
             params.append(self.tenant)
         columns = {
             "day": "day",
@@ -96,11 +125,11 @@ class ReportQuery:
         }
         source = "records"
         if self.tagged:
-            source = "records LEFT JOIN json_each(records.tags) AS t"
+            source = self.dialect.tags
             columns["tag"] = "COALESCE(t.key || '=' || t.value, '')"
             if self.tag is not None:
                 key, _, value = self.tag.partition("=")
-                where.append("t.key = ? AND t.value = ?")
+                where.append(f"t.key = {p} AND t.value = {p}")
                 params.extend([key, value])
         select, group = self._select(columns)
         rows = conn.execute(
@@ -117,28 +146,41 @@ class ReportQuery:
         return select, group
 
 
-def spend_by_day(conn: sqlite3.Connection, tenant: str, days: range) -> dict[int, int]:
+def spend_by_day(
+    conn: Connection, tenant: str, days: range, dialect: Dialect = SQLITE
+) -> dict[int, int]:
     """The tenant's stored cost in nano-dollars per day of ``days`` (days without any left out)."""
+    p = dialect.param
     rows = conn.execute(
-        "SELECT day, SUM(cost) FROM rollup WHERE tenant = ? AND day >= ? AND day < ? GROUP BY day",
+        f"SELECT day, SUM(cost) FROM rollup WHERE tenant = {p} AND day >= {p} AND day < {p}"
+        " GROUP BY day",
         (tenant, days.start, days.stop),
     )
-    return {day: total for day, total in rows}
+    return {day: int(total) for day, total in rows}
 
 
 def records_after(
-    conn: sqlite3.Connection, after: tuple[float, str], until: float, limit: int = -1
+    conn: Connection,
+    after: tuple[float, str],
+    until: float,
+    limit: int | None = None,
+    dialect: Dialect = SQLITE,
 ) -> list[LedgerRecord]:
     """The records after ``after`` (a ``(time, request_id)``) and before ``until``, in that
-    order, at most ``limit`` of them (-1: all); keyset paging on the primary key."""
-    rows = conn.execute(
-        "SELECT * FROM records WHERE (time, request_id) > (?, ?) AND time < ?"
-        " ORDER BY time, request_id LIMIT ?",
-        (*after, until, limit),
-    ).fetchall()
-    return [record_of(row) for row in rows]
+    order, at most ``limit`` of them (None: all); keyset paging on ``(time, request_id)``."""
+    p = dialect.param
+    columns = ", ".join(COLUMNS)
+    sql = (
+        f"SELECT {columns} FROM records WHERE (time, request_id) > ({p}, {p}) AND time < {p}"
+        " ORDER BY time, request_id"
+    )
+    params: tuple[Any, ...] = (*after, until)
+    if limit is not None:
+        sql += f" LIMIT {p}"
+        params = (*params, limit)
+    return [record_of(tuple(row)) for row in conn.execute(sql, params).fetchall()]
 
 
 def _group(row: tuple[Any, ...]) -> Group:
     day, tag, tenant, model, route, cache, *sums = row
-    return Group(day, tag, tenant, model, route, cache, Sums(*sums))
+    return Group(day, tag, tenant, model, route, cache, Sums(*(int(v) for v in sums)))
