@@ -14,6 +14,10 @@ from gateway import api
 from gateway.api.guard import guard
 from gateway.api.in_flight import InFlight
 from gateway.background import Background
+from gateway.batch.files import FileStore
+from gateway.batch.runner import Runner
+from gateway.batch.service import Batches
+from gateway.batch.store import open_store
 from gateway.exact_store import MemoryStore, RedisStore, Store
 from gateway.ledger.store import open_ledger
 from gateway.ml.loader import Models
@@ -51,6 +55,8 @@ def create_app(settings: Settings) -> Litestar:
         if policy.cache.semantic.enabled:
             await semantic.get(policy.cache.semantic)
         telemetry.metrics.set_cache_size("semantic", semantic.size)
+        batch_dir = settings.data_dir / "batch"
+        batches = Batches(open_store(settings.redis_url, batch_dir), FileStore(batch_dir / "files"))
         services = state.services = Services(
             store,
             ledger,
@@ -63,7 +69,10 @@ def create_app(settings: Settings) -> Litestar:
             responses=open_responses(
                 settings.redis_url, settings.data_dir, policy.responses.max_entries
             ),
+            batches=batches,
         )
+        runner = Runner(services, batches, api.batches.DOORS)
+        runner.start()
         telemetry.metrics.watch_load(in_flight, lambda: services.gate.queued)
         watcher = asyncio.create_task(store.watch()) if settings.watch_policy else None
         # Everything loaded so far (policy, models, pools) lives as long as the process: keep
@@ -77,6 +86,7 @@ def create_app(settings: Settings) -> Litestar:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+            await runner.aclose(settings.shutdown_grace_s)
             await services.background.drain()
             await ledger.aclose()
             await exact.aclose()
@@ -86,6 +96,7 @@ def create_app(settings: Settings) -> Litestar:
             await telemetry.aclose()
             await services.limiter.aclose()
             await services.responses.aclose()
+            await batches.store.aclose()
 
     return Litestar(
         route_handlers=api.ROUTES,

@@ -6,6 +6,8 @@
   :mod:`~gateway.api.embeddings`: OpenAI Embeddings;
   :mod:`~gateway.api.messages`: Anthropic Messages;
   :mod:`~gateway.api.responses`: OpenAI Responses, with stored responses).
+- :mod:`~gateway.api.files` and :mod:`~gateway.api.batches`: OpenAI's Files and Batch APIs,
+  whose lines run through those doors (:mod:`gateway.batch`).
 - :mod:`~gateway.api.health`: ``/healthz``, ``/readyz``, ``/v1/models``.
 - :mod:`~gateway.api.admin` and :mod:`~gateway.api.reports`: the admin API.
 - :mod:`~gateway.api.openapi` and :mod:`~gateway.api.schemas`: ``/openapi.json``, the API
@@ -16,9 +18,11 @@
 
 from gateway.api import (
     admin,
+    batches,
     chat,
     completions,
     embeddings,
+    files,
     health,
     messages,
     openapi,
@@ -35,6 +39,8 @@ ROUTES = [
     messages.messages,
     messages.count_tokens,
     *responses.ROUTES,
+    *files.ROUTES,
+    *batches.ROUTES,
     *health.ROUTES,
     *admin.ROUTES,
     *reports.ROUTES,

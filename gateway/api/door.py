@@ -6,6 +6,8 @@ A door is an adapter: its handler reads its wire format into the pipeline's `Cha
 the tenant from the API key, the body within the policy's size limit, the request's bounds and
 the rate limits (`gateway.pipeline.limits`), the pipeline run, and the ledger record of a
 request that fails. The ``x-gateway-*`` headers are the same on every door (`gateway_headers`).
+It also counts the live requests in flight (`Services.live`), which batch work yields to, and
+refuses the tag reserved for batch lines.
 
 A client that goes away while its request runs (before a stream has begun) cancels the run,
 and with it the upstream call; the ledger records a 499, as for a stream the client left.
@@ -21,6 +23,7 @@ from typing import Any
 from litestar import Request, Response
 
 from gateway.errors import (
+    BadRequest,
     ClientClosedRequest,
     GatewayError,
     PayloadTooLarge,
@@ -32,6 +35,7 @@ from gateway.pipeline.normalize import Arrival, ChatRequest, chat_request, new_r
 from gateway.pipeline.run import run
 from gateway.pipeline.services import Services
 from gateway.pipeline.turn import Completed, Streaming, Turn
+from gateway.policy.batch import BATCH_TAG
 
 Parse = Callable[[bytes, Arrival, Mapping[str, str]], ChatRequest]
 """A door's reader: the body, who sent it and when, and the request's headers."""
@@ -53,6 +57,21 @@ async def serve(
     It takes the services alone (the runtime is read from them once, here), since each
     dependency Litestar resolves costs the request a few microseconds.
     """
+    live = services.live
+    live.enter()
+    try:
+        return await _serve(request, services, parse, render, answer)
+    finally:
+        live.leave()
+
+
+async def _serve(
+    request: Request[Any, Any, Any],
+    services: Services,
+    parse: Parse,
+    render: Render,
+    answer: Answer,
+) -> Response[bytes]:
     at = (time.time(), time.monotonic())
     runtime = services.policies.current
     request_id = new_request_id()
@@ -66,7 +85,7 @@ async def serve(
         turn: Turn | None = None
         try:
             raw = await read_body(request, runtime.policy.limits.max_body_bytes)
-            chat = limits.shape(parse(raw, arrival, request.headers), runtime)
+            chat = limits.shape(_live(parse(raw, arrival, request.headers)), runtime)
             trace.describe(chat)
             with Watch(request) as watch:
                 try:
@@ -95,6 +114,16 @@ async def serve(
         response = render(result)
     response.headers.update(admission.headers)
     return response
+
+
+def _live(chat: ChatRequest) -> ChatRequest:
+    """A live request may not pass for a batch line (its routing and its ledger grouping)."""
+    if BATCH_TAG in chat.tags:
+        raise BadRequest(
+            f"The x-gateway-tags key {BATCH_TAG!r} is reserved for lines of a batch.",
+            param="x-gateway-tags",
+        )
+    return chat
 
 
 class Watch:

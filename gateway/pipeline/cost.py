@@ -14,8 +14,9 @@ from gateway.providers import Usage
 _MILLION = Decimal(1_000_000)
 
 
-def cost_usd(usage: Usage | None, price: Price | None) -> Decimal | None:
-    """None when either is unknown: an unknown cost is never reported as zero."""
+def cost_usd(usage: Usage | None, price: Price | None, *, batch: bool = False) -> Decimal | None:
+    """None when either is unknown: an unknown cost is never reported as zero. ``batch``: a
+    line of a batch, with the price's ``batch_discount`` taken off every rate."""
     if usage is None or price is None:
         return None
     # Prompt tokens include those read from and written to the provider's cache (OpenAI's
@@ -28,4 +29,6 @@ def cost_usd(usage: Usage | None, price: Price | None) -> Decimal | None:
         + written * price.cache_write_rate
         + usage.completion_tokens * price.output_rate
     )
+    if batch:
+        total *= 1 - price.batch_discount
     return total / _MILLION

@@ -30,6 +30,7 @@ from gateway.pipeline.normalize import Arrival, ChatRequest
 from gateway.pipeline.reply import Answer
 from gateway.pipeline.services import Services
 from gateway.pipeline.turn import Turn
+from gateway.policy.batch import BATCH_TAG
 from gateway.policy.schema import Policy
 from gateway.providers import PromptTokensDetails, Usage
 from gateway.runtime.tokens import TokenCounter
@@ -56,15 +57,23 @@ def counted(
 
 
 def baseline_usd(
-    policy: Policy, model: str, usage: Usage, service_tier: str | None = None
+    policy: Policy,
+    model: str,
+    usage: Usage,
+    service_tier: str | None = None,
+    *,
+    batch: bool = False,
 ) -> Decimal | None:
-    """What the same tokens cost on the baseline model, in the same service tier."""
-    return _priced(policy, policy.baseline_model or model, usage, service_tier)
+    """What the same tokens cost on the baseline model, in the same service tier (and for a
+    batch line, at the baseline's batch price: without the gateway it would be batched too)."""
+    return _priced(policy, policy.baseline_model or model, usage, service_tier, batch=batch)
 
 
-def _priced(policy: Policy, model: str, usage: Usage, service_tier: str | None) -> Decimal | None:
+def _priced(
+    policy: Policy, model: str, usage: Usage, service_tier: str | None, *, batch: bool = False
+) -> Decimal | None:
     price = policy.models[model].price
-    return cost_usd(usage, None if price is None else price.in_tier(service_tier))
+    return cost_usd(usage, None if price is None else price.in_tier(service_tier), batch=batch)
 
 
 def record(
@@ -83,8 +92,12 @@ def record(
 ) -> LedgerRecord:
     """``service_tier``: the tier the provider reports it served the answer in."""
     now = time.monotonic()
-    cost = _priced(policy, model, usage, service_tier) if model and usage else None
-    baseline = baseline_usd(policy, model, usage, service_tier) if model and usage else None
+    batch_id = request.tags.get(BATCH_TAG)
+    batch = batch_id is not None
+    cost = _priced(policy, model, usage, service_tier, batch=batch) if model and usage else None
+    baseline = (
+        baseline_usd(policy, model, usage, service_tier, batch=batch) if model and usage else None
+    )
     details = usage.prompt_tokens_details if usage else None
     return LedgerRecord(
         time=request.arrived_unix,
@@ -106,6 +119,7 @@ def record(
         status=status,
         stream=request.stream,
         estimated=estimated,
+        batch_id=batch_id,
     )
 
 
@@ -161,7 +175,7 @@ def record_embeddings(
     entry = msgspec.structs.replace(
         entry,
         input_tokens=total.prompt_tokens,
-        baseline_cost_usd=_priced(policy, model, total, None),
+        baseline_cost_usd=_priced(policy, model, total, None, batch=entry.batch_id is not None),
     )
     _write(turn.services, turn.trace, entry)  # no prompt to log: the inputs are no chat
     return entry
@@ -182,7 +196,8 @@ def record_failure(
 ) -> None:
     """Write the record of a request that failed without an answer; with its ``turn`` (it was
     read, perhaps routed), the record keeps its tags, stream flag, route and model, so that
-    reports by tag or model count it."""
+    reports by tag or model count it. ``batch_id``: the batch of a line that failed, perhaps
+    before it was read."""
     entry = failure(
         arrival.request_id,
         arrival.tenant,
@@ -216,6 +231,8 @@ def _write(
         prompt = request_text(turn.request.body["messages"])
         services.telemetry.request_done(
             trace, entry, prompt=prompt, completion=completion, include_text=True
+    *,
+    batch_id: str | None = None,
         )
     else:
         services.telemetry.request_done(trace, entry)
@@ -236,6 +253,9 @@ def failure(
         status=status,
         latency_ms=round((time.monotonic() - arrived[1]) * 1000, 3),
     )
+    if batch_id is not None:
+        tags = {**entry.tags, BATCH_TAG: batch_id}
+        entry = msgspec.structs.replace(entry, tags=tags, batch_id=batch_id)
 
 
 def cache_hit(request: ChatRequest, answer: CachedAnswer, outcome: str) -> LedgerRecord:
@@ -260,3 +280,4 @@ def cache_hit(request: ChatRequest, answer: CachedAnswer, outcome: str) -> Ledge
         status=200,
         stream=request.stream,
     )
+        batch_id=request.tags.get(BATCH_TAG),

@@ -19,6 +19,7 @@ from gateway.ml.classifier import Judgement
 from gateway.pipeline import budget
 from gateway.pipeline.normalize import ChatRequest
 from gateway.pipeline.turn import Turn
+from gateway.policy.batch import BATCH_TAG
 from gateway.policy.schema import Policy, Route, When
 from gateway.runtime.sessions import Sessions, session_key
 
@@ -141,6 +142,7 @@ def matches(when: When | None, request: ChatRequest, judgement: Judgement | None
         and (when.tags is None or all(request.tags.get(k) == v for k, v in when.tags.items()))
         and (when.has_tools is None or when.has_tools == request.has_tools)
         and (when.has_images is None or when.has_images == request.has_images)
+        and (when.batch is None or when.batch == (BATCH_TAG in request.tags))
     )
 
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.background import Background
+from gateway.batch.live import LiveTraffic
+from gateway.batch.service import Batches
 from gateway.exact_store import Store
 from gateway.ledger.base import Ledger
 from gateway.ml.loader import Models
@@ -39,3 +41,7 @@ class Services:
     )
     """Stored Responses (``POST /v1/responses`` with ``store``); the default, in memory, is
     for services built without the app's lifespan."""
+    live: LiveTraffic = field(default_factory=LiveTraffic)
+    """Live requests in flight, which batch work yields to."""
+    batches: Batches | None = None
+    """The Batch API's state and files; None for services built without the app's lifespan."""

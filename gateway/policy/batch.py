@@ -1,11 +1,23 @@
 """The policy's ``batch`` section: how the Batch API (``/v1/files``, ``/v1/batches``) takes
-work that can wait, and how much of the gateway that work may use."""
+work that can wait, and how much of the gateway that work may use.
+
+Batch work yields to live requests: while a live request is in flight (or was, within
+``live_quiet_s``), the runner starts lines only up to ``concurrency_while_live``, so a model
+shared by both (the local engine above all) serves the live request next to a handful of batch
+lines instead of a full batch. That is the interactive latency bound: bench/batch measures what
+it costs a live request's p50 and what it leaves of the batch's throughput.
+"""
 
 from __future__ import annotations
 
 from pydantic import Field
 
-from gateway.policy.types import Strict
+from gateway.policy.types import Seconds, Strict
+
+BATCH_TAG = "batch"
+"""The reserved ``x-gateway-tags`` key that carries a batch line's batch id: its ledger record
+is grouped by it (``gateway report --by batch``) and ``when: {batch: true}`` matches it. A live
+request may not send it."""
 
 
 class BatchConfig(Strict):
@@ -17,4 +29,15 @@ class BatchConfig(Strict):
     max_lines: int = Field(default=50_000, ge=1, description="Most requests in one batch file.")
     concurrency: int = Field(
         default=8, ge=1, description="Lines of all batches the gateway runs at once, per replica."
+    )
+    concurrency_while_live: int = Field(
+        default=1,
+        ge=0,
+        description="Lines run at once while live requests are in flight (0: batch work "
+        "pauses for them).",
+    )
+    live_quiet_s: Seconds = Field(
+        default=0.5,
+        description="How long after the last live request batch work stays at "
+        "concurrency_while_live.",
     )
