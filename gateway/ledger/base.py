@@ -21,7 +21,7 @@ from typing import Any
 
 from gateway.errors import GatewayError
 from gateway.ledger.record import LedgerRecord
-from gateway.ledger.report import Group, Report, fold
+from gateway.ledger.report import Group, Report, batch_groups, fold
 from gateway.ledger.spend import Batch, SpendKey
 from gateway.ledger.sums import day_of, from_nanos
 from gateway.ledger.writer import Writer
@@ -67,14 +67,18 @@ class Ledger(Writer):
     ) -> Report:
         """Totals and rows grouped by ``by`` over ``[since, until)``; see `gateway.ledger.report`.
 
-        ``tag`` (``"k=v"``) keeps only the records with that tag.
+        ``tag`` (``"k=v"``) keeps only the records with that tag. ``batch`` groups the lines of
+        each batch (`batch_groups`: the tag groups of the reserved batch tag).
         """
         since, until = self._window(since, until)
         by = tuple(by)
-        tagged = "tag" in by or tag is not None
-        rows = await self._groups(since, until, tagged=tagged, tenant=tenant, tag=tag, by=by)
+        grouped = tuple("tag" if name == "batch" else name for name in by)
+        tagged = "tag" in grouped or tag is not None
+        rows = await self._groups(since, until, tagged=tagged, tenant=tenant, tag=tag, by=grouped)
+        if "batch" in by:
+            rows = batch_groups(rows)
         totals = None
-        if "tag" in by and tag is None:  # a record with several tags: count it once in totals
+        if "tag" in grouped and tag is None:  # a record with several tags: count it once
             totals = await self._groups(since, until, tagged=False, tenant=tenant, tag=None, by=())
         return fold(rows, totals, since=since, until=until, by=by, tenant=tenant, tag=tag)
 

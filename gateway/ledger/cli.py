@@ -54,7 +54,7 @@ SinceOption = Annotated[
 UntilOption = Annotated[str, typer.Option(help="End (exclusive), in the same forms, or 'now'.")]
 ByOption = Annotated[
     str,
-    typer.Option(help="Group by a comma list of: model, route, tenant, tag, day, cache."),
+    typer.Option(help="Group by a comma list of: model, route, tenant, tag, batch, day, cache."),
 ]
 
 

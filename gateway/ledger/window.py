@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-DIMENSIONS = ("model", "route", "tenant", "tag", "day", "cache")
+DIMENSIONS = ("model", "route", "tenant", "tag", "batch", "day", "cache")
 """The columns a report can be grouped by."""
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
@@ -71,6 +71,8 @@ def parse_by(values: str | Iterable[str] | None) -> tuple[str, ...]:
                 raise ValueError(f"cannot group by {name!r}: choose from {', '.join(DIMENSIONS)}")
             if name not in by:
                 by.append(name)
+    if "batch" in by and "tag" in by:
+        raise ValueError("group by batch or by tag, not both: a batch line's batch is its tag")
     return tuple(by)
 
 
