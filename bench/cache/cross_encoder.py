@@ -26,8 +26,11 @@ from bench.cache import cross_train as train_cross  # noqa: E402
 from bench.cache.vectors import VectorStore  # noqa: E402
 from gateway.ml import guard  # noqa: E402
 from gateway.ml.embedder import resolve_model  # noqa: E402
-from gateway.semantic import DEFAULT_THRESHOLD  # noqa: E402
+from gateway.semantic import STRICTNESS  # noqa: E402
 from gateway.training.cache import evaluate  # noqa: E402
+
+THRESHOLD = STRICTNESS["balanced"].threshold
+"""The threshold of the previous default (balanced), where these experiments were run."""
 
 DATA = ROOT.parent / "shared" / "data" / "cache"
 
@@ -75,7 +78,7 @@ def main() -> None:
     dev = evaluate.split(qqp, "dev")
     heldout = dev[::10]
     train_rows = [p for i, p in enumerate(dev) if i % 10]
-    held_cand = candidates(store, heldout, DEFAULT_THRESHOLD)
+    held_cand = candidates(store, heldout, THRESHOLD)
     model_dir = resolve_model("all-MiniLM-L6-v2")
     model, tokenizer, meta = train_cross.train(
         model_dir,
@@ -101,7 +104,7 @@ def main() -> None:
         "paraphrases": evaluate.load_pairs(DATA / "gptcache_mock_paraphrases.jsonl"),
     }
     for name, pairs in sets.items():
-        cand = candidates(store, pairs, DEFAULT_THRESHOLD)
+        cand = candidates(store, pairs, THRESHOLD)
         labels = np.array([p.label for p in pairs])
         idx = np.flatnonzero(cand)
         scores = np.zeros(len(pairs), np.float32)

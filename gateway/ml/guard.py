@@ -1,4 +1,9 @@
-"""The meaning guard: the rules of :mod:`~gateway.ml.rules`, then the learned verifier.
+"""The meaning guard: the rules of :mod:`~gateway.ml.rules`, the opposite-meaning check of
+:mod:`~gateway.ml.opposites`, then the learned verifier.
+
+The opposite-meaning check (a word on one side, its antonym or prefixed opposite on the other:
+enable/disable, cheap/expensive, legal/illegal) runs with the rules, vectors or not: like them it
+is a hard veto, with its own reason (:attr:`Veto.OPPOSITE`).
 
 The learned verifier: when :func:`check` is given the two texts' vectors as well, a pair that
 passes every rule must also convince the trained verifier of :mod:`~gateway.ml.verifier`
@@ -14,12 +19,15 @@ no more than that of a stored question.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from gateway.ml.rules import MAX_CHARS, Reason, Verdict, check_rules, same_question
+from gateway.ml import opposites, rules
+from gateway.ml.rules import MAX_CHARS, Reason, same_question
 from gateway.ml.verifier import Verifier
 
 __all__ = [
@@ -27,11 +35,42 @@ __all__ = [
     "Guard",
     "Reason",
     "Verdict",
+    "Veto",
     "check",
     "check_rules",
     "default_guard",
     "same_question",
 ]
+
+
+class Veto(StrEnum):
+    """The guard's reasons beyond the rules' :class:`Reason`."""
+
+    OPPOSITE = "opposite"
+    """One text has a word whose opposite the other has instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The guard's answer: ``ok`` unless some check vetoed the pair, then ``reason`` says which."""
+
+    ok: bool
+    reason: Reason | Veto | None = None
+    detail: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def check_rules(a: str, b: str) -> Verdict:
+    """The hard vetoes, without vectors: the rules, then the opposite-meaning check."""
+    verdict = rules.check_rules(a, b)
+    if not verdict.ok:
+        return Verdict(False, verdict.reason, verdict.detail)
+    pair = opposites.opposed(a, b)
+    if pair is not None:
+        return Verdict(False, Veto.OPPOSITE, "/".join(pair))
+    return Verdict(True)
 
 
 class Guard:
@@ -46,8 +85,13 @@ class Guard:
     @classmethod
     def load(cls, path: Path | None = None, cutoff: float | None = None) -> Guard:
         """The rules and the verifier artifact at ``path`` (default: the committed one);
-        blocking, call it at start."""
+        blocking, call it at start (it reads the antonym table too)."""
+        opposites.default_table()
         return cls(Verifier.load(path), cutoff)
+
+    def with_cutoff(self, cutoff: float | None) -> Guard:
+        """The same rules and verifier, refusing below ``cutoff`` (None: the artifact's)."""
+        return Guard(self.verifier, cutoff)
 
     def check(
         self,
@@ -57,7 +101,7 @@ class Guard:
         v: npt.NDArray[np.float32] | None = None,
     ) -> Verdict:
         """Whether ``a`` (vector ``u``) and ``b`` (vector ``v``) may be the same question: the
-        rules, then, when both vectors are given, the verifier."""
+        rules and the opposite check, then, when both vectors are given, the verifier."""
         verdict = check_rules(a, b)
         if not verdict.ok or self.verifier is None or u is None or v is None:
             return verdict
@@ -89,7 +133,7 @@ def check(
 ) -> Verdict:
     """Whether ``a`` and ``b`` may be the same question; the first failed check is the reason.
     With the two vectors the committed learned verifier judges too (see the module docstring);
-    without them, the rules alone."""
+    without them, the hard vetoes alone (rules and opposites)."""
     if u is None or v is None:
         return check_rules(a, b)
     return default_guard().check(a, b, u, v)

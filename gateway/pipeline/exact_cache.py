@@ -7,6 +7,10 @@ differently) and the policy's cache namespace. Every field of the OpenAI API is 
 key or non-key; a field the gateway does not know is part of the key, so an unknown parameter
 can only cause a miss, never a wrong hit.
 
+With ``cache.semantic.scope: user`` the end user (``ChatRequest.end_user``) is part of the key
+too, and a request that names none uses no cache (:func:`unscoped`): per-user scope is one
+setting for both caches, since a deployment that must keep users apart keeps them apart in both.
+
 An embeddings request is cached per input (`vector_keys`): each input's vector under a key of
 the tenant, the chosen embeddings model, the fields that change vectors (``dimensions``...) and
 the input itself, whatever encoding the client asked for.
@@ -122,13 +126,23 @@ def key(
     namespace: str,
     policy_version: str,
     routing_tags: frozenset[str] = frozenset(),
+    user: str | None = None,
 ) -> str:
-    """The entry's key. Tags that routing rules test are part of it, since they pick the model."""
+    """The entry's key. Tags that routing rules test are part of it, since they pick the model;
+    so is ``user``, the end user, when the cache is scoped per user."""
     model = f"auto@{policy_version}" if request.model == "auto" else request.model
     fields = {k: v for k, v in request.body.items() if k not in NON_KEY_FIELDS}
     tags = {k: v for k, v in request.tags.items() if k in routing_tags}
-    digest = hashlib.sha256(msgspec.json.encode([namespace, model, tags, fields], order="sorted"))
+    scope = [namespace, model, tags, fields] + ([] if user is None else [user])
+    digest = hashlib.sha256(msgspec.json.encode(scope, order="sorted"))
     return f"{tenant_part(request.tenant)}:{digest.hexdigest()}"
+
+
+def unscoped(request: ChatRequest, runtime: Runtime) -> bool:
+    """Whether the caches are scoped per user (``cache.semantic.scope: user``) and the request
+    names no end user: it then neither reads nor writes a cache, so that an anonymous request
+    can neither be served another's answer nor plant one for others."""
+    return runtime.policy.cache.semantic.scope == "user" and request.end_user is None
 
 
 async def lookup(turn: Turn) -> CachedAnswer | None:
@@ -146,6 +160,7 @@ async def save(turn: Turn, answer: CachedAnswer) -> None:
         not config.enabled
         or not request.cache_control.write
         or not cacheable(request.body, config.max_temperature)
+        or unscoped(request, turn.runtime)
     ):
         return
     with contextlib.suppress(StoreDown):
@@ -162,6 +177,7 @@ async def _lookup(
         not config.enabled
         or not control.read
         or not cacheable(request.body, config.max_temperature)
+        or unscoped(request, runtime)
     ):
         return "bypass", None
     entry_key = _key(request, runtime)
@@ -244,7 +260,10 @@ async def save_vectors(turn: Turn, entries: list[tuple[str, CachedVector]]) -> N
 
 
 def _key(request: ChatRequest, runtime: Runtime) -> str:
-    return key(request, runtime.policy.cache.namespace, runtime.loaded.digest, runtime.routing_tags)
+    user = request.end_user if runtime.policy.cache.semantic.scope == "user" else None
+    return key(
+        request, runtime.policy.cache.namespace, runtime.loaded.digest, runtime.routing_tags, user
+    )
 
 
 def _fresh(created: float, control: CacheControl, ttl_s: float) -> bool:

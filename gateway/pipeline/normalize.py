@@ -52,6 +52,9 @@ class _ChatBody(msgspec.Struct):
     max_completion_tokens: int | None = None
     seed: int | None = None
     logprobs: bool | None = None
+    # The end user the request acts for: the caches' ``scope: user`` partitions by it.
+    user: str | None = None
+    safety_identifier: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,9 @@ class ChatRequest:
     """An estimate for routing rules: UTF-8 bytes of the messages' text / 4, rounded up."""
     session_id: str | None = None
     """The client's ``x-session-id``, naming the conversation."""
+    end_user: str | None = None
+    """The end user the client says the request is for: ``safety_identifier``, else ``user``
+    (the Anthropic door maps ``metadata.user_id`` to ``user``); None when neither is set."""
     cache_control: CacheControl = CacheControl()
     arrived_unix: float = 0.0
     arrived_mono: float = 0.0
@@ -162,6 +168,7 @@ def chat_request(
         has_images=any(_has_image(m) for m in checked.messages),
         prompt_tokens=-(-sum(_text_bytes(m) for m in checked.messages) // 4),
         session_id=session_id or None,
+        end_user=checked.safety_identifier or checked.user or None,
         cache_control=parse_cache_control(cache_control),
         arrived_unix=arrived[0],
         arrived_mono=arrived[1],

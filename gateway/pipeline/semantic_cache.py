@@ -9,24 +9,35 @@ Scope: entries are searched per tenant and per *scope*, a hash of the policy's c
 the model choice (a named model, or ``auto`` with the policy version, since a new policy may
 route differently), the routing tags and the request's context fingerprint (system prompt,
 earlier turns, tools, output-shaping parameters). An answer is therefore only ever offered to
-the same tenant, asking in the same context, under the same routing.
+the same tenant, asking in the same context, under the same routing. With ``scope: user`` the
+end user (``user`` / ``safety_identifier``, Anthropic's ``metadata.user_id``) is part of the
+hash too, so one member of a tenant cannot plant an answer that another is served; a request
+that names no end user then takes no part (see ``exact_cache.unscoped``).
+
+Strictness: ``strict`` or ``balanced`` picks an operating point of the hit rule (the cosine
+threshold and the learned verifier's cutoff, :data:`gateway.semantic.STRICTNESS`); a
+``threshold`` set in the policy replaces the point's threshold, the cutoff stays.
 
 The cache itself is :class:`gateway.semantic.lazy.LazySemanticCache`, opened once; the
-threshold, the temperature limit and ``enabled`` are read here, per request.
+threshold, the strictness, the scope, the temperature limit and ``enabled`` are read here, per
+request.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 
 import msgspec
 
+from gateway.ml import guard
 from gateway.pipeline import cached_answer
 from gateway.pipeline.cached_answer import CachedAnswer
-from gateway.pipeline.exact_cache import cacheable
+from gateway.pipeline.exact_cache import cacheable, unscoped
 from gateway.pipeline.turn import Turn
-from gateway.semantic import DEFAULT_THRESHOLD, context_fingerprint
+from gateway.semantic import STRICTNESS, context_fingerprint
+from gateway.semantic.cache import GuardCheck
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +50,7 @@ def wanted(turn: Turn) -> bool:
         config.enabled
         and (control.read or control.write)
         and cacheable(turn.request.body, config.max_temperature)
+        and not unscoped(turn.request, turn.runtime)
     )
 
 
@@ -87,13 +99,15 @@ async def _lookup(turn: Turn) -> CachedAnswer | None:
     assert understanding is not None  # the caller checked
     cache = await turn.services.semantic.get(config)
     max_age = request.cache_control.max_age
+    point = STRICTNESS[config.strictness]
     hit = await cache.lookup(
         request.tenant,
         _scope(turn),
         understanding.vector,
         understanding.text,
-        DEFAULT_THRESHOLD if config.threshold is None else config.threshold,
+        point.threshold if config.threshold is None else config.threshold,
         max_age_s=config.ttl if max_age is None else min(max_age, config.ttl),
+        check=_guard(point.cutoff),
     )
     if hit is None:
         return None
@@ -107,11 +121,17 @@ async def _lookup(turn: Turn) -> CachedAnswer | None:
     return answer
 
 
+@functools.cache
+def _guard(cutoff: float) -> GuardCheck:
+    """The meaning guard refusing below ``cutoff`` (loaded by the time the cache is open)."""
+    return guard.default_guard().with_cutoff(cutoff).check
+
+
 def _scope(turn: Turn) -> str:
     request, runtime = turn.request, turn.runtime
     model = f"auto@{runtime.loaded.digest}" if request.model == "auto" else request.model
     tags = sorted((k, v) for k, v in request.tags.items() if k in runtime.routing_tags)
-    scope = msgspec.json.encode(
-        [runtime.policy.cache.namespace, model, tags, context_fingerprint(request.body)]
-    )
-    return hashlib.sha256(scope).hexdigest()[:32]
+    parts = [runtime.policy.cache.namespace, model, tags, context_fingerprint(request.body)]
+    if runtime.policy.cache.semantic.scope == "user":
+        parts.append(request.end_user)
+    return hashlib.sha256(msgspec.json.encode(parts)).hexdigest()[:32]

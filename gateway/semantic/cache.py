@@ -79,6 +79,7 @@ class _Lookup:
     text: str
     threshold: float
     max_age_s: float | None
+    check: GuardCheck
     future: asyncio.Future[Hit | None]
 
 
@@ -175,13 +176,18 @@ class SemanticCache:
         threshold: float,
         *,
         max_age_s: float | None = None,
+        check: GuardCheck | None = None,
     ) -> Hit | None:
         """The best entry of this tenant and fingerprint scoring ≥ ``threshold`` that the meaning
-        guard accepts for ``text``, no older than ``max_age_s``; None on a miss."""
+        guard (``check``, default: the cache's) accepts for ``text``, no older than
+        ``max_age_s``; None on a miss."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Hit | None] = loop.create_future()
+        row = self._vector(vector)
         self._pending.append(
-            _Lookup(tenant, fingerprint, self._vector(vector), text, threshold, max_age_s, future)
+            _Lookup(
+                tenant, fingerprint, row, text, threshold, max_age_s, check or self._guard, future
+            )
         )
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain())
@@ -366,7 +372,7 @@ class SemanticCache:
             if item.max_age_s is not None and now - entry.created > item.max_age_s:
                 continue
             stored = self._index.vector(item.tenant, item.fingerprint, entry.entry_id)
-            verdict = self._guard(item.text, entry.text, item.vector, stored)
+            verdict = item.check(item.text, entry.text, item.vector, stored)
             if not verdict.ok:
                 self.counters[f"guard_veto_{verdict.reason}"] += 1
                 continue

@@ -3,8 +3,12 @@ on the first request that needs it (after a reload turned it on), once.
 
 Its size settings (``max_entries``, ``max_bytes``, ``max_entry_bytes``, ``ttl``,
 ``approximate_after``) are read when it opens;
-the threshold, the temperature limit and ``enabled`` are read per request by the pipeline's
-semantic-cache stage.
+the threshold, the strictness, the scope, the temperature limit and ``enabled`` are read per
+request by the pipeline's semantic-cache stage.
+
+A flush reaches Redis even when this process never opened the cache (the policy disables it
+now, but it was enabled before, here or on another replica): offboarding a tenant must remove
+its entries, not only this process's copy of them.
 """
 
 from __future__ import annotations
@@ -16,8 +20,12 @@ from typing import Any
 
 from gateway.policy.schema import SemanticCacheConfig
 from gateway.semantic.cache import SemanticCache
+from gateway.semantic.store import RedisStore
 
 log = logging.getLogger(__name__)
+
+NAMESPACE = "gw:semantic"
+"""The Redis key prefix of the gateway's semantic entries."""
 
 
 class LazySemanticCache:
@@ -31,7 +39,17 @@ class LazySemanticCache:
         return self._cache or await self._open(config)
 
     async def flush(self, tenant: str | None) -> int:
-        return 0 if self._cache is None else await self._cache.flush(tenant)
+        """Delete ``tenant``'s entries (all when None), in Redis too when the cache is closed
+        here; returns how many."""
+        if self._cache is not None:
+            return await self._cache.flush(tenant)
+        if self._redis_url is None:
+            return 0  # nothing was ever stored: entries without Redis live in an open cache
+        store = RedisStore(self._redis_url, NAMESPACE)
+        try:
+            return await store.flush(tenant)
+        finally:
+            await store.aclose()
 
     def health(self) -> dict[str, Any] | None:
         return None if self._cache is None else self._cache.health()
@@ -53,7 +71,7 @@ class LazySemanticCache:
                 started = time.perf_counter()
                 self._cache = await SemanticCache.open(
                     self._redis_url,
-                    namespace="gw:semantic",
+                    namespace=NAMESPACE,
                     max_entries=config.max_entries,
                     ttl_s=config.ttl,
                     approximate_after=config.approximate_after,

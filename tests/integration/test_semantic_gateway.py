@@ -10,8 +10,10 @@ import time
 import uuid
 from collections.abc import Callable
 
+import anthropic
 import httpx
 import pytest
+import redis
 
 from tests.conftest import ADMIN_KEY, OTHER_KEY, Gateway, policy_text
 from tests.fake_upstream import FakeUpstream, Fault
@@ -21,7 +23,7 @@ pytestmark = pytest.mark.model
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 QUESTION = "What is the capital city of France?"
-PARAPHRASE = "what's the capital of france"
+PARAPHRASE = "Which city is the capital of France?"
 
 
 def semantic_policy(primary: FakeUpstream, backup: FakeUpstream, extra: str = "") -> str:
@@ -227,5 +229,177 @@ def test_redis_down_bypasses_then_caching_resumes(
         time.sleep(0.1)
     ask(gateway, "What is the capital city of Italy?")
     _wait_stored(gateway, 2)
-    hit = ask(gateway, "what's the capital of italy")
+    hit = ask(gateway, "Which city is the capital of Italy?")
     assert hit.headers["x-gateway-cache"] == "semantic"
+
+
+# ---- round two: opposite meanings, strictness, per-user scope, flush -------------------------
+
+OPPOSITES = [
+    # (stored, asked, the kind of opposite); none of them from bench/cache/data (held out)
+    ("How do I turn on dark mode in Slack?", "How do I turn off dark mode in Slack?", "particle"),
+    ("How do I lock the screen on a Mac?", "How do I unlock the screen on a Mac?", "prefix verb"),
+    ("How do I allow pop-ups in Firefox?", "How do I disallow pop-ups in Firefox?", "prefix verb"),
+    ("How do I buy shares on Robinhood?", "How do I sell shares on Robinhood?", "verb"),
+    ("Why is my phone charger so cheap?", "Why is my phone charger so expensive?", "adjective"),
+    ("Is it safe to swim after eating?", "Is it dangerous to swim after eating?", "adjective"),
+    ("What are the pros of electric cars?", "What are the cons of electric cars?", "noun"),
+    ("Is it legal to fly a drone in a park?", "Is it illegal to fly a drone in a park?", "prefix"),
+]
+
+
+@pytest.mark.parametrize("strictness", ["strict", "balanced"])
+@pytest.mark.parametrize(("stored", "asked", "kind"), OPPOSITES, ids=[o[2] for o in OPPOSITES])
+def test_an_opposite_question_is_never_answered_from_the_cache(
+    start_gateway: Callable[..., Gateway],
+    primary: FakeUpstream,
+    backup: FakeUpstream,
+    strictness: str,
+    stored: str,
+    asked: str,
+    kind: str,
+) -> None:
+    gateway = start_gateway(
+        semantic_policy(primary, backup, f", strictness: {strictness}, threshold: 0.6")
+    )
+    ask(gateway, stored)
+    _wait_stored(gateway, 1)
+    response = ask(gateway, asked)
+    assert response.headers["x-gateway-cache"] == "miss", kind
+    assert content(response) == f"primary says: {asked}"
+    # it was the opposite check that refused the candidate (not the cosine or the verifier)
+    assert gateway.app.state.services.semantic.health()["guard_veto_opposite"] == 1
+
+
+@pytest.mark.parametrize("strictness", ["strict", "balanced"])
+def test_both_strictness_settings_still_answer_a_paraphrase(
+    start_gateway: Callable[..., Gateway],
+    primary: FakeUpstream,
+    backup: FakeUpstream,
+    strictness: str,
+) -> None:
+    gateway = start_gateway(semantic_policy(primary, backup, f", strictness: {strictness}"))
+    ask(gateway, QUESTION)
+    hit = _eventually_hit(gateway, PARAPHRASE)
+    assert content(hit) == f"primary says: {QUESTION}"
+
+
+def test_strict_refuses_a_look_alike_that_balanced_serves(
+    start_gateway: Callable[..., Gateway], primary: FakeUpstream, backup: FakeUpstream
+) -> None:
+    """The two settings differ in the verifier's cutoff: a pair it rates in between is a hit
+    only under balanced."""
+    stored, asked = "How do I learn Java?", "How do I learn Java quickly?"
+    served = {}
+    for strictness in ("strict", "balanced"):
+        gateway = start_gateway(
+            semantic_policy(primary, backup, f", strictness: {strictness}, threshold: 0.6")
+        )
+        ask(gateway, stored)
+        _wait_stored(gateway, 1)
+        served[strictness] = ask(gateway, asked).headers["x-gateway-cache"]
+    assert served == {"strict": "miss", "balanced": "semantic"}
+
+
+def _as_user(gw: Gateway, text: str, user: str | None, **body: object) -> httpx.Response:
+    return ask(gw, text, **({"user": user} if user else {}), **body)
+
+
+def test_per_user_scope_never_shares_answers_between_users(
+    start_gateway: Callable[..., Gateway], primary: FakeUpstream, backup: FakeUpstream
+) -> None:
+    gateway = start_gateway(semantic_policy(primary, backup, ", scope: user"))
+    first = _as_user(gateway, QUESTION, "alice")
+    assert first.headers["x-gateway-cache"] == "miss"
+    _wait_stored(gateway, 1)
+    # bob, same tenant: neither the very same request nor a paraphrase is served alice's
+    assert _as_user(gateway, QUESTION, "bob").headers["x-gateway-cache"] == "miss"
+    assert _as_user(gateway, PARAPHRASE, "carol").headers["x-gateway-cache"] == "miss"
+    assert len(primary.requests) == 3
+    # alice gets her own answers back, from both caches
+    assert _as_user(gateway, PARAPHRASE, "alice").headers["x-gateway-cache"] == "semantic"
+    assert _as_user(gateway, QUESTION, "alice").headers["x-gateway-cache"] == "exact"
+    # safety_identifier names the end user too, and wins over user
+    by_id = ask(gateway, PARAPHRASE, safety_identifier="alice", user="mallory")
+    assert by_id.headers["x-gateway-cache"] == "semantic"
+    assert len(primary.requests) == 3
+
+
+def test_per_user_scope_keeps_requests_without_a_user_out_of_both_caches(
+    start_gateway: Callable[..., Gateway], primary: FakeUpstream, backup: FakeUpstream
+) -> None:
+    gateway = start_gateway(semantic_policy(primary, backup, ", scope: user"))
+    anonymous = _as_user(gateway, QUESTION, None)
+    assert anonymous.headers["x-gateway-cache"] == "bypass"
+    gateway.records(1)
+    assert _semantic_entries(gateway) == 0  # nothing planted for anyone
+    _as_user(gateway, QUESTION, "alice")
+    _wait_stored(gateway, 1)
+    again = _as_user(gateway, QUESTION, None)  # alice's entries are not read either
+    assert again.headers["x-gateway-cache"] == "bypass"
+    assert content(again) == f"primary says: {QUESTION}" and len(primary.requests) == 3
+
+
+def test_tenant_scope_shares_answers_between_users(gateway: Gateway) -> None:
+    _as_user(gateway, QUESTION, "alice")
+    _wait_stored(gateway, 1)
+    assert _as_user(gateway, PARAPHRASE, "bob").headers["x-gateway-cache"] == "semantic"
+
+
+def test_per_user_scope_reads_the_user_of_the_anthropic_door(
+    start_gateway: Callable[..., Gateway], primary: FakeUpstream, backup: FakeUpstream
+) -> None:
+    gateway = start_gateway(semantic_policy(primary, backup, ", scope: user"))
+    with anthropic.Anthropic(
+        base_url=gateway.url, api_key=gateway.client().api_key, max_retries=0
+    ) as sdk:
+
+        def asked_by(user: str, text: str) -> str:
+            raw = sdk.messages.with_raw_response.create(
+                model="auto",
+                max_tokens=64,
+                messages=[{"role": "user", "content": text}],
+                metadata={"user_id": user},
+                extra_body={"temperature": 0},
+            )
+            return raw.headers["x-gateway-cache"]
+
+        assert asked_by("alice", QUESTION) == "miss"
+        _wait_stored(gateway, 1)
+        assert asked_by("bob", PARAPHRASE) == "miss"
+        assert asked_by("alice", PARAPHRASE) == "semantic"
+
+
+def test_flush_reaches_redis_after_the_semantic_cache_was_disabled(
+    start_gateway: Callable[..., Gateway],
+    primary: FakeUpstream,
+    backup: FakeUpstream,
+    own_redis: RedisProcess,
+) -> None:
+    """Offboarding: entries stored while the cache was on are removed by a process that never
+    opened it (the policy turned it off before this process started)."""
+    before = start_gateway(semantic_policy(primary, backup), redis_url=own_redis.url)
+    ask(before, QUESTION)
+    ask(before, "What is the capital city of Spain?", key=OTHER_KEY)
+    _wait_stored(before, 2)
+    before.stop()
+    after = start_gateway(policy_text(primary, backup), redis_url=own_redis.url)  # cache off
+    flushed = httpx.delete(
+        f"{after.url}/admin/cache",
+        params={"tenant": "team-a"},
+        headers={"authorization": f"Bearer {ADMIN_KEY}"},
+    )
+    assert flushed.status_code == 200 and flushed.json()["flushed"]["semantic"] == 1
+    assert after.app.state.services.semantic.size() == 0  # it still has not opened it
+    client = redis.Redis.from_url(own_redis.url)
+    try:
+        left = [k for k in client.scan_iter("gw:semantic:sem:e:*")]
+        assert len(left) == 1  # the other tenant's entry
+        members = [m.decode() for m in client.zrange("gw:semantic:sem:all", 0, -1)]
+        assert len(members) == 1 and not members[0].endswith(":team-a")
+    finally:
+        client.close()
+    everyone = httpx.delete(
+        f"{after.url}/admin/cache", headers={"authorization": f"Bearer {ADMIN_KEY}"}
+    )
+    assert everyone.json()["flushed"]["semantic"] == 1

@@ -210,3 +210,22 @@ def train_guard_command(
     )
     train_guard.save(artifact, trained, idf, meta)
     out.print(f"written {artifact} (cutoff {meta['cutoff']})")
+
+
+@app.command("build-antonyms")
+def build_antonyms_command(
+    wordnet: Annotated[
+        Path, typer.Option(help="A WordNet 3.0 dict directory (Debian: wordnet-base).")
+    ] = Path("/usr/share/wordnet"),
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="The table to write (default: the shipped one).")
+    ] = None,
+) -> None:
+    """Derive the meaning guard's antonym table from WordNet (see gateway.ml.opposites)."""
+    from gateway.ml.opposites import DEFAULT_TABLE
+    from gateway.training.cache import antonyms
+
+    out_path = out_path or DEFAULT_TABLE
+    opposites, exceptions = antonyms.build(wordnet)
+    antonyms.write(opposites, exceptions, out_path)
+    out.print(f"{len(opposites)} words, {len(exceptions)} irregular forms -> {out_path}")

@@ -7,7 +7,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.ml.text import request_text
-from gateway.semantic import DEFAULT_THRESHOLD, SemanticCache, context_fingerprint
+from gateway.semantic import STRICTNESS, SemanticCache, context_fingerprint
+
+THRESHOLD = STRICTNESS["balanced"].threshold
+"""The cache's own guard (no per-lookup check) refuses at the artifact's cutoff, balanced's."""
 
 pytestmark = pytest.mark.model
 
@@ -53,10 +56,10 @@ async def filled(embedder) -> AsyncIterator[SemanticCache]:  # type: ignore[no-u
 async def test_paraphrases_hit_and_hard_negatives_miss(filled: SemanticCache, embedder) -> None:  # type: ignore[no-untyped-def]
     vectors = await embedder.embed([q for q, _ in HITS] + MISSES)
     for (query, expected), vector in zip(HITS, vectors[: len(HITS)], strict=True):
-        hit = await filled.lookup("team-a", "fp", vector, query, DEFAULT_THRESHOLD)
+        hit = await filled.lookup("team-a", "fp", vector, query, THRESHOLD)
         assert hit is not None and hit.payload == expected.encode(), query
     for query, vector in zip(MISSES, vectors[len(HITS) :], strict=True):
-        assert await filled.lookup("team-a", "fp", vector, query, DEFAULT_THRESHOLD) is None, query
+        assert await filled.lookup("team-a", "fp", vector, query, THRESHOLD) is None, query
 
 
 async def test_follow_up_only_matches_its_conversation(embedder) -> None:  # type: ignore[no-untyped-def]
@@ -94,9 +97,9 @@ async def test_the_learned_verifier_refuses_what_no_rule_names(embedder) -> None
     try:
         (s, q) = await embedder.embed([stored, query])
         await cache.store("team-a", "fp", s, stored, b"answer")
-        assert float(s @ q) >= DEFAULT_THRESHOLD
-        assert await cache.lookup("team-a", "fp", q, query, DEFAULT_THRESHOLD) is None
+        assert float(s @ q) >= THRESHOLD
+        assert await cache.lookup("team-a", "fp", q, query, THRESHOLD) is None
         assert cache.health()["guard_veto_verifier"] == 1
-        assert await cache.lookup("team-a", "fp", s, stored, DEFAULT_THRESHOLD) is not None
+        assert await cache.lookup("team-a", "fp", s, stored, THRESHOLD) is not None
     finally:
         await cache.aclose()
