@@ -19,6 +19,7 @@ from gateway.batch.runner import Runner
 from gateway.batch.service import Batches
 from gateway.batch.store import open_store
 from gateway.exact_store import MemoryStore, RedisStore, Store
+from gateway.labels_store import open_labels
 from gateway.ledger.store import open_ledger
 from gateway.ml.loader import Models
 from gateway.pipeline.services import Services
@@ -46,7 +47,7 @@ def create_app(settings: Settings) -> Litestar:
         exact = _exact_store(settings, policy)
         if isinstance(exact, MemoryStore):
             telemetry.metrics.set_cache_size("exact", exact.__len__)
-        models = Models(settings.data_dir / "models")
+        models = Models(settings.data_dir / "models", settings.data_dir)
         semantic = LazySemanticCache(settings.redis_url)
         await models.prepare(
             embedder=policy.cache.semantic.enabled or runtime.classifies,
@@ -69,6 +70,7 @@ def create_app(settings: Settings) -> Litestar:
             responses=open_responses(
                 settings.redis_url, settings.data_dir, policy.responses.max_entries
             ),
+            labels=open_labels(settings.redis_url, settings.data_dir),
             batches=batches,
         )
         runner = Runner(services, batches, api.batches.DOORS)
@@ -88,6 +90,7 @@ def create_app(settings: Settings) -> Litestar:
                     await watcher
             await runner.aclose(settings.shutdown_grace_s)
             await services.background.drain()
+            await services.labels.aclose()
             await ledger.aclose()
             await exact.aclose()
             await semantic.aclose()

@@ -6,6 +6,7 @@
   :mod:`~gateway.api.embeddings`: OpenAI Embeddings;
   :mod:`~gateway.api.messages`: Anthropic Messages;
   :mod:`~gateway.api.responses`: OpenAI Responses, with stored responses).
+- :mod:`~gateway.api.feedback`: ``POST /v1/feedback``, a client's score of an answer.
 - :mod:`~gateway.api.files` and :mod:`~gateway.api.batches`: OpenAI's Files and Batch APIs,
   whose lines run through those doors (:mod:`gateway.batch`).
 - :mod:`~gateway.api.health`: ``/healthz``, ``/readyz``, ``/v1/models``.
@@ -22,6 +23,7 @@ from gateway.api import (
     chat,
     completions,
     embeddings,
+    feedback,
     files,
     health,
     messages,
@@ -38,6 +40,7 @@ ROUTES = [
     embeddings.create_embeddings,
     messages.messages,
     messages.count_tokens,
+    feedback.feedback,
     *responses.ROUTES,
     *files.ROUTES,
     *batches.ROUTES,

@@ -286,6 +286,21 @@ _E_ANSWER = obj(
     usage=obj(["prompt_tokens", "total_tokens"], prompt_tokens=_INT, total_tokens=_INT),
 )
 
+_F_REQUEST = obj(
+    ["request_id", "score"],
+    extra=False,
+    request_id={"type": "string", "minLength": 1, "maxLength": 200},
+    score={"type": "number", "minimum": 0, "maximum": 1},
+    text={"type": "string", "maxLength": 4000},
+)
+_F_ANSWER = obj(
+    ["object", "request_id", "score", "stored"],
+    object={"const": "feedback"},
+    request_id=STR,
+    score={"type": "number"},
+    stored={"const": True},
+)
+
 DOOR_SCHEMAS: dict[str, Any] = {
     "AnthropicMessagesRequest": _A_REQUEST,
     "AnthropicCountTokensRequest": _anthropic_request(),
@@ -300,4 +315,6 @@ DOOR_SCHEMAS: dict[str, Any] = {
     "TextCompletion": _C_ANSWER,
     "EmbeddingRequest": _E_REQUEST,
     "EmbeddingList": _E_ANSWER,
+    "FeedbackRequest": _F_REQUEST,
+    "Feedback": _F_ANSWER,
 }

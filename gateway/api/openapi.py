@@ -203,6 +203,22 @@ _PATHS: dict[str, Any] = {
     ),
     "/v1/models": {
         "get": {
+    "/v1/feedback": {
+        "post": {
+            "operationId": "createFeedback",
+            "summary": "Score an answer the caller's tenant got (by its x-gateway-request-id), "
+            "from 0 to 1: a label the router can learn from.",
+            "security": [{"apiKey": []}],
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": ref("FeedbackRequest")}},
+            },
+            "responses": {
+                "200": _ok("Stored", ref("Feedback")),
+                **_errors("400", "401", "404", "413", "415"),
+            },
+        }
+    },
             "operationId": "listModels",
             "summary": "'auto' and the policy's models.",
             "security": [{"apiKey": []}],

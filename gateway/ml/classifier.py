@@ -28,6 +28,9 @@ from gateway.ml.text import message_text, request_text
 
 CATEGORIES = ("code", "math", "reasoning", "creative", "chat", "other")
 DEFAULT_HEAD = Path(__file__).resolve().parent.parent / "data" / "router_head.npz"
+DEPLOYMENT_HEAD = Path("router") / "head.npz"
+"""Under the data dir: a head retrained on the deployment's own traffic (``gateway router train
+--from-ledger``), which serving loads instead of the shipped one when it exists."""
 _SCAN = 4000  # characters of a long prompt that the rules read
 
 _CODE = re.compile(
@@ -178,6 +181,12 @@ class Classifier:
     def load(cls, path: Path | None = None) -> Classifier:
         """Load a head artifact (default: the committed ``gateway/data/router_head.npz``)."""
         return cls(Head.load(path or DEFAULT_HEAD))
+
+    @classmethod
+    def for_deployment(cls, data_dir: Path) -> Classifier:
+        """The deployment's retrained head when there is one, else the shipped head."""
+        mine = data_dir / DEPLOYMENT_HEAD
+        return cls.load(mine if mine.exists() else None)
 
     @property
     def embedder_signature(self) -> dict[str, Any]:

@@ -1,10 +1,13 @@
 """The difficulty head: numpy-only inference over the shared embedding, a few text features and
 the prompt's words.
 
-A prompt goes to one of two groups by its format: **choice** (multiple-choice options, like
-MMLU) or **open** (anything else; in the training data, GSM8K word problems). The groups fail
-the small model for different reasons, and one head for both let the 13x larger MMLU set drown
-out what little predicts GSM8K (cross-validated APGR on GSM8K 0.52 shared, 0.60 separate).
+A prompt goes to one of three groups by its format: **choice** (multiple-choice options, like
+MMLU), **problem** (two or more numbers: word problems and calculations, like GSM8K) or
+**open** (anything else: open-ended chat, like AlpacaEval's instructions). The groups fail the
+small model for different reasons, and one head for all let the larger sets drown out what
+predicts the others (cross-validated APGR on GSM8K 0.52 shared with MMLU, 0.60 separate; chat
+0.56 and GSM8K 0.565 when chat shared GSM8K's group; bench/router/RESULTS.md). The groups read
+only the text's format, never which data set a prompt came from.
 Each group has its own parts, chosen by cross-validation on the training split (``train.py``;
 bench/router/RESULTS.md has the measurements):
 
@@ -42,9 +45,13 @@ import numpy.typing as npt
 
 from gateway.ml.terms import PROBLEM_FEATURES, problem_features, term_counts
 
-FORMAT = 2
-GROUPS = ("choice", "open")
-CHOICE_FEATURE = 4  # index of ``multiple_choice`` in ``Features.vector()``
+FORMAT = 3
+GROUPS = ("choice", "problem", "open")
+PROBLEM_GROUP = 1
+NUMBERS_FEATURE = 1  # index of ``log_numbers`` (``log1p(numbers)``) in ``Features.vector()``
+MATH_FEATURE = 3  # index of ``has_math``
+CHOICE_FEATURE = 4  # index of ``multiple_choice``
+_ONE_NUMBER, _TWO_NUMBERS = float(np.log1p(1)) - 1e-6, float(np.log1p(2)) - 1e-6
 F32 = npt.NDArray[np.float32]
 
 
@@ -55,16 +62,21 @@ def id_hashes(ids: Sequence[str]) -> npt.NDArray[np.uint64]:
 
 
 def groups_of(features: F32) -> npt.NDArray[np.int64]:
-    """The group of each row of ``Features.vector()`` rows: 0 choice, 1 open."""
-    return np.where(np.asarray(features)[:, CHOICE_FEATURE] >= 0.5, 0, 1).astype(np.int64)
+    """The group of each row of ``Features.vector()`` rows: 0 choice, 1 problem (two numbers,
+    or one and a math word or sign), 2 open. In the data: 98% of GSM8K, 9% of chat."""
+    features = np.asarray(features)
+    numbers = features[:, NUMBERS_FEATURE]
+    math = (numbers >= _TWO_NUMBERS) | ((numbers >= _ONE_NUMBER) & (features[:, MATH_FEATURE] > 0))
+    problem = np.where(math, PROBLEM_GROUP, 2)
+    return np.where(features[:, CHOICE_FEATURE] >= 0.5, 0, problem).astype(np.int64)
 
 
 def dense_features(features: F32, texts: Sequence[str]) -> F32:
-    """``Features.vector()`` rows followed by the texts' ``problem_features`` (zeros for the
-    choice group, which does not read them: they cost up to 0.4 ms)."""
+    """``Features.vector()`` rows followed by the texts' ``problem_features`` (zeros outside
+    the problem group, which alone reads them: they cost up to 0.4 ms)."""
     features = np.asarray(features, np.float32)
     extra = np.zeros((len(features), len(PROBLEM_FEATURES)), np.float32)
-    for i in np.flatnonzero(groups_of(features) == 1).tolist():
+    for i in np.flatnonzero(groups_of(features) == PROBLEM_GROUP).tolist():
         extra[i] = problem_features(texts[i])
     out: F32 = np.hstack([features, extra])
     return out
@@ -140,9 +152,16 @@ class Head:
         p = 1.0 / (1.0 + np.exp(-logits))
         return float(p[1] - p[0])
 
-    def parts(self, vectors: F32, features: F32 | None, texts: Sequence[str] | None) -> F32:
+    def parts(
+        self,
+        vectors: F32,
+        features: F32 | None,
+        texts: Sequence[str] | None,
+        dense: F32 | None = None,
+    ) -> F32:
         """(n, 2) inputs of the stackers: the linear gain, the terms gain (0 where the row's
-        group does not use it)."""
+        group does not use it). ``dense``: the rows' ``dense_features`` when already known (a
+        request's, kept in the labels store without its text)."""
         vectors = np.asarray(vectors, np.float32)
         n = vectors.shape[0]
         if features is None:
@@ -151,24 +170,31 @@ class Head:
         if len(texts) != n:
             raise ValueError(f"{n} vectors but {len(texts)} texts")
         groups = groups_of(features)
+        if dense is None:
+            dense = dense_features(features, texts)
         out = np.zeros((n, 2), np.float32)
-        out[:, 0] = self.linear_gain(vectors, dense_features(features, texts), groups)
+        out[:, 0] = self.linear_gain(vectors, dense, groups)
         for i in np.flatnonzero(self.stack_w[groups, 1] != 0).tolist():
             out[i, 1] = self.terms_gain(texts[i])
         return out
 
     def difficulty(
-        self, vectors: F32, features: F32 | None, texts: Sequence[str] | None = None
+        self,
+        vectors: F32,
+        features: F32 | None,
+        texts: Sequence[str] | None = None,
+        dense: F32 | None = None,
     ) -> F32:
         """Probability that the small model falls short, per row of ``vectors``.
 
         ``features`` are ``Features.vector()`` rows and ``texts`` the prompts (``Features.text``);
-        without them the head judges by the embedding alone, less well."""
+        without them the head judges by the embedding alone, less well. ``dense``: see
+        ``parts``."""
         vectors = np.asarray(vectors, np.float32)
         if features is None:
             features = np.zeros((vectors.shape[0], CHOICE_FEATURE + 1), np.float32)
         groups = groups_of(features)
-        parts = self.parts(vectors, features, texts)
+        parts = self.parts(vectors, features, texts, dense)
         z = (parts * self.stack_w[groups]).sum(axis=1) + self.stack_b[groups]
         probability: F32 = (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
         return probability

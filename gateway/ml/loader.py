@@ -44,8 +44,11 @@ def _judge(
 class Models:
     """The embedder and the classifier, loaded on first need and shared by all requests."""
 
-    def __init__(self, cache_dir: Path) -> None:
+    def __init__(self, cache_dir: Path, data_dir: Path | None = None) -> None:
+        """``data_dir``: where a head retrained on this deployment's traffic may be
+        (``Classifier.for_deployment``); None: the shipped head."""
         self._cache_dir = cache_dir
+        self._data_dir = data_dir
         self._embedder: Embedder | None = None
         self._classifier: Classifier | None = None
         self._lock = asyncio.Lock()
@@ -89,7 +92,11 @@ class Models:
     async def _classifier_model(self) -> Classifier:
         async with self._lock:
             if self._classifier is None:
-                classifier = await asyncio.to_thread(Classifier.load)
+                classifier = await asyncio.to_thread(
+                    Classifier.load
+                    if self._data_dir is None
+                    else lambda: Classifier.for_deployment(self._data_dir)  # type: ignore[arg-type]
+                )
                 if self._embedder is not None:
                     classifier.check_embedder(self._embedder.signature)
                 self._classifier = classifier

@@ -155,6 +155,43 @@ def record_answer(
     return usage, entry
 
 
+SHADOW_ROUTE = "shadow"
+
+
+def record_shadow(
+    turn: Turn,
+    role: str,
+    model: str,
+    usage: Usage | None,
+    *,
+    started: float,
+    status: int = 200,
+    estimated: bool = False,
+) -> LedgerRecord:
+    """Write the record of a shadow comparison's extra call (``role``: ``large`` or ``judge``)
+    for the client's request: its own id (``<request id>:shadow-<role>``), ``shadow_of`` the
+    client's, route ``shadow`` and a baseline of $0, since without the gateway there would be
+    no such call. A failed call (no usage) costs an unknown amount (None), as any failure."""
+    request = turn.request
+    entry = record(turn.runtime.policy, request, route=SHADOW_ROUTE, model=model, usage=usage)
+    entry = msgspec.structs.replace(
+        entry,
+        request_id=f"{request.request_id}:shadow-{role}",
+        shadow_of=request.request_id,
+        cache="bypass",
+        baseline_cost_usd=Decimal(0),
+        latency_ms=round((time.monotonic() - started) * 1000, 3),
+        ttft_ms=None,
+        difficulty=None,
+        category=None,
+        status=status,
+        stream=False,
+        estimated=estimated,
+    )
+    turn.services.ledger.record(entry)
+    return entry
+
+
 def record_embeddings(
     turn: Turn, route: str, model: str, *, called: int, served: int, estimated: bool = False
 ) -> LedgerRecord:
@@ -193,6 +230,8 @@ def record_failure(
     arrival: Arrival,
     error: GatewayError,
     turn: Turn | None = None,
+    *,
+    batch_id: str | None = None,
 ) -> None:
     """Write the record of a request that failed without an answer; with its ``turn`` (it was
     read, perhaps routed), the record keeps its tags, stream flag, route and model, so that
@@ -214,6 +253,9 @@ def record_failure(
             model=turn.model,
             cache=turn.cache,
         )
+    if batch_id is not None:
+        tags = {**entry.tags, BATCH_TAG: batch_id}
+        entry = msgspec.structs.replace(entry, tags=tags, batch_id=batch_id)
     _write(services, trace, entry)
 
 
@@ -231,8 +273,6 @@ def _write(
         prompt = request_text(turn.request.body["messages"])
         services.telemetry.request_done(
             trace, entry, prompt=prompt, completion=completion, include_text=True
-    *,
-    batch_id: str | None = None,
         )
     else:
         services.telemetry.request_done(trace, entry)
@@ -253,9 +293,6 @@ def failure(
         status=status,
         latency_ms=round((time.monotonic() - arrived[1]) * 1000, 3),
     )
-    if batch_id is not None:
-        tags = {**entry.tags, BATCH_TAG: batch_id}
-        entry = msgspec.structs.replace(entry, tags=tags, batch_id=batch_id)
 
 
 def cache_hit(request: ChatRequest, answer: CachedAnswer, outcome: str) -> LedgerRecord:
@@ -279,5 +316,5 @@ def cache_hit(request: ChatRequest, answer: CachedAnswer, outcome: str) -> Ledge
         else None,
         status=200,
         stream=request.stream,
-    )
         batch_id=request.tags.get(BATCH_TAG),
+    )

@@ -22,6 +22,7 @@ from gateway.pipeline import (
     limits,
     route,
     semantic_cache,
+    shadow,
 )
 from gateway.pipeline.cached_answer import CachedAnswer
 from gateway.pipeline.call import Started
@@ -118,6 +119,8 @@ async def _account_and_keep(
         cost_usd=record.cost_usd,
         baseline_cost_usd=record.baseline_cost_usd,
     )
+    if status == 200:
+        shadow.consider(turn, model, answer)
     if status == 200 and kept is not None:
         turn.services.background.spawn(exact_cache.save(turn, kept))
         if turn.understanding is not None:

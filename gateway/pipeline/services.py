@@ -9,6 +9,7 @@ from gateway.background import Background
 from gateway.batch.live import LiveTraffic
 from gateway.batch.service import Batches
 from gateway.exact_store import Store
+from gateway.labels_store import LabelStore, SQLiteLabels
 from gateway.ledger.base import Ledger
 from gateway.ml.loader import Models
 from gateway.responses_store import ResponseStore, SQLiteResponses
@@ -41,6 +42,9 @@ class Services:
     )
     """Stored Responses (``POST /v1/responses`` with ``store``); the default, in memory, is
     for services built without the app's lifespan."""
+    labels: LabelStore = field(default_factory=lambda: SQLiteLabels(Path(":memory:")))
+    """The router's labels from shadow comparisons and feedback (`gateway.labels_store`); the
+    default, in memory, is for services built without the app's lifespan."""
     live: LiveTraffic = field(default_factory=LiveTraffic)
     """Live requests in flight, which batch work yields to."""
     batches: Batches | None = None

@@ -425,12 +425,17 @@ def _shadow_problems(policy: Policy) -> list[Problem]:
     for field in ("to", "judge"):
         name = getattr(shadow, field)
         if name is None:
-            if shadow.rate > 0:
-                problems.append((("shadow", field), "needed when rate is above 0"))
+            if shadow.enabled:
+                problems.append((("shadow", field), "needed when a rate is above 0"))
         elif name not in policy.models:
             problems.append((("shadow", field), f"unknown model {name!r}"))
         elif policy.models[name].kind != "chat":
             problems.append((("shadow", field), f"{name!r} is not a chat model"))
+    problems.extend(
+        (("shadow", "tenants", t), f"unknown tenant {t!r}")
+        for t in shadow.tenants
+        if t not in policy.tenants
+    )
     return problems
 
 

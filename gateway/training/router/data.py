@@ -1,7 +1,16 @@
 """Labelled routing data: reading, the deterministic train/validation split, cached embeddings.
 
-The rows are those of ``routellm_train.jsonl`` (see ../shared/data/SOURCES.md): a prompt, the
-benchmark and subset it comes from, and the 0/1 correctness of a weak and a strong model.
+Two formats (see ../shared/data/SOURCES.md), read into one row type:
+
+- ``routellm_train.jsonl``: a prompt, the benchmark and subset it comes from, and the 0/1
+  correctness of a weak and a strong model.
+- ``alpacaeval_chat_train.jsonl``: a chat instruction and, per model, the GPT-4 judge's verdict
+  against a fixed baseline answer. A row's ``weak_score`` is the mean verdict of the weak tier
+  (``WEAK_TIER``: open 3B-65B chat models) and its ``strong_score`` that of the strong tier
+  (``STRONG_TIER``: GPT-4, Claude 2, Mistral Medium). Means over tiers rather than one pair: a
+  single verdict is a coin flip on many prompts, while the share of weak models that lose is the
+  difficulty signal the data set offers (SOURCES.md). The benchmark is ``chat``, the subset the
+  instruction's origin (oasst, koala, ...).
 """
 
 from __future__ import annotations
@@ -20,6 +29,18 @@ if TYPE_CHECKING:
     from gateway.ml.embedder import Embedder, Vectors
 
 VALIDATION_FRACTION = 0.25
+CHAT = "chat"
+WEAK_TIER = (
+    "alpaca-7b",
+    "llama-2-7b-chat-hf",
+    "vicuna-13b",
+    "guanaco-65b",
+    "minichat-1.5-3b",
+    "llama-2-13b-chat-hf",
+    "phi-2-dpo",
+    "tulu-2-dpo-7b",
+)
+STRONG_TIER = ("gpt4_1106_preview", "gpt4", "gpt4_0314", "mistral-medium", "claude-2")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +68,13 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def load_labelled(path: Path, *, drop_contaminated: bool = True) -> list[LabelledRow]:
-    """Rows with both scores; ``contaminated`` rows are dropped as RouteLLM's evaluation does
-    (their answers may have leaked into the models' training data)."""
+    """Rows with both scores, from either format; ``contaminated`` rows are dropped as
+    RouteLLM's evaluation does (their answers may have leaked into the models' training data)."""
     rows = []
     for number, raw in enumerate(read_jsonl(path), 1):
+        if "results" in raw and "instruction" in raw:
+            rows.append(chat_row(raw, f"{path}:{number}"))
+            continue
         if drop_contaminated and raw.get("contaminated"):
             continue
         missing = [k for k in ("id", "prompt", "weak_score", "strong_score") if k not in raw]
@@ -67,6 +91,29 @@ def load_labelled(path: Path, *, drop_contaminated: bool = True) -> list[Labelle
             )
         )
     return rows
+
+
+def chat_row(raw: dict[str, Any], where: str) -> LabelledRow:
+    """An AlpacaEval row: the tiers' mean verdicts (a missing verdict is left out of its mean)."""
+
+    def tier_mean(models: Sequence[str]) -> float:
+        verdicts = [
+            float(v["win_vs_baseline"])
+            for m in models
+            if isinstance(v := raw["results"].get(m), dict) and v.get("win_vs_baseline") is not None
+        ]
+        if not verdicts:
+            raise ValueError(f"{where}: no verdict of {', '.join(models)}")
+        return sum(verdicts) / len(verdicts)
+
+    return LabelledRow(
+        id=str(raw.get("id", where)),
+        benchmark=CHAT,
+        subset=str(raw.get("dataset") or CHAT),
+        prompt=str(raw["instruction"]),
+        weak_score=tier_mean(WEAK_TIER),
+        strong_score=tier_mean(STRONG_TIER),
+    )
 
 
 def id_hash(row_id: str) -> int:

@@ -34,6 +34,7 @@ from gateway.training import MissingTrainExtra
 from gateway.training.router.data import LabelledRow, id_hash
 
 try:  # the `train` extra: scikit-learn fits here, the numpy head in gateway.ml serves
+    from scipy import sparse as scipy_sparse  # type: ignore[import-untyped]
     from sklearn.feature_extraction.text import TfidfVectorizer  # type: ignore[import-untyped]
     from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 except ModuleNotFoundError as error:
@@ -43,15 +44,21 @@ F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 
 # Chosen by 5-fold cross-validation on the training split (bench/router/RESULTS.md).
-LINEAR_L2 = 10.0
+# open (chat): cross-validated chat APGR 0.607 at 1, 0.604 at 3, 0.593 at 10, 0.566 at 30
+LINEAR_L2 = {"choice": 10.0, "problem": 10.0, "open": 1.0}
 FEATURE_WEIGHT = 0.3  # standardized features enter at this scale beside the unit embedding
 TERMS_L2 = 1.0  # scikit-learn's C = 1
 TERMS_MIN_ROWS = 2  # a term must occur in this many training rows to be kept
 STACK_L2 = 1.0
-STACK_PARTS = {"choice": (0, 1), "open": (0,)}  # the terms part does not help word problems
-# The word-problem features help the open group (GSM8K 0.57-0.59 against 0.52-0.56 without)
+# the terms part helps neither word problems nor chat (chat CV 0.55-0.57 alone, no gain mixed)
+STACK_PARTS = {"choice": (0, 1), "problem": (0,), "open": (0,)}
+# The word-problem features help the problem group (GSM8K 0.57-0.59 against 0.52-0.56 without)
 # and cost the choice group (MMLU 0.670-0.682 against 0.684-0.689): it reads the first five.
-GROUP_FEATURES = {"choice": len(FEATURE_NAMES), "open": len(FEATURE_NAMES) + len(PROBLEM_FEATURES)}
+GROUP_FEATURES = {
+    "choice": len(FEATURE_NAMES),
+    "problem": len(FEATURE_NAMES) + len(PROBLEM_FEATURES),
+    "open": len(FEATURE_NAMES),
+}
 FOLDS = 5
 
 
@@ -64,14 +71,29 @@ def logistic_fit(x: npt.ArrayLike, y: npt.ArrayLike, l2: float) -> tuple[F64, fl
     sparse = hasattr(x, "tocsr")  # a scipy matrix: the terms part
     data: Any = x if sparse else np.asarray(x, np.float64)
     target = np.asarray(y, np.float64)
-    if len(np.unique(target)) < 2:  # one class (a tiny group): no weights, a smoothed rate
+    if len(np.unique(target > 0.5)) < 2:  # one class (a tiny group): no weights, a smoothed rate
         rate = (target.sum() + 0.5) / (len(target) + 1.0)
         return np.zeros(data.shape[1]), float(np.log(rate / (1.0 - rate)))
     model = LogisticRegression(
         C=1.0 / l2, solver="newton-cg" if sparse else "newton-cholesky", tol=1e-6, max_iter=200
     )
-    model.fit(data, target)
+    model.fit(*_soft(data, target, sparse))
     return np.asarray(model.coef_[0], np.float64), float(model.intercept_[0])
+
+
+def _soft(data: Any, target: F64, sparse: bool) -> tuple[Any, F64, F64 | None]:
+    """A fractional target ``p`` (a chat row's share of a tier's models that won) as two
+    weighted rows, ``1`` with weight ``p`` and ``0`` with ``1 - p``: the same log-loss as the
+    soft label, in the form scikit-learn fits. 0/1 targets pass unchanged, unweighted."""
+    soft = np.flatnonzero((target > 0) & (target < 1))
+    if not len(soft):
+        return data, target, None
+    rows = (scipy_sparse.vstack if sparse else np.vstack)([data, data[soft]])
+    weights = np.r_[np.ones(len(target)), 1.0 - target[soft]]
+    weights[soft] = target[soft]
+    labels = np.r_[np.round(target), np.zeros(len(soft))]
+    labels[soft] = 1.0
+    return rows, labels, weights
 
 
 def _sigmoid(x: F64) -> F64:
@@ -118,12 +140,21 @@ class _Terms:
         return p(self.large) - p(self.small)
 
 
-def _linear(z: F64, weak: F64, strong: F64) -> tuple[tuple[F64, float], tuple[F64, float]]:
-    return logistic_fit(z, weak, LINEAR_L2), logistic_fit(z, strong, LINEAR_L2)
+def _linear(
+    z: F64, weak: F64, strong: F64, l2: float
+) -> tuple[tuple[F64, float], tuple[F64, float]]:
+    return logistic_fit(z, weak, l2), logistic_fit(z, strong, l2)
 
 
 def _linear_gain(z: F64, small: tuple[F64, float], large: tuple[F64, float]) -> F64:
     return _sigmoid(z @ large[0] + large[1]) - _sigmoid(z @ small[0] + small[1])
+
+
+def prompt_dense(texts: Sequence[str]) -> F32:
+    """The dense features the head reads for these prompts."""
+    if not texts:
+        return np.empty((0, len(FEATURE_NAMES) + len(PROBLEM_FEATURES)), np.float32)
+    return dense_features(np.stack([features_of_text(t).vector() for t in texts]), texts)
 
 
 def fit(
@@ -131,16 +162,18 @@ def fit(
     vectors: F32,
     embedder: Mapping[str, Any],
     *,
+    dense: F32 | None = None,
     progress: bool = False,
 ) -> Head:
-    """Train a head on labelled rows and their embeddings (unit rows)."""
+    """Train a head on labelled rows and their embeddings (unit rows). ``dense``: the rows'
+    ``dense_features`` when they cannot be computed from a prompt (labels from the gateway's
+    traffic keep features, never text; such rows have an empty ``prompt``)."""
     if len(rows) < FOLDS * 10:
         raise ValueError(f"too few rows to train on: {len(rows)}")
     x = np.asarray(vectors, np.float64)
     texts = [r.prompt for r in rows]
-    base = np.stack([features_of_text(t).vector() for t in texts])
-    group = groups_of(base)
-    dense = dense_features(base, texts).astype(np.float64)
+    dense = np.asarray(prompt_dense(texts) if dense is None else dense, np.float64)
+    group = groups_of(dense[:, : len(FEATURE_NAMES)])
     # each column standardized over the rows of the groups that read it
     mean, std = np.zeros(dense.shape[1]), np.ones(dense.shape[1])
     for g, name in enumerate(GROUPS):
@@ -158,9 +191,10 @@ def fit(
         zg = z.copy()
         zg[:, dim + GROUP_FEATURES[name] :] = 0.0
         zs.append(zg)
-    needs = np.array([r.needs_strong for r in rows], np.float64)
-    weak = np.array([r.weak_score > 0.5 for r in rows], np.float64)
-    strong = np.array([r.strong_score > 0.5 for r in rows], np.float64)
+    # scores in [0, 1]: 0/1 for the benchmarks, a tier's share of wins for chat rows
+    weak = np.clip([r.weak_score for r in rows], 0.0, 1.0)
+    strong = np.clip([r.strong_score for r in rows], 0.0, 1.0)
+    needs = np.clip(strong - weak, 0.0, 1.0)
     fold = np.array([id_hash(f"fold:{r.id}") % FOLDS for r in rows])
     features = z.shape[1] - dim
     choice = group == 0
@@ -177,7 +211,7 @@ def fit(
             for g in range(len(GROUPS)):
                 tr, te = train & (group == g), held & (group == g)
                 if tr.sum() >= 10 and te.any():
-                    small, large = _linear(zs[g][tr], weak[tr], strong[tr])
+                    small, large = _linear(zs[g][tr], weak[tr], strong[tr], LINEAR_L2[GROUPS[g]])
                     parts[te, 0] = _linear_gain(zs[g][te], small, large)
             if uses_terms:
                 tr, te = np.flatnonzero(train & choice), np.flatnonzero(held & choice)
@@ -188,7 +222,7 @@ def fit(
             m = group == g
             if m.sum() < 10:
                 continue  # no such rows: the group keeps a zero head (difficulty 0.5)
-            small, large = _linear(zs[g][m], weak[m], strong[m])
+            small, large = _linear(zs[g][m], weak[m], strong[m], LINEAR_L2[name])
             linear_w[g] = np.stack([small[0], large[0]], axis=1)
             linear_b[g] = (small[1], large[1])
             used = [p for p in STACK_PARTS[name] if p == 0 or uses_terms]

@@ -1,0 +1,89 @@
+"""Fake models whose quality per prompt is known in advance, as real HTTP servers on 127.0.0.1
+speaking OpenAI's Chat Completions wire format (what the gateway's openai_compatible provider
+calls): a small model that answers a known set of prompts wrongly, and a judge that grades the
+shadow stage's rubric by a rule."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Collection
+from typing import Any
+
+from tests.fake_upstream import usage
+from tests.servers import ServerThread, read_body
+
+Answerer = Callable[[dict[str, Any]], str]
+WRONG = "I am not sure; probably 42."
+
+
+class RuleModel:
+    """A chat model whose answer is ``answer(body)``; every request body is kept."""
+
+    def __init__(self, answer: Answerer) -> None:
+        self.answer = answer
+        self.received: list[dict[str, Any]] = []
+        self._server = ServerThread(self._app, lifespan="off")
+
+    @property
+    def base_url(self) -> str:
+        return f"{self._server.url}/v1"
+
+    def __enter__(self) -> RuleModel:
+        self._server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.stop()
+
+    async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body = json.loads(await read_body(receive))
+        self.received.append(body)
+        text = self.answer(body)
+        answer = {
+            "id": "chatcmpl-rule",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": usage(body, text),
+        }
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": json.dumps(answer).encode()})
+
+
+def last_user(body: dict[str, Any]) -> str:
+    return str([m for m in body["messages"] if m["role"] == "user"][-1]["content"])
+
+
+def small_model(wrong_on: Collection[str]) -> RuleModel:
+    """Right on every prompt but those of ``wrong_on``, which it answers wrongly."""
+    return RuleModel(lambda body: WRONG if last_user(body) in wrong_on else "A fine answer.")
+
+
+def large_model() -> RuleModel:
+    return RuleModel(lambda body: "A fine, thorough answer.")
+
+
+_ANSWER_A = re.compile(r"--- Answer A ---\n(.*?)\n\n--- Answer B ---", re.DOTALL)
+
+
+def judge_model() -> RuleModel:
+    """Grades by rule: answer A (the small model's) gets 1 when it is the known wrong answer,
+    else 9; answer B (the large model's) always 9."""
+
+    def grade(body: dict[str, Any]) -> str:
+        found = _ANSWER_A.search(last_user(body))
+        a = 1 if found is not None and found.group(1) == WRONG else 9
+        return f"A: {a}\nB: 9"
+
+    return RuleModel(grade)
