@@ -5,8 +5,14 @@ at concurrency 32, and FAISS search time at 10k and 1M entries (synthetic vector
 
 Lookups use the gateway's real embedder (gateway.ml.embedder.Embedder, all-MiniLM-L6-v2 fp32,
 ONNX Runtime unless --backend torch, micro-batched in a worker thread) and an in-process
-SemanticCache (rules and learned verifier) holding the stored side of
-2,000 QQP test pairs (their vectors from the on-disk cache); the queries are the other side.
+SemanticCache holding the stored side of 2,000 QQP test pairs (their vectors from the on-disk
+cache); the queries are the other side. The guard is that of ``--strictness`` (its threshold
+and verifier cutoff, as the gateway's stage passes them).
+
+``--compare-opposites`` measures, in the same run and on the same cache, the guard as it was
+before the opposite-meaning check (rules, then the verifier) and as it is now (rules, opposite
+meanings, then the verifier): c=1 alternates the two per query (which one goes first alternates
+too), c=32 runs each in turn, twice, ABAB.
 """
 
 from __future__ import annotations
@@ -26,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from bench.cache.vectors import VectorStore  # noqa: E402
-from gateway.ml import guard  # noqa: E402
-from gateway.semantic import DEFAULT_THRESHOLD, SemanticCache  # noqa: E402
+from gateway.ml import guard, rules  # noqa: E402
+from gateway.semantic import STRICTNESS, SemanticCache  # noqa: E402
 from gateway.semantic.cache import GuardCheck  # noqa: E402
 from gateway.semantic.index import IndexConfig, LocalIndex, StoredEntry  # noqa: E402
 from gateway.training.cache import evaluate  # noqa: E402
@@ -48,45 +54,59 @@ async def lookups(args: argparse.Namespace) -> dict[str, object]:
     embedder = await asyncio.to_thread(
         Embedder.load, quantize=args.quantize, backend=args.backend, threads=args.threads
     )
-    guard_check = None
+    point = STRICTNESS[args.strictness]
     scored: list[float] = []
+    checks: dict[str, GuardCheck] = {
+        "guard": (await asyncio.to_thread(guard.default_guard)).with_cutoff(point.cutoff).check
+    }
     if args.cross_encoder:
-        guard_check = await asyncio.to_thread(
-            cross_encoder_check, args.cross_encoder, args.cutoff, scored
-        )
-    cache = await SemanticCache.open(None, namespace="bench", guard_check=guard_check)
+        checks = {
+            "guard": await asyncio.to_thread(
+                cross_encoder_check, args.cross_encoder, args.cutoff, scored
+            )
+        }
+    elif args.compare_opposites:
+        checks = {"before": without_opposites(point.cutoff), "after": checks["guard"]}
+    cache = await SemanticCache.open(None, namespace="bench")
     for p, v in zip(stored, vectors, strict=True):
         await cache.store("bench", "fp", v, p.stored, b"answer")
     queries = [p.query for p in pairs[: args.queries]]
     await embedder.embed(queries[:8])  # warm up
 
-    async def one(text: str) -> float:
+    async def one(text: str, check: GuardCheck) -> float:
         t0 = time.perf_counter()
         vector = (await embedder.embed([text]))[0]
-        await cache.lookup("bench", "fp", vector, text, DEFAULT_THRESHOLD)
+        await cache.lookup("bench", "fp", vector, text, point.threshold, check=check)
         return time.perf_counter() - t0
 
-    c1 = [await one(q) for q in queries[: args.c1_queries]]
-    search_only = []
+    names = list(checks)
+    c1: dict[str, list[float]] = {name: [] for name in names}
+    for i, q in enumerate(queries[: args.c1_queries]):
+        for name in names if i % 2 == 0 else names[::-1]:
+            c1[name].append(await one(q, checks[name]))
+    search_only: dict[str, list[float]] = {name: [] for name in names}
     qv = VectorStore().get(queries[:200])
-    for text, v in zip(queries[:200], qv, strict=True):
-        t0 = time.perf_counter()
-        await cache.lookup("bench", "fp", v, text, DEFAULT_THRESHOLD)
-        search_only.append(time.perf_counter() - t0)
+    for i, (text, v) in enumerate(zip(queries[:200], qv, strict=True)):
+        for name in names if i % 2 == 0 else names[::-1]:
+            t0 = time.perf_counter()
+            await cache.lookup("bench", "fp", v, text, point.threshold, check=checks[name])
+            search_only[name].append(time.perf_counter() - t0)
 
-    async def worker(items: list[str], out: list[float]) -> None:
+    async def worker(items: list[str], check: GuardCheck, out: list[float]) -> None:
         for text in items:
-            out.append(await one(text))
+            out.append(await one(text, check))
 
-    c32: list[float] = []
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(queries[i::32], c32) for i in range(32)))
-    elapsed = time.perf_counter() - started
+    c32: dict[str, list[float]] = {name: [] for name in names}
+    c32_s: dict[str, float] = dict.fromkeys(names, 0.0)
+    for name in names * (2 if len(names) > 1 else 1):
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(queries[i::32], checks[name], c32[name]) for i in range(32)))
+        c32_s[name] += time.perf_counter() - started
     await cache.aclose()
     await embedder.aclose()
     return {
         "entries": len(stored),
-        "guard": "rules + cross-encoder" if args.cross_encoder else "rules + feature verifier",
+        "strictness": args.strictness,
         "cross_encoder_pairs_scored": len(scored),
         "cross_encoder_p50_ms": pct(scored, 50) if scored else None,
         "embedder": {
@@ -95,19 +115,45 @@ async def lookups(args: argparse.Namespace) -> dict[str, object]:
             "backend": embedder.backend,
             "threads": args.threads,
         },
-        "c1": {"n": len(c1), "p50_ms": pct(c1, 50), "p95_ms": pct(c1, 95)},
-        "cache_lookup_only_c1": {
-            "n": len(search_only),
-            "p50_ms": pct(search_only, 50),
-            "p95_ms": pct(search_only, 95),
-        },
-        "c32": {
-            "n": len(c32),
-            "lookups_per_s": len(c32) / elapsed,
-            "p50_ms": pct(c32, 50),
-            "p95_ms": pct(c32, 95),
+        "guards": {
+            name: {
+                "c1": {
+                    "n": len(c1[name]),
+                    "p50_ms": pct(c1[name], 50),
+                    "p95_ms": pct(c1[name], 95),
+                },
+                "cache_lookup_only_c1": {
+                    "n": len(search_only[name]),
+                    "p50_ms": pct(search_only[name], 50),
+                    "p95_ms": pct(search_only[name], 95),
+                },
+                "c32": {
+                    "n": len(c32[name]),
+                    "lookups_per_s": len(c32[name]) / c32_s[name],
+                    "p50_ms": pct(c32[name], 50),
+                    "p95_ms": pct(c32[name], 95),
+                },
+            }
+            for name in names
         },
     }
+
+
+def without_opposites(cutoff: float) -> GuardCheck:
+    """The guard as it was before the opposite-meaning check: the rules, then the verifier."""
+    verifier = guard.default_guard().verifier
+    assert verifier is not None
+
+    def check(a: str, b: str, u: object, v: object) -> guard.Verdict:
+        verdict = rules.check_rules(a, b)
+        if not verdict.ok:
+            return guard.Verdict(False, verdict.reason, verdict.detail)
+        p = verifier.probability(a, b, u, v)  # type: ignore[arg-type]
+        if p < cutoff:
+            return guard.Verdict(False, guard.Reason.VERIFIER, f"p={p:.3f}")
+        return guard.Verdict(True)
+
+    return check
 
 
 def cross_encoder_check(delta: Path, cutoff: float, scored: list[float]) -> GuardCheck:
@@ -181,6 +227,12 @@ def main() -> None:
         "--cross-encoder", type=Path, help="a cross-encoder delta (bench/cache/cross_encoder.py)"
     )
     parser.add_argument("--cutoff", type=float, default=0.75, help="cross-encoder cutoff")
+    parser.add_argument("--strictness", choices=sorted(STRICTNESS), default="strict")
+    parser.add_argument(
+        "--compare-opposites",
+        action="store_true",
+        help="the guard without and with the opposite-meaning check, side by side",
+    )
     parser.add_argument("--million", action="store_true", help="also the 1M-entry search")
     parser.add_argument("--skip-lookups", action="store_true")
     parser.add_argument("--skip-faiss", action="store_true")

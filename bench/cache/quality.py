@@ -50,7 +50,7 @@ def vectors_for(store: VectorStore, pairs: list[evaluate.Pair]) -> tuple[np.ndar
     return store.get([p.stored for p in pairs]), store.get([p.query for p in pairs])
 
 
-def gptcache_side(job: dict[str, object]) -> dict[str, object]:
+def gptcache_side(job: dict[str, Any]) -> dict[str, Any]:
     proc = subprocess.run(
         [str(GPTCACHE_PY), str(ROOT / "bench" / "cache" / "gptcache_side.py")],
         input=json.dumps(job),
@@ -60,7 +60,8 @@ def gptcache_side(job: dict[str, object]) -> dict[str, object]:
     )
     if proc.returncode != 0:
         raise SystemExit("gptcache side failed (its stderr is above)")
-    return json.loads(proc.stdout)
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
 
 
 def recall_at_precision(points: list[evaluate.Point], precision: float) -> float:
@@ -143,7 +144,7 @@ def main() -> None:
         }
         grid = frontier(labels, scores, hard, probability)
         raw = evaluate.sweep(labels, scores, np.ones_like(hard), THRESHOLDS)
-        job = {
+        job: dict[str, Any] = {
             "vectors": str(store.path),
             "pairs": [[p.stored, p.query] for p in pairs],
             "check_vectors": [p.query for p in pairs[:50]],
@@ -235,8 +236,8 @@ def print_set(name: str, r: dict[str, Any]) -> None:
         cells = [sweeps[n].get(round(t, 4)) for n in names]
         c = raw.get(round(t, 4))
         if c and all(cells):
-            row = " | ".join(f"{o['precision']:.3f} / {o['recall']:.3f}" for o in cells if o)
-            print(f"| {t:.2f} | {row} | {c['precision']:.3f} / {c['recall']:.3f} |")
+            ours = " | ".join(f"{o['precision']:.3f} / {o['recall']:.3f}" for o in cells if o)
+            print(f"| {t:.2f} | {ours} | {c['precision']:.3f} / {c['recall']:.3f} |")
     print(
         "\nGPTCache (similarity_threshold t: hit when 4 - squared L2 >= 4t, i.e. cosine >= 2t-1):\n"
     )
@@ -256,10 +257,10 @@ def print_set(name: str, r: dict[str, Any]) -> None:
     )
     print("|---|---|---|" + "---|" * len(names))
     for c in r["recall_at_equal_precision"]:
-        cells = " | ".join(f"{c[f'{n}_recall']:.3f}" for n in names)
+        recalls = " | ".join(f"{c[f'{n}_recall']:.3f}" for n in names)
         print(
             f"| {c['precision']:.2f} | {c['gptcache_recall']:.3f} | {c['ours_recall']:.3f} | "
-            f"{cells} |"
+            f"{recalls} |"
         )
     for n in names:
         print(f"\nours at {n} (default point): {settings[n]['at_default']}")

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.cache.vectors import VectorStore  # noqa: E402
 from gateway.ml import guard, rules  # noqa: E402
-from gateway.ml.verifier import Verifier  # noqa: E402
+from gateway.ml.verifier import Verifier, WordPieces  # noqa: E402
 from gateway.semantic import STRICTNESS  # noqa: E402
 from gateway.training.cache import evaluate, train_guard  # noqa: E402
 
@@ -77,7 +77,7 @@ def signals(
 
 def out_of_fold(pairs: list[evaluate.Pair], s: dict[str, Any], folds: int = 5) -> F32:
     """The verifier recipe's out-of-fold probabilities on its own training pairs."""
-    pieces = train_guard.WordPieces.load()
+    pieces = WordPieces.load()
     texts = list({t for p in pairs for t in (p.stored, p.query)})
     pieces = pieces.with_idf(pieces.document_frequency_idf(texts))
     x = train_guard.features(pieces, pairs, s["stored"], s["query"])

@@ -23,7 +23,7 @@ Plain negation ("not", "never", "without") is the rules' business (:mod:`gateway
 
 Cost: each text's word set (memoised), a set difference each way, and a few dictionary look-ups
 per differing word (lemmas memoised); microseconds per candidate. The table is read once per
-process (about 20k words, tens of milliseconds); :func:`default_table` is thread-safe.
+process (about 20k words, a few hundred milliseconds on a loaded core).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-import threading
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -179,15 +178,9 @@ _memo: TextMemo[Mapping[str, int]] = TextMemo(
     max_bytes=16 * 1024 * 1024,
 )
 
-_default: AntonymTable | None = None
-_lock = threading.Lock()
 
-
+@functools.cache
 def default_table() -> AntonymTable:
-    """The shipped table, read once per process."""
-    global _default
-    if _default is None:
-        with _lock:
-            if _default is None:
-                _default = AntonymTable.load()
-    return _default
+    """The shipped table, read once per process (two threads that race to it read it twice,
+    and one of the two copies is kept: harmless)."""
+    return AntonymTable.load()

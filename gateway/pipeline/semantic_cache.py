@@ -131,7 +131,12 @@ def _scope(turn: Turn) -> str:
     request, runtime = turn.request, turn.runtime
     model = f"auto@{runtime.loaded.digest}" if request.model == "auto" else request.model
     tags = sorted((k, v) for k, v in request.tags.items() if k in runtime.routing_tags)
-    parts = [runtime.policy.cache.namespace, model, tags, context_fingerprint(request.body)]
+    parts: list[object] = [
+        runtime.policy.cache.namespace,
+        model,
+        tags,
+        context_fingerprint(request.body),
+    ]
     if runtime.policy.cache.semantic.scope == "user":
         parts.append(request.end_user)
     return hashlib.sha256(msgspec.json.encode(parts)).hexdigest()[:32]
