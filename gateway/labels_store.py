@@ -55,6 +55,17 @@ class Sample(msgspec.Struct, frozen=True, kw_only=True):
     """Its dense features (``Features.vector()`` and the word-problem features), float32."""
 
 
+class Verdict(msgspec.Struct, frozen=True, kw_only=True):
+    """A shadow comparison's outcome: who answered and judged, and the two grades in [0, 1]."""
+
+    large_model: str
+    judge: str
+    small_score: float
+    """The judge's grade of the answer the client got (the small model's)."""
+    large_score: float
+    """The judge's grade of the large model's answer to the same request."""
+
+
 class Labelled(msgspec.Struct, frozen=True, kw_only=True):
     """A sample with whatever labels it has: a shadow comparison's, a client's feedback."""
 
@@ -80,15 +91,10 @@ class Labelled(msgspec.Struct, frozen=True, kw_only=True):
 
 class LabelStore(Protocol):
     async def keep(self, sample: Sample) -> None: ...
-    async def judged(
-        self,
-        request_id: str,
-        *,
-        large_model: str,
-        judge: str,
-        small_score: float,
-        large_score: float,
-    ) -> None: ...
+    async def judged(self, request_id: str, verdict: Verdict) -> None:
+        """Attach a shadow comparison's verdict to a kept request (none kept: nothing)."""
+        ...
+
     async def feedback(self, tenant: str, request_id: str, score: float, text: str | None) -> bool:
         """Attach a client's score to its own request; False when the tenant has no such one."""
         ...
@@ -162,19 +168,11 @@ class SQLiteLabels:
             ),
         )
 
-    async def judged(
-        self,
-        request_id: str,
-        *,
-        large_model: str,
-        judge: str,
-        small_score: float,
-        large_score: float,
-    ) -> None:
+    async def judged(self, request_id: str, verdict: Verdict) -> None:
         await self._run(
             "UPDATE samples SET large_model = ?, judge = ?, small_score = ?, large_score = ? "
             "WHERE request_id = ?",
-            (large_model, judge, small_score, large_score, request_id),
+            (*msgspec.structs.astuple(verdict), request_id),
         )
 
     async def feedback(self, tenant: str, request_id: str, score: float, text: str | None) -> bool:
@@ -270,26 +268,10 @@ class RedisLabels:
             pipe.zadd(f"{self._prefix}time", {sample.request_id: sample.time})
             await pipe.execute()
 
-    async def judged(
-        self,
-        request_id: str,
-        *,
-        large_model: str,
-        judge: str,
-        small_score: float,
-        large_score: float,
-    ) -> None:
+    async def judged(self, request_id: str, verdict: Verdict) -> None:
         key = self._key(request_id)
         if await self._redis.exists(key):
-            await self._redis.hset(
-                key,
-                mapping={
-                    "large_model": large_model,
-                    "judge": judge,
-                    "small_score": small_score,
-                    "large_score": large_score,
-                },
-            )
+            await self._redis.hset(key, mapping=msgspec.structs.asdict(verdict))
 
     async def feedback(self, tenant: str, request_id: str, score: float, text: str | None) -> bool:
         key = self._key(request_id)

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.labels_store import Sample
+from gateway.labels_store import Sample, Verdict
 from gateway.ml.classifier import features_of
 from gateway.ml.head import dense_features
 from gateway.ml.text import request_text
@@ -118,13 +118,13 @@ async def _shadow(turn: Turn, model: str, small_text: str, compare: bool) -> Non
         if judged is not None:
             log.warning("request %s: the shadow judge's reply has no grades", request.request_id)
         return
-    await labels.judged(
-        request.request_id,
+    verdict = Verdict(
         large_model=shadow.to,
         judge=shadow.judge,
         small_score=grades.small,
         large_score=grades.large,
     )
+    await labels.judged(request.request_id, verdict)
 
 
 async def _within_budget(turn: Turn, shadow: ShadowConfig) -> bool:

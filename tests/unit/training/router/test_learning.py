@@ -15,7 +15,14 @@ import numpy as np
 import pytest
 import redis
 
-from gateway.labels_store import Labelled, LabelStore, RedisLabels, Sample, SQLiteLabels
+from gateway.labels_store import (
+    Labelled,
+    LabelStore,
+    RedisLabels,
+    Sample,
+    SQLiteLabels,
+    Verdict,
+)
 from gateway.ml.head import GROUPS, groups_of
 from gateway.pipeline.shadow import RUBRIC, judge_body, parse_grades, sampled
 from gateway.training.router import traffic
@@ -195,8 +202,10 @@ async def test_a_store_keeps_samples_and_returns_only_labelled_ones(store: Label
     await store.keep(_sample("r2", at=200.0))
     await store.keep(_sample("r3", at=300.0))
     assert await store.labelled() == []
-    await store.judged("r2", large_model="large", judge="judge", small_score=0.0, large_score=1.0)
-    await store.judged("nope", large_model="large", judge="judge", small_score=0.0, large_score=1)
+    await store.judged(
+        "r2", Verdict(large_model="large", judge="judge", small_score=0, large_score=1)
+    )
+    await store.judged("nope", Verdict(large_model="l", judge="j", small_score=0, large_score=1))
     assert await store.feedback("team-a", "r1", 0.5, "meh")
     found = await store.labelled()
     assert [f.sample.request_id for f in found] == ["r1", "r2"]
