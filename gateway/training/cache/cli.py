@@ -6,7 +6,7 @@ Mount with ``app.add_typer(gateway.training.cache.cli.app, name="cache")``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from gateway.ml import guard
+from gateway.semantic import STRICTNESS
 from gateway.training import MissingTrainExtra
 from gateway.training.cache import evaluate
 
@@ -59,8 +60,10 @@ def _progress() -> Progress:
     )
 
 
-def _guard(path: Path | None) -> guard.Guard:
-    return guard.Guard.load(path) if path else guard.default_guard()
+def _guard(path: Path | None, strictness: str) -> guard.Guard:
+    """The guard of ``strictness`` (its verifier cutoff), with the verifier at ``path``."""
+    loaded = guard.Guard.load(path) if path else guard.default_guard()
+    return loaded.with_cutoff(STRICTNESS[strictness].cutoff)
 
 
 @app.command("eval")
@@ -85,6 +88,10 @@ def eval_pairs(
         bool, typer.Option("--no-guard", help="Score the threshold alone, without the guard.")
     ] = False,
     model: Annotated[str, typer.Option(help="Embedding model.")] = "all-MiniLM-L6-v2",
+    strictness: Annotated[
+        Literal["strict", "balanced"],
+        typer.Option(help="The verifier cutoff of this cache.semantic.strictness."),
+    ] = "strict",
     verifier: Annotated[
         Path | None,
         typer.Option(
@@ -111,7 +118,7 @@ def eval_pairs(
         accepted = evaluate.decide(
             rows,
             scores,
-            None if no_guard else _guard(verifier).check,
+            None if no_guard else _guard(verifier, strictness).check,
             progress=lambda n: progress.advance(task, n),
             vectors=vectors,
         )
