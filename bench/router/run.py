@@ -2,7 +2,8 @@
 random router), classify() latency beyond the embedding, and the embedding's own latency in
 fp32 and int8 side by side (the figures behind the choice of fp32 in gateway/embed.py).
 
-    .venv/bin/python bench/router/run.py [--data ../shared/data/routing/routellm_train.jsonl]
+    .venv/bin/python bench/router/run.py [--data ../shared/data/routing/routellm_train.jsonl
+        --data ../shared/data/routing/alpacaeval_chat_train.jsonl]
 
 Embeddings of the data set are cached under .gateway/router-cache, so a second run is quick.
 """
@@ -48,8 +49,8 @@ def p50_ms(fn: Callable[[], object], repeat: int) -> float:
     return statistics.median(samples) * 1e3
 
 
-def quality(data: Path, classifier: Classifier, embedder: Embedder) -> None:
-    rows = load_labelled(data)
+def quality(data: list[Path], classifier: Classifier, embedder: Embedder) -> None:
+    rows = [row for path in data for row in load_labelled(path)]
     _, validation = split(rows)
     vectors = cached_embeddings(
         embedder, [r.prompt for r in validation], Path(".gateway/router-cache"), progress=True
@@ -60,7 +61,7 @@ def quality(data: Path, classifier: Classifier, embedder: Embedder) -> None:
     features = np.stack([features_of_text(r.prompt).vector() for r in validation])
     scores = classifier.head.difficulty(vectors, features, [r.prompt for r in validation])
     rng = np.random.default_rng(0)
-    for name in ("mmlu", "gsm8k"):
+    for name in sorted({r.benchmark for r in validation}):
         index = np.array([i for i, r in enumerate(validation) if r.benchmark == name])
         weak = np.array([validation[i].weak_score for i in index])
         strong = np.array([validation[i].strong_score for i in index])
@@ -82,6 +83,11 @@ def classify_latency(classifier: Classifier, embedder: Embedder) -> None:
         "B. Storing glycogen\nC. Producing insulin\nD. Detoxifying drugs\nAnswer:"
     )
     choice_vector = embedder.embed_sync([choice_text])[0]
+    problem_text = (
+        "A baker sells 12 loaves a day at $3 each and 8 cakes at $15 each. How much does she "
+        "make in a week?"
+    )
+    problem_vector = embedder.embed_sync([problem_text])[0]
 
     def short_call() -> None:
         for m, v in zip(messages, vectors, strict=True):
@@ -93,10 +99,15 @@ def classify_latency(classifier: Classifier, embedder: Embedder) -> None:
     def choice_call() -> None:
         classifier.classify(choice_vector, features_of([{"role": "user", "content": choice_text}]))
 
+    def problem_call() -> None:
+        message = {"role": "user", "content": problem_text}
+        classifier.classify(problem_vector, features_of([message]))
+
     for _ in range(50):
         short_call()
         choice_call()
     choice = p50_ms(choice_call, 1000)
+    problem = p50_ms(problem_call, 1000)
     short = p50_ms(short_call, 500) / len(messages)
     long = p50_ms(long_call, 500)
     v = vectors[0]
@@ -106,7 +117,8 @@ def classify_latency(classifier: Classifier, embedder: Embedder) -> None:
         f"classify() p50 beyond the embedding: {short:.3f} ms per short request "
         f"(features {short - head_only:.3f} ms + head {head_only:.3f} ms); "
         f"{long:.3f} ms for a {len(long_text)}-character prompt; {choice:.3f} ms for a "
-        "multiple-choice question (the terms part runs)"
+        f"multiple-choice question (the terms part runs); {problem:.3f} ms for a word problem "
+        "(the word-problem features run)"
     )
 
 
@@ -118,7 +130,7 @@ def embedding_latency(repeat: int) -> None:
         table.add_column(column, justify="right")
     fp32_vectors = None
     cosines = None
-    mmlu = [r.prompt for r in random.Random(0).sample(load_labelled(ARGS.data), 200)]
+    mmlu = [r.prompt for r in random.Random(0).sample(load_labelled(ARGS.data[0]), 200)]
     for quantize in (False, True):
         embedder = Embedder.load(quantize=quantize, threads=1, max_batch=32)
         for t in SHORT:
@@ -173,12 +185,19 @@ def main() -> None:
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument(
-    "--data", type=Path, default=Path("../shared/data/routing/routellm_train.jsonl")
+    "--data",
+    type=Path,
+    action="append",
+    help="Labelled rows; repeatable [default: the RouteLLM and AlpacaEval chat files].",
 )
 parser.add_argument("--head", type=Path, default=None)
 parser.add_argument("--repeat", type=int, default=50, help="Samples per latency figure.")
 parser.add_argument("--skip-embedding", action="store_true", help="No embedding latency.")
 ARGS = parser.parse_args()
+ARGS.data = ARGS.data or [
+    Path("../shared/data/routing/routellm_train.jsonl"),
+    Path("../shared/data/routing/alpacaeval_chat_train.jsonl"),
+]
 
 if __name__ == "__main__":
     main()

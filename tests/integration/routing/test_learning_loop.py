@@ -178,8 +178,8 @@ def test_shadow_labels_and_retraining_send_the_small_models_failures_to_the_larg
     ):
         cooking = [_ask(again, p) for p in COOKING[ROUND : ROUND + NEW]]
         geography = [_ask(again, p) for p in GEOGRAPHY[ROUND : ROUND + NEW]]
-    assert _models(cooking).count("large") >= NEW - 1, _models(cooking)
-    assert _models(geography).count("small") >= NEW - 1, _models(geography)
+    assert _models(cooking) == ["large"] * NEW, _models(cooking)
+    assert _models(geography) == ["small"] * NEW, _models(geography)
 
 
 def _choice_rows(n: int) -> str:
