@@ -1,7 +1,7 @@
 """Fake models whose quality per prompt is known in advance, as real HTTP servers on 127.0.0.1
-speaking OpenAI's Chat Completions wire format (what the gateway's openai_compatible provider
-calls): a small model that answers a known set of prompts wrongly, and a judge that grades the
-shadow stage's rubric by a rule."""
+speaking OpenAI's Chat Completions wire format, whole answers and streams (what the gateway's
+openai_compatible provider calls): a small model that answers a known set of prompts wrongly,
+and a judge that grades the shadow stage's rubric by a rule."""
 
 from __future__ import annotations
 
@@ -41,6 +41,9 @@ class RuleModel:
         body = json.loads(await read_body(receive))
         self.received.append(body)
         text = self.answer(body)
+        if body.get("stream"):
+            await self._stream(body, text, send)
+            return
         answer = {
             "id": "chatcmpl-rule",
             "object": "chat.completion",
@@ -59,6 +62,22 @@ class RuleModel:
         headers = [(b"content-type", b"application/json")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": json.dumps(answer).encode()})
+
+    async def _stream(self, body: dict[str, Any], text: str, send: Any) -> None:
+        """The answer as OpenAI streams it: a content chunk, the finish, the usage chunk when
+        asked for, ``[DONE]``."""
+        base = {"id": "chatcmpl-rule", "object": "chat.completion.chunk", "model": body["model"]}
+        delta = {"role": "assistant", "content": text}
+        events = [
+            base | {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+            base | {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        ]
+        if (body.get("stream_options") or {}).get("include_usage"):
+            events.append(base | {"choices": [], "usage": usage(body, text)})
+        sse = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": sse + b"data: [DONE]\n\n"})
 
 
 def last_user(body: dict[str, Any]) -> str:

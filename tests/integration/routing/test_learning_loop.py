@@ -241,3 +241,35 @@ def test_shadow_work_stops_at_the_tenants_daily_budget(
     compared = {r.shadow_of for r in records if r.shadow_of}
     assert 1 <= len(compared) < 6 and spent >= Decimal("0.0001")
     assert len(small.received) == 6
+
+
+def test_a_streamed_answer_is_compared_and_keep_features_lets_any_answer_be_rated(
+    start_gateway: Callable[..., Gateway], fakes: tuple[RuleModel, RuleModel, RuleModel]
+) -> None:
+    small, large, judge = fakes
+    text = _policy(small, large, judge).replace(
+        "shadow: {rate: 0,", "shadow: {keep_features: true,"
+    )
+    gateway = start_gateway(text)
+    with gateway.client().chat.completions.with_streaming_response.create(
+        model="auto", messages=[{"role": "user", "content": COOKING[0]}], stream=True
+    ) as streamed:
+        pieces = [line for line in streamed.iter_lines() if line.startswith("data: {")]
+        sampled_id = streamed.headers["x-gateway-request-id"]
+    assert pieces and "I am not sure" in "".join(pieces)
+    (label,) = _labels(gateway.data_dir, 1)
+    assert label.sample.request_id == sampled_id and (label.small_score, label.large_score) == (
+        0.0,
+        8 / 9,
+    )
+    other = _ask(gateway.client(OTHER_KEY), GEOGRAPHY[0])  # team-b: rate 0, features kept
+    other_id = other.headers["x-gateway-request-id"]
+    rated = httpx.post(
+        f"{gateway.url}/v1/feedback",
+        json={"request_id": other_id, "score": 1},
+        headers={"authorization": f"Bearer {OTHER_KEY}"},
+    )
+    assert rated.status_code == 200, rated.text
+    labels = _labels(gateway.data_dir, 2)
+    assert {lab.sample.request_id for lab in labels} == {sampled_id, other_id}
+    assert len(large.received) == len(judge.received) == 1  # team-b was not compared

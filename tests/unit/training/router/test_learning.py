@@ -5,6 +5,7 @@ labelled requests as training and evaluation rows."""
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ from gateway.labels_store import (
 )
 from gateway.ml.head import GROUPS, groups_of
 from gateway.pipeline.shadow import RUBRIC, judge_body, parse_grades, sampled
+from gateway.policy.load import PolicyError, load_policy
 from gateway.training.router import traffic
 from gateway.training.router.data import (
     CHAT,
@@ -260,3 +262,44 @@ def test_quality_groups_the_small_models_judged_answers() -> None:
     (row,) = traffic.quality(labels)
     assert (row.group, row.compared, row.small, row.large, row.as_good) == ("small", 2, 0.5, 1, 0.5)
     assert (row.feedback, row.feedback_mean) == (1, 0.25)
+
+
+_SHADOW_POLICY = """\
+version: 1
+models:
+  small: {provider: openai_compatible, base_url: "http://127.0.0.1:9/v1", model: s}
+  large: {provider: openai_compatible, base_url: "http://127.0.0.1:9/v1", model: l}
+routes:
+  - {name: default, to: small}
+shadow: SHADOW
+tenants:
+  team-a: {api_keys: ["${KEY}"]}
+"""
+
+
+@pytest.mark.parametrize(
+    ("shadow", "problem"),
+    [
+        ("{tenants: {team-a: 0.5}, to: large}", "$.shadow.judge: needed when a rate is above 0"),
+        ("{tenants: {team-z: 0.5}, to: large, judge: large}", "$.shadow.tenants.team-z: unknown"),
+        ("{tenants: {team-a: 1.5}, to: large, judge: large}", "$.shadow.tenants.team-a"),
+    ],
+)
+def test_the_policy_check_names_a_bad_shadow_section(
+    tmp_path: Path, shadow: str, problem: str
+) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(_SHADOW_POLICY.replace("SHADOW", shadow))
+    with pytest.raises(PolicyError, match=re.escape(problem)):
+        load_policy(path, {"KEY": "sk-a-key-of-twenty-chars"})
+
+
+def test_a_tenants_rate_replaces_the_default_rate(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        _SHADOW_POLICY.replace(
+            "SHADOW", "{rate: 0.1, tenants: {team-a: 0}, to: large, judge: large}"
+        )
+    )
+    shadow = load_policy(path, {"KEY": "sk-a-key-of-twenty-chars"}).policy.shadow
+    assert (shadow.rate_for("team-a"), shadow.rate_for("team-b"), shadow.enabled) == (0, 0.1, True)
