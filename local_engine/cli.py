@@ -17,6 +17,7 @@ import uvicorn
 
 from local_engine.engine import LocalEngine
 from local_engine.errors import ModelLoadError
+from local_engine.loader import SOLO_MAX_BATCH
 from local_engine.models import DEFAULT_MODEL
 from local_engine.server import create_app
 
@@ -44,6 +45,19 @@ class DType(enum.StrEnum):
 class BackendName(enum.StrEnum):
     transformers = "transformers"
     vllm = "vllm"
+
+
+class Quantization(enum.StrEnum):
+    none = "none"
+    int8 = "int8"
+    int8_dynamic = "int8_dynamic"
+    int4 = "int4"
+    fp8 = "fp8"
+
+
+class Speculation(enum.StrEnum):
+    prompt_lookup = "prompt_lookup"
+    off = "off"
 
 
 @app.callback()
@@ -80,6 +94,24 @@ def serve(
     backend: Annotated[
         BackendName, typer.Option(help="transformers (continuous batching) or vllm (GPU).")
     ] = BackendName.transformers,
+    quantization: Annotated[
+        Quantization,
+        typer.Option(
+            help="Linear weights: int8 (weight-only), int8_dynamic (int8 activations too: "
+            "faster on a CPU, less exact), int4 (GPU), fp8 (vllm)."
+        ),
+    ] = Quantization.none,
+    speculation: Annotated[
+        Speculation,
+        typer.Option(help="Speculative decoding of a request decoded alone (greedy-exact)."),
+    ] = Speculation.prompt_lookup,
+    solo_max_batch: Annotated[
+        int,
+        typer.Option(
+            help="A request is decoded alone (with speculation) while the batch holds at most "
+            "this many others; -1: never."
+        ),
+    ] = SOLO_MAX_BATCH,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "info",
 ) -> None:
     """Serve MODEL on http://HOST:PORT/v1 (chat completions, models), /healthz and /metrics."""
@@ -95,6 +127,9 @@ def serve(
             kv_cache_tokens=kv_cache_tokens,
             cache_dir=cache_dir,
             backend=backend.value,
+            quantization=quantization.value,
+            speculation=speculation.value,
+            solo_max_batch=solo_max_batch,
         )
     except ModelLoadError as exc:
         typer.echo(f"local-engine: error: {exc}", err=True)

@@ -15,7 +15,9 @@ cancel the backend request, which frees its slot and its KV cache blocks.
 
 Usage counts are the tokenizer's: ``prompt_tokens`` is the length of the chat-templated prompt,
 ``completion_tokens`` the number of tokens the model generated (the end-of-sequence token
-included, as `generate()` returns it; with a stop sequence, up to the token that completed it).
+included, as `generate()` returns it; with a stop sequence, up to the token that completed it),
+``prompt_tokens_details.cached_tokens`` the prompt tokens whose keys and values the backend
+reused from its prefix cache instead of computing them.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ class _Progress:
     admitted_at: float
     finish_reason: str | None = None
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    drafted: int = 0
+    accepted: int = 0
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,7 @@ class LocalEngine:
         self._running = 0
         self._mean_duration_s = 5.0  # moving average, for Retry-After
         self.metrics.kv_cache_usage.set_function(backend.kv_cache_usage)
+        self.metrics.watch_throughput(backend.throughput)
 
     # ---------------------------------------------------------------------------- building
 
@@ -183,6 +189,7 @@ class LocalEngine:
             finish_reason=progress.finish_reason or "stop",
             prompt_tokens=len(prompt_ids),
             completion_tokens=progress.completion_tokens,
+            cached_tokens=progress.cached_tokens,
         )
 
     async def chat_stream(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
@@ -202,7 +209,9 @@ class LocalEngine:
                     yield chunks.content(text)
             yield chunks.finish(progress.finish_reason or "stop")
             if request.include_usage:
-                yield chunks.usage(len(prompt_ids), progress.completion_tokens)
+                yield chunks.usage(
+                    len(prompt_ids), progress.completion_tokens, progress.cached_tokens
+                )
 
     # ---------------------------------------------------------------------------- internals
 
@@ -294,6 +303,8 @@ class LocalEngine:
                     self.metrics.ttft.observe(time.perf_counter() - progress.admitted_at)
                 self.metrics.tokens_generated(len(event.tokens) - progress.completion_tokens)
                 progress.completion_tokens = len(event.tokens)
+                progress.cached_tokens = event.cached_tokens
+                progress.drafted, progress.accepted = event.drafted, event.accepted
                 text = stops.feed(decoder.push(event.tokens, final=event.finished))
                 if stops.stopped:
                     progress.finish_reason = "stop"
@@ -314,6 +325,8 @@ class LocalEngine:
         finally:
             await events.aclose()  # cancels the backend request if it has not finished
             self.metrics.request_done(outcome)
+            self.metrics.prompt_served(len(prompt_ids), progress.cached_tokens)
+            self.metrics.speculated(progress.drafted, progress.accepted)
 
 
 __all__ = ["EngineError", "EngineStats", "LocalEngine"]

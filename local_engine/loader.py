@@ -16,11 +16,16 @@ from typing import Any, TypedDict
 
 from local_engine import models
 from local_engine.backends import Backend
-from local_engine.backends.vllm import VllmBackend, require_vllm
+from local_engine.backends.vllm import VllmBackend, VllmOptions, require_vllm
 from local_engine.errors import ModelLoadError
 from local_engine.protocol import OPENAI_SAMPLING, SamplingDefaults
+from local_engine.quantize import quantize
 
 BACKENDS = ("transformers", "vllm")
+SOLO_MAX_BATCH = 1
+"""A request takes the solo lane (`backends.solo`) while the batch holds at most this many
+others, and leaves it when the batch grows past that: on a CPU a lane beside a larger batch only
+takes processor time from it."""
 DEFAULT_MAX_RUNNING = 256
 CPU_MAX_RUNNING = 64
 
@@ -43,6 +48,8 @@ class Sizing(TypedDict, total=False):
     max_batch_tokens: int | None  # tokens in one forward pass (prefill chunks + decodes)
     max_running: int | None  # requests in the running batch (64 on a CPU, 256 on a GPU)
     kv_cache_tokens: int | None  # KV cache size (2 GiB worth on a CPU; transformers only)
+    speculation: str  # prompt_lookup (the default) or off
+    solo_max_batch: int  # the solo lane's limit on the batch (`transformers_cb`); -1: no lane
 
 
 class LoadOptions(Sizing, total=False):
@@ -52,6 +59,7 @@ class LoadOptions(Sizing, total=False):
     dtype: str  # auto, bfloat16, float16, float32
     cache_dir: Path | None  # converted models (default: `models.default_cache_dir`)
     backend: str  # one of BACKENDS
+    quantization: str  # one of `quantize.QUANTIZATIONS`
 
 
 def load(
@@ -64,6 +72,9 @@ def load(
     kv_cache_tokens: int | None = None,
     cache_dir: Path | None = None,
     backend: str = "transformers",
+    quantization: str = "none",
+    speculation: str = "prompt_lookup",
+    solo_max_batch: int = SOLO_MAX_BATCH,
 ) -> EngineParts:
     """Resolve, convert if needed, and load ``model``. Blocking: run it in a thread.
 
@@ -74,15 +85,21 @@ def load(
         raise ModelLoadError(f"unknown backend '{backend}' ({', '.join(BACKENDS)})")
     if backend == "vllm":
         require_vllm(device)  # before a conversion that would be of no use
+        if quantization not in ("none", "fp8"):
+            raise ModelLoadError(
+                f"--backend vllm quantizes to fp8 only, not '{quantization}' (or serve a "
+                "pre-quantized AWQ/GPTQ checkpoint)"
+            )
     location = models.local_path(source, cache_dir)
     if backend == "vllm":
-        return _vllm_parts(source, location, dtype, max_batch_tokens, max_running)
+        vllm = VllmOptions(dtype, max_batch_tokens, max_running, quantization, speculation)
+        return _vllm_parts(source, location, vllm)
     torch_device = models.pick_device(device)
     model_obj, tokenizer = models.load_pretrained(
         location, torch_device, models.pick_dtype(dtype, torch_device)
     )
     return over_model(
-        model_obj,
+        quantize(model_obj, quantization),
         tokenizer,
         model_name=source.served_name,
         aliases=source.aliases,
@@ -90,6 +107,8 @@ def load(
         max_batch_tokens=max_batch_tokens,
         max_running=max_running,
         kv_cache_tokens=kv_cache_tokens,
+        speculation=speculation,
+        solo_max_batch=solo_max_batch,
     )
 
 
@@ -103,6 +122,8 @@ def over_model(
     max_batch_tokens: int | None = None,
     max_running: int | None = None,
     kv_cache_tokens: int | None = None,
+    speculation: str = "prompt_lookup",
+    solo_max_batch: int = SOLO_MAX_BATCH,
 ) -> EngineParts:
     """Parts over an already loaded transformers model (tests share one model).
     ``sampling`` applies where the model's generation config names no temperature or top_p."""
@@ -118,6 +139,8 @@ def over_model(
         max_batch_tokens=max_batch_tokens,
         max_running=max_running,
         kv_cache_tokens=kv_cache_tokens,
+        speculation=speculation,
+        solo_max_batch=solo_max_batch,
     )
     return EngineParts(
         backend,
@@ -129,22 +152,14 @@ def over_model(
     )
 
 
-def _vllm_parts(
-    source: models.ModelSource,
-    location: str,
-    dtype: str,
-    max_batch_tokens: int | None,
-    max_running: int | None,
-) -> EngineParts:
+def _vllm_parts(source: models.ModelSource, location: str, options: VllmOptions) -> EngineParts:
     tokenizer = models.load_tokenizer(location)
     generation_config = models.load_generation_config(location)  # vLLM stops on its eos too
-    running = max_running or DEFAULT_MAX_RUNNING
+    running = options.max_running or DEFAULT_MAX_RUNNING
     backend = VllmBackend(
         location,
-        dtype=dtype,
         eos_token_ids=models.eos_token_ids(generation_config, tokenizer.eos_token_id),
-        max_batch_tokens=max_batch_tokens,
-        max_running=running,
+        options=options,
     )
     return EngineParts(
         backend,

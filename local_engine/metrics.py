@@ -13,6 +13,8 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from local_engine.throughput import Throughput
+
 TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -90,9 +92,81 @@ class EngineMetrics:
         self.kv_cache_usage = Gauge(
             "local_engine_kv_cache_usage_ratio", "Share of the KV cache in use.", labels, registry=r
         ).labels(model)
+        self.prefix_queried = Counter(
+            "local_engine_prefix_cache_queried_tokens",
+            "Prompt tokens of finished requests, all looked up in the prefix cache.",
+            labels,
+            registry=r,
+        ).labels(model)
+        self.prefix_reused = Counter(
+            "local_engine_prefix_cache_reused_tokens",
+            "Prompt tokens whose keys and values came from the prefix cache (usage's "
+            "cached_tokens).",
+            labels,
+            registry=r,
+        ).labels(model)
+        self.drafted = Counter(
+            "local_engine_spec_draft_tokens",
+            "Speculative draft tokens proposed (prompt lookup).",
+            labels,
+            registry=r,
+        ).labels(model)
+        self.accepted = Counter(
+            "local_engine_spec_accepted_tokens",
+            "Speculative draft tokens the model confirmed.",
+            labels,
+            registry=r,
+        ).labels(model)
+        self.prefix_hit_rate = Gauge(
+            "local_engine_prefix_cache_hit_ratio",
+            "Reused over queried prompt tokens, since start.",
+            labels,
+            registry=r,
+        ).labels(model)
+        self.acceptance_rate = Gauge(
+            "local_engine_spec_acceptance_ratio",
+            "Accepted over drafted speculative tokens, since start.",
+            labels,
+            registry=r,
+        ).labels(model)
+        self.prefill_rate = Gauge(
+            "local_engine_prefill_tokens_per_second",
+            "Prompt tokens computed per second of busy time, over the last 60 s (0: none).",
+            labels,
+            registry=r,
+        ).labels(model)
+        self.decode_rate = Gauge(
+            "local_engine_decode_tokens_per_second",
+            "Completion tokens per second of busy time, over the last 60 s (0: none).",
+            labels,
+            registry=r,
+        ).labels(model)
         self._model = model
         self._rate = RateMeter()
         self.tokens_per_second.set_function(self._rate.rate)
+        self.totals = {"queried": 0, "reused": 0, "drafted": 0, "accepted": 0}
+        self.prefix_hit_rate.set_function(lambda: self._ratio("reused", "queried"))
+        self.acceptance_rate.set_function(lambda: self._ratio("accepted", "drafted"))
+
+    def watch_throughput(self, rates: Callable[[], Throughput]) -> None:
+        """Read the backend's measured throughput at each scrape."""
+        self.prefill_rate.set_function(lambda: rates().prefill_tokens_per_s or 0.0)
+        self.decode_rate.set_function(lambda: rates().decode_tokens_per_s or 0.0)
+
+    def prompt_served(self, prompt_tokens: int, cached_tokens: int) -> None:
+        self.prefix_queried.inc(prompt_tokens)
+        self.prefix_reused.inc(cached_tokens)
+        self.totals["queried"] += prompt_tokens
+        self.totals["reused"] += cached_tokens
+
+    def speculated(self, drafted: int, accepted: int) -> None:
+        self.drafted.inc(drafted)
+        self.accepted.inc(accepted)
+        self.totals["drafted"] += drafted
+        self.totals["accepted"] += accepted
+
+    def _ratio(self, part: str, whole: str) -> float:
+        return self.totals[part] / self.totals[whole] if self.totals[whole] else 0.0
 
     def request_done(self, outcome: str) -> None:
         self._requests.labels(self._model, outcome).inc()

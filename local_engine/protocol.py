@@ -167,11 +167,14 @@ def new_completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
+    """OpenAI's usage object; ``cached_tokens``: prompt tokens served from the prefix cache,
+    which a gateway prices at its cached-input rate, as OpenAI's own prompt caching is."""
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
     }
 
 
@@ -184,6 +187,7 @@ def completion(
     finish_reason: str,
     prompt_tokens: int,
     completion_tokens: int,
+    cached_tokens: int,
 ) -> dict[str, Any]:
     """A ``chat.completion`` object."""
     return {
@@ -199,7 +203,7 @@ def completion(
                 "finish_reason": finish_reason,
             }
         ],
-        "usage": usage(prompt_tokens, completion_tokens),
+        "usage": usage(prompt_tokens, completion_tokens, cached_tokens),
         "system_fingerprint": None,
     }
 
@@ -242,7 +246,7 @@ class ChunkFactory:
     def finish(self, finish_reason: str) -> dict[str, Any]:
         return self._chunk([self._choice({}, finish_reason)])
 
-    def usage(self, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    def usage(self, prompt_tokens: int, completion_tokens: int, cached: int) -> dict[str, Any]:
         chunk = self._chunk([])
-        chunk["usage"] = usage(prompt_tokens, completion_tokens)
+        chunk["usage"] = usage(prompt_tokens, completion_tokens, cached)
         return chunk

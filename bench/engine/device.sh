@@ -4,7 +4,7 @@
 # That machine reaches no registry and takes at most 64 MiB per call, so what it lacks travels
 # in ignored folders named in `carry`:
 #   .whl/        wheels for Python 3.12: transformers==5.24.0 (the version this repo is tested
-#                with), msgspec, gguf
+#                with), msgspec, gguf, torchao (for the int8/int4 section of techniques.py)
 #   .devcarry/b/ the second part of the bundled SmolLM2 GGUF (split -b 58000000); the first
 #                part came in an earlier call on the same warm machine and waits in /tmp
 #                (the whole file is 98 MB, over one call's limit)
@@ -24,3 +24,8 @@ python3 -c "import vllm" 2>/dev/null && echo "vllm present" || echo "vllm: not i
 python3 bench/engine/run.py --model "$gguf" --device cuda --dtype bfloat16 \
   --concurrency "${CONCURRENCY:-1,8,32,64}" --max-tokens 64 --cache-dir /tmp/cache \
   2>&1 | tee "$out/engine-gpu.md"
+# Issue 18: int8 weights, speculative decoding and the solo lane against bare generate(), on
+# the same machine (written for the next lent GPU; NOT run yet: no GPU was lent to that session).
+python3 bench/engine/techniques.py --model "$gguf" --device cuda --dtype bfloat16 \
+  --sections solo,spec,quant --max-tokens 64 --cache-dir /tmp/cache \
+  2>&1 | tee "$out/techniques-gpu.md"

@@ -11,6 +11,8 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from local_engine.throughput import Throughput
+
 
 @dataclass(frozen=True, slots=True)
 class GenParams:
@@ -22,10 +24,16 @@ class GenParams:
 
 @dataclass(frozen=True, slots=True)
 class TokenEvent:
-    """A request's progress: every token generated so far (cumulative)."""
+    """A request's progress: every token generated so far, and counts so far (cumulative)."""
 
     tokens: Sequence[int]
     finished: bool
+    cached_tokens: int = 0
+    """Prompt tokens whose keys and values were reused from the cache, not computed."""
+    drafted: int = 0
+    """Speculative draft tokens proposed for this request."""
+    accepted: int = 0
+    """Of those, the ones the model confirmed."""
 
 
 class BackendError(Exception):
@@ -52,3 +60,7 @@ class Backend(Protocol):
         ...
 
     def is_running(self) -> bool: ...
+
+    def throughput(self) -> Throughput:
+        """Recent prefill and decode tokens per second of busy time (`local_engine.throughput`)."""
+        ...

@@ -42,8 +42,13 @@ def per_request_attention(
 ) -> tuple[torch.Tensor, None]:
     """``query`` ``[1, heads, queries, d]``; ``key``/``value`` ``[1, kv_heads, keys, d]``, packed
     request after request; returns ``[1, queries, heads, d]`` as transformers expects. Outside
-    continuous batching (a plain ``generate()`` on the same model) it is ordinary SDPA."""
+    continuous batching (a plain ``generate()`` on the same model, the solo lane) it is ordinary
+    SDPA; transformers builds no mask for this name, so several new queries against a longer
+    cache (a speculative draft being verified) get their bottom-right causal mask here."""
     if "cu_seq_lens_q" not in kwargs:
+        queries, keys_len = query.shape[2], key.shape[2]
+        if attention_mask is None and 1 < queries < keys_len:
+            attention_mask = _causal(queries, keys_len).to(query.device)[None, None]
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
         )

@@ -14,7 +14,14 @@ module adds only what serving needs around it:
 * closing `generate` early (a client disconnected, a stop sequence matched) cancels the
   request in the manager, which frees its slot and cache blocks at the next step;
 * per-request sampling (temperature, top_p, seed) is done by the processors of
-  `local_engine.sampling`, installed on the manager before its batch processor is built.
+  `local_engine.sampling`, installed on the manager before its batch processor is built;
+* while the batch is small (at most ``solo_max_batch`` requests), a new unseeded request that
+  finds the solo lane free is decoded there instead, with speculative decoding (`solo`); it
+  moves into the batch at a step boundary once the batch grows past that;
+* the prefix cache's matches are counted per request (reported as cached prompt tokens) and
+  every batch step's time and tokens go to the `ThroughputMeter`, by wrapping the scheduler's
+  ``schedule_batch``, the cache's ``search_prefix_match`` and the processor's
+  ``_generation_step`` on their instances.
 
 Written against transformers 5.24 (``manager.logit_processor``, ``output_router`` and
 ``batch_processor.cache`` are internals of that version).
@@ -26,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -38,7 +46,10 @@ from transformers.generation.continuous_batching.model_runner import (
 
 from local_engine.backends import BackendError, GenParams, TokenEvent
 from local_engine.backends.cpu_attention import NAME as CPU_ATTENTION
+from local_engine.backends.solo import Handoff, SoloLane
 from local_engine.sampling import sampling_processors
+from local_engine.speculative import PromptLookup
+from local_engine.throughput import Throughput, ThroughputMeter
 
 log = logging.getLogger("local_engine")
 
@@ -55,7 +66,8 @@ CPU_MAX_BATCH_TOKENS = 1024  # default token budget of one step on a CPU
 
 class TransformersBackend:
     """``max_batch_tokens`` and ``kv_cache_tokens`` left as None are sized for a CPU here (the
-    ``CPU_*`` values) and by transformers from the free memory on a GPU."""
+    ``CPU_*`` values) and by transformers from the free memory on a GPU. ``speculation``
+    ``"off"`` keeps the solo lane but drafts nothing; ``solo_max_batch`` -1 turns the lane off."""
 
     def __init__(
         self,
@@ -65,9 +77,20 @@ class TransformersBackend:
         max_batch_tokens: int | None,
         max_running: int,
         kv_cache_tokens: int | None,
+        speculation: str,
+        solo_max_batch: int,
     ) -> None:
         self._model = model
         self.eos_token_ids = eos_token_ids
+        self.meter = ThroughputMeter()
+        self._solo_max_batch = solo_max_batch
+        self._lane: SoloLane | None = None
+        if solo_max_batch >= 0:
+            lookup = PromptLookup() if speculation == "prompt_lookup" else None
+            self._lane = SoloLane(model, eos_token_ids, self.meter, lookup)
+        self._prefix_hits: dict[str, int] = {}
+        self.handoffs = 0  # requests that left the lane for the batch
+        self._scheduled: list[Any] = []
         config = model.config.get_text_config()
         self.context_length: int = int(getattr(config, "max_position_embeddings", 2048))
         self.max_request_tokens = self.context_length
@@ -108,6 +131,7 @@ class TransformersBackend:
             # processor is built (which then builds no mask for it): see cpu_attention.
             self._model.set_attn_implementation(CPU_ATTENTION)
         manager.warmup()  # builds the batch processor and its cache now, not in the thread
+        self._instrument(manager.batch_processor)
         cache = manager.batch_processor.cache
         self.max_request_tokens = min(self.context_length, infer_max_single_request_tokens(cache))
         log.info(
@@ -120,11 +144,45 @@ class TransformersBackend:
             manager.start()
         self._manager = manager
 
+    def _instrument(self, processor: Any) -> None:
+        """Count prefix-cache matches per request and time every batch step (on the batching
+        thread; the dict and the meter are safe to use from there)."""
+        cache, scheduler = processor.cache, processor.scheduler
+        search, schedule, step = (
+            cache.search_prefix_match,
+            scheduler.schedule_batch,
+            processor._generation_step,
+        )
+
+        def search_prefix_match(request_id: str, prompt_ids: list[int]) -> int:
+            matched = int(search(request_id, prompt_ids))
+            if matched:
+                self._prefix_hits[request_id] = matched
+            return matched
+
+        def schedule_batch(*args: Any, **kwargs: Any) -> Any:
+            result = schedule(*args, **kwargs)
+            self._scheduled = result[0] or []
+            return result
+
+        def generation_step(model: Any) -> None:
+            started = time.perf_counter()
+            step(model)
+            decode = sum(1 for r in self._scheduled if r.query_length == 1)
+            prefill = sum(r.query_length for r in self._scheduled) - decode
+            self.meter.record(time.perf_counter() - started, prefill, decode)
+
+        cache.search_prefix_match = search_prefix_match
+        scheduler.schedule_batch = schedule_batch
+        processor._generation_step = generation_step
+
     async def aclose(self) -> None:
         manager, self._manager = self._manager, None
         if manager is not None:
             await asyncio.to_thread(manager.stop, block=True, timeout=60, hard_stop=True)
             await asyncio.to_thread(manager.destroy)
+        if self._lane is not None:
+            await asyncio.to_thread(self._lane.close)
 
     def is_running(self) -> bool:
         return self._manager is not None and bool(self._manager.is_running())
@@ -137,6 +195,45 @@ class TransformersBackend:
         manager = self._manager
         if manager is None or not manager.is_running():
             raise BackendError("the generation loop is not running")
+        lane = self._claim_lane(params)
+        if lane is None:
+            async for event in self._batched(manager, request_id, prompt_ids, params):
+                yield event
+            return
+        handoff = None
+        async with contextlib.aclosing(lane.generate(prompt_ids, params, self._crowded)) as solo:
+            async for step in solo:
+                if isinstance(step, Handoff):
+                    handoff = step
+                else:
+                    yield step
+        if handoff is None:
+            return
+        self.handoffs += 1
+        # The batch grew: the rest of the answer is generated there, after what the lane made.
+        done, rest = handoff.tokens, params.max_tokens - len(handoff.tokens)
+        more = GenParams(rest, params.temperature, params.top_p, params.seed)
+        async for event in self._batched(manager, request_id, prompt_ids + done, more):
+            # Its prompt's cached tokens are now those the batch's prefix cache matched.
+            cached = min(event.cached_tokens, len(prompt_ids))
+            tokens = [*done, *event.tokens]
+            yield TokenEvent(tokens, event.finished, cached, handoff.drafted, handoff.accepted)
+
+    def _claim_lane(self, params: GenParams) -> SoloLane | None:
+        """The lane, taken, if the batch is small and the lane free. Seeded requests stay in
+        the batch: its sampler gives a seed the same tokens whatever runs beside it, which a
+        request that could move between two samplers mid-answer would not keep."""
+        lane = self._lane
+        if lane is None or params.seed is not None or self._crowded() or not lane.claim():
+            return None
+        return lane
+
+    def _crowded(self) -> bool:
+        return self.active_requests() > self._solo_max_batch
+
+    async def _batched(
+        self, manager: Any, request_id: str, prompt_ids: list[int], params: GenParams
+    ) -> AsyncGenerator[TokenEvent, None]:
         outputs: asyncio.Queue[Any] = asyncio.Queue()
         manager.register_result_handler(request_id, outputs.put_nowait)
         kwargs: dict[str, Any] = {"temperature": float(params.temperature), "top_p": params.top_p}
@@ -160,7 +257,8 @@ class TransformersBackend:
                     finished = True
                     raise BackendError(output.error)
                 finished = output.is_finished()
-                yield TokenEvent(output.generated_tokens, finished)
+                cached = self._prefix_hits.get(request_id, 0)
+                yield TokenEvent(output.generated_tokens, finished, cached)
                 if finished:
                     return
         finally:
@@ -168,6 +266,7 @@ class TransformersBackend:
                 manager.cancel_request(request_id)  # frees its slot and blocks at the next step
             with manager.output_router._lock:
                 manager.output_router.result_handlers.pop(request_id, None)
+            self._prefix_hits.pop(request_id, None)
 
     @staticmethod
     async def _next_output(manager: Any, outputs: asyncio.Queue[Any]) -> Any:
@@ -191,6 +290,9 @@ class TransformersBackend:
         with contextlib.suppress(Exception):  # read from another thread: best effort
             return float(1.0 - processor.cache.compute_free_capacity())
         return 0.0
+
+    def throughput(self) -> Throughput:
+        return self.meter.rates()
 
     def active_requests(self) -> int:
         """Requests the scheduler holds (running or waiting inside the manager)."""

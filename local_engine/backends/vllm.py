@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Any
 
 from local_engine.backends import BackendError, GenParams, TokenEvent
 from local_engine.errors import ModelLoadError
+from local_engine.throughput import Throughput
 
 # vllm and torch are imported inside the functions that use them: vllm is an optional GPU-only
 # dependency, and this module is imported by the loader on every backend's path.
@@ -33,20 +35,28 @@ def require_vllm(device: str) -> None:
         raise ModelLoadError("--backend vllm needs a CUDA GPU; none is available here")
 
 
+NGRAM_DRAFT = {"method": "ngram", "num_speculative_tokens": 8, "prompt_lookup_max": 3}
+"""vLLM's own prompt-lookup speculation, with the transformers backend's settings."""
+
+
+@dataclass(frozen=True, slots=True)
+class VllmOptions:
+    dtype: str
+    max_batch_tokens: int | None
+    max_running: int | None
+    quantization: str
+    """``none``, or ``fp8``: vLLM's online fp8 weight quantization (``int8``/``int4`` are the
+    transformers backend's; for those with vLLM, serve a pre-quantized AWQ or GPTQ checkpoint,
+    which vLLM recognises by itself)."""
+    speculation: str  # prompt_lookup or off
+
+
 class VllmBackend:
     def __init__(
-        self,
-        location: str,
-        *,
-        dtype: str,
-        eos_token_ids: frozenset[int],
-        max_batch_tokens: int | None,
-        max_running: int,
+        self, location: str, *, eos_token_ids: frozenset[int], options: VllmOptions
     ) -> None:
         self._location = location
-        self._dtype = dtype
-        self._max_batch_tokens = max_batch_tokens
-        self._max_running = max_running
+        self._options = options
         self._engine: Any = None  # vllm's AsyncLLM (vllm ships no type information)
         self.eos_token_ids = eos_token_ids
         self.context_length = 0
@@ -56,11 +66,14 @@ class VllmBackend:
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        options = self._options
         args = AsyncEngineArgs(
             model=self._location,
-            dtype=self._dtype,
-            max_num_batched_tokens=self._max_batch_tokens,
-            max_num_seqs=self._max_running,
+            dtype=options.dtype,
+            max_num_batched_tokens=options.max_batch_tokens,
+            max_num_seqs=options.max_running,
+            quantization=None if options.quantization == "none" else options.quantization,
+            speculative_config=NGRAM_DRAFT if options.speculation == "prompt_lookup" else None,
         )
         self._engine = AsyncLLM.from_engine_args(args)
         self.context_length = int(self._engine.model_config.max_model_len)
@@ -94,7 +107,8 @@ class VllmBackend:
                 TokensPrompt(prompt_token_ids=prompt_ids), sampling, request_id
             ):
                 finished = bool(output.finished)
-                yield TokenEvent(list(output.outputs[0].token_ids), finished)
+                cached = int(getattr(output, "num_cached_tokens", 0) or 0)
+                yield TokenEvent(list(output.outputs[0].token_ids), finished, cached)
         except Exception as exc:  # vLLM's EngineDeadError, EngineGenerateError, ...
             finished = True
             raise BackendError(f"{type(exc).__name__}: {exc}") from exc
@@ -104,3 +118,8 @@ class VllmBackend:
 
     def kv_cache_usage(self) -> float:
         return 0.0  # vLLM exports its own gauge (vllm:kv_cache_usage_perc) on its registry
+
+    def throughput(self) -> Throughput:
+        """Unmeasured: vLLM's scheduler steps are not visible here (it exports its own
+        vllm:prompt_tokens and vllm:generation_tokens counters)."""
+        return Throughput(None, None)

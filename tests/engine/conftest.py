@@ -101,10 +101,11 @@ async def make_engine(smol: Smol) -> AsyncIterator[Callable[..., Any]]:
     """Start engines over the shared model; each is closed at the end of the test."""
     started: list[LocalEngine] = []
 
-    async def make(**options: Any) -> LocalEngine:
+    async def make(model: Any = None, **options: Any) -> LocalEngine:
+        """``model``: another model than the shared one (a quantized copy)."""
         options.setdefault("kv_cache_tokens", 16384)
         engine = LocalEngine.from_model(
-            smol.model,
+            smol.model if model is None else model,
             smol.tokenizer,
             model_name="smollm2-135m-instruct",
             aliases=("HuggingFaceTB/SmolLM2-135M-Instruct",),

@@ -50,11 +50,14 @@ async def test_concurrent_greedy_outputs_equal_generate(smol: Smol, make_engine:
         assert result["choices"][0]["message"]["content"] == smol.tokenizer.decode(
             reference, skip_special_tokens=True
         )
-        assert result["usage"] == {
+        usage = dict(result["usage"])
+        cached = usage.pop("prompt_tokens_details")["cached_tokens"]
+        assert usage == {
             "prompt_tokens": len(smol.prompt_ids(prompt)),
             "completion_tokens": len(reference),
             "total_tokens": len(smol.prompt_ids(prompt)) + len(reference),
         }
+        assert cached % 16 == 0  # whole pages of the batch's prefix cache
         ended_on_eos = reference[-1] == smol.tokenizer.eos_token_id
         assert result["choices"][0]["finish_reason"] == ("stop" if ended_on_eos else "length")
 
@@ -67,8 +70,9 @@ async def test_a_shared_prompt_prefix_reuses_cached_pages_and_answers_the_same(
     smol: Smol, make_engine: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """On the CPU, cache pages are 16 tokens: the chat template's system prompt fills the
-    first one, which a later request takes from the cache instead of recomputing it."""
-    engine = await make_engine()
+    first one, which a later request takes from the cache instead of recomputing it (the solo
+    lane is off: it would take each request, alone, from the batch)."""
+    engine = await make_engine(solo_max_batch=-1)
     batching_log = logging.getLogger("ContinuousBatchingLogger")  # transformers' own logger
     batching_log.addHandler(caplog.handler)
     previous = batching_log.level
@@ -92,7 +96,7 @@ async def test_a_prompt_longer_than_the_batch_budget_is_prefilled_in_chunks_and_
     prompt = " ".join(f"Item {i} is a {('red', 'blue', 'green')[i % 3]} box." for i in range(150))
     prompt += " Which colour is item 7?"
     assert len(smol.prompt_ids(prompt)) > 5 * 256
-    engine = await make_engine(max_batch_tokens=256)
+    engine = await make_engine(max_batch_tokens=256, solo_max_batch=-1)
     beside, chunked = await asyncio.gather(
         engine.chat(greedy(PROMPTS[0])), engine.chat(greedy(prompt))
     )
@@ -134,7 +138,13 @@ async def test_stream_concatenates_to_the_non_streamed_text(make_engine: Any) ->
     finish, usage = chunks[-2], chunks[-1]
     assert finish["choices"][0]["finish_reason"] == whole["choices"][0]["finish_reason"]
     assert finish["choices"][0]["delta"] == {}
-    assert usage["choices"] == [] and usage["usage"] == whole["usage"]
+    assert usage["choices"] == []
+    streamed_usage, whole_usage = dict(usage["usage"]), dict(whole["usage"])
+    # Asked again, the solo lane still holds the prompt: all but its last token are reused.
+    prompt = whole_usage["prompt_tokens"]
+    assert streamed_usage.pop("prompt_tokens_details") == {"cached_tokens": prompt - 1}
+    assert whole_usage.pop("prompt_tokens_details") == {"cached_tokens": 0}
+    assert streamed_usage == whole_usage
     assert all(c["usage"] is None for c in chunks[:-1])
     without_usage = await collect(engine, {**body, "stream": True})
     assert text_of(without_usage) == text_of(chunks)

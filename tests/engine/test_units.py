@@ -15,6 +15,7 @@ from local_engine.errors import EngineError, ModelLoadError, overloaded
 from local_engine.metrics import RateMeter
 from local_engine.protocol import ChunkFactory, SamplingDefaults, parse_chat_request
 from local_engine.textstream import IncrementalDecoder, StopMatcher
+from local_engine.throughput import Throughput
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -86,9 +87,10 @@ def test_error_shape_and_retry_after() -> None:
 
 def test_chunks_share_id_and_carry_usage_last() -> None:
     chunks = ChunkFactory.new("m", include_usage=True)
-    role, finish, usage = chunks.role(), chunks.finish("length"), chunks.usage(3, 4)
+    role, finish, usage = chunks.role(), chunks.finish("length"), chunks.usage(3, 4, 2)
     assert role["id"] == finish["id"] == usage["id"] and role["usage"] is None
     assert usage["choices"] == [] and usage["usage"]["total_tokens"] == 7
+    assert usage["usage"]["prompt_tokens_details"] == {"cached_tokens": 2}
     assert "usage" not in ChunkFactory.new("m", include_usage=False).content("x")
 
 
@@ -222,6 +224,9 @@ class FakeBackend:
     def kv_cache_usage(self) -> float:
         return 0.0
 
+    def throughput(self) -> Throughput:
+        return Throughput(None, None)
+
     async def generate(self, request_id: str, prompt_ids: list[int], params: Any) -> Any:
         tokens: list[int] = []
         finished = False
@@ -258,7 +263,12 @@ async def test_engine_logic_with_a_fake_backend() -> None:
         result = await engine.chat({"messages": HI, "max_tokens": 3})
         assert result["choices"][0]["message"]["content"] == "w10 w11 w12 "
         assert result["choices"][0]["finish_reason"] == "length"
-        assert result["usage"] == {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}
+        assert result["usage"] == {
+            "prompt_tokens": 1,
+            "completion_tokens": 3,
+            "total_tokens": 4,
+            "prompt_tokens_details": {"cached_tokens": 0},
+        }
         stopped = await engine.chat({"messages": HI, "max_tokens": 9, "stop": "w12"})
         assert stopped["choices"][0]["message"]["content"] == "w10 w11 "
         assert stopped["choices"][0]["finish_reason"] == "stop"
