@@ -29,18 +29,27 @@ PROBLEM_SCAN = 1000  # word problems are short (GSM8K: at most 848 characters); 
 _TOKEN = re.compile(r"\b\w\w+\b")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*(?:/\d+)?")
 _SENTENCE = re.compile(r"[.?!](?:\s+|$)")
-_FRACTION = re.compile(r"\d/\d|\b(?:half|halves|third|thirds|quarter|quarters|fifths?)\b", re.I)
-_PERCENT = re.compile(r"%|\bpercent", re.I)
-_TIME = re.compile(r"\b(?:hours?|minutes?|seconds?|days?|weeks?|months?|years?)\b", re.I)
-_TIMES = re.compile(r"\b(?:twice|double|triple|times)\b", re.I)
-_EACH = re.compile(r"\b(?:each|per|every)\b", re.I)
-_RATE = re.compile(r"\b(?:rate|speed|mph|km/h)\b", re.I)
-_LEFT = re.compile(r"\b(?:left|remaining|rest)\b", re.I)
-_NUMBER_WORD = re.compile(
-    r"\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|"
-    r"fifty|hundred|thousand|dozen)\b",
-    re.I,
-)
+_WORD = re.compile(r"\w+")
+_FRACTION = re.compile(r"\d/\d")
+_KM_H = re.compile(r"\bkm/h\b")
+_KEYWORDS = {
+    "fraction": {"half", "halves", "third", "thirds", "quarter", "quarters", "fifth", "fifths"},
+    "time": {"hour", "minute", "second", "day", "week", "month", "year"},
+    "times": {"twice", "double", "triple", "times"},
+    "each": {"each", "per", "every"},
+    "rate": {"rate", "speed", "mph"},
+    "left": {"left", "remaining", "rest"},
+    "if": {"if"},
+}
+_KEYWORDS["time"] |= {f"{w}s" for w in _KEYWORDS["time"]}
+# fmt: off
+_NUMBER_WORDS = frozenset({
+    "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+    "twelve", "twenty", "thirty", "forty", "fifty", "hundred", "thousand", "dozen",
+})
+# fmt: on
+"""The keyword facts read from the text's words, looked up in sets: one pass over the words
+instead of nine case-insensitive scans of the text (0.9 ms of a 1,000-character prompt)."""
 
 PROBLEM_FEATURES = (
     "log_words",
@@ -74,6 +83,13 @@ def problem_features(text: str) -> npt.NDArray[np.float32]:
             continue
     ends = [m.end() for m in _SENTENCE.finditer(head.rstrip())]
     question = head.rstrip()[ends[-2] if len(ends) > 1 else 0 :]
+    lower = head.lower()
+    words = _WORD.findall(lower)
+    present = set(words)
+    found = {name: not present.isdisjoint(keywords) for name, keywords in _KEYWORDS.items()}
+    found["fraction"] = found["fraction"] or _FRACTION.search(head) is not None
+    found["rate"] = found["rate"] or _KM_H.search(lower) is not None
+    percent = "%" in head or any(w.startswith("percent") for w in present)
     return np.array(
         [
             np.log1p(len(_TOKEN.findall(head))),
@@ -81,17 +97,12 @@ def problem_features(text: str) -> npt.NDArray[np.float32]:
             np.log1p(len(set(numbers))),
             np.log1p(min(largest, 1e12)),
             np.log1p(len(question)),
-            np.log1p(len(_NUMBER_WORD.findall(head))),
+            np.log1p(sum(w in _NUMBER_WORDS for w in words)),
             float(any("." in n for n in numbers)),
-            float(_FRACTION.search(head) is not None),
-            float(_PERCENT.search(head) is not None),
+            float(found["fraction"]),
+            float(percent),
             float("$" in head),
-            float(_TIME.search(head) is not None),
-            float(_TIMES.search(head) is not None),
-            float(_EACH.search(head) is not None),
-            float(_RATE.search(head) is not None),
-            float(_LEFT.search(head) is not None),
-            float(re.search(r"\bif\b", head, re.I) is not None),
+            *(float(found[name]) for name in ("time", "times", "each", "rate", "left", "if")),
         ],
         np.float32,
     )

@@ -25,6 +25,7 @@ from gateway.labels_store import (
     Verdict,
 )
 from gateway.ml.head import GROUPS, groups_of
+from gateway.ml.terms import PROBLEM_FEATURES, problem_features
 from gateway.pipeline.shadow import RUBRIC, judge_body, parse_grades, sampled
 from gateway.policy.load import PolicyError, load_policy
 from gateway.training.router import traffic
@@ -303,3 +304,27 @@ def test_a_tenants_rate_replaces_the_default_rate(tmp_path: Path) -> None:
     )
     shadow = load_policy(path, {"KEY": "sk-a-key-of-twenty-chars"}).policy.shadow
     assert (shadow.rate_for("team-a"), shadow.rate_for("team-b"), shadow.enabled) == (0, 0.1, True)
+
+
+@pytest.mark.parametrize(
+    ("text", "facts"),
+    [
+        ("Half of 1/2 is a quarter", {"fraction"}),
+        ("the percentage, 5%", {"percent"}),
+        ("a_percent 5percent", set()),
+        ("It took two hours at 60 MPH, then km/h", {"time", "rate"}),
+        ("5km/h xkm/h", set()),
+        ("twice per day; if the rest is left", {"times", "each", "time", "if", "left"}),
+        ("rates, iffy, timer", set()),
+    ],
+)
+def test_keyword_facts_are_whole_words_in_any_case(text: str, facts: set[str]) -> None:
+    names = ("fraction", "percent", "time", "times", "each", "rate", "left", "if")
+    row = dict(zip(PROBLEM_FEATURES, problem_features(text).tolist(), strict=True))
+    assert {n for n in names if row[n]} == facts
+
+
+def test_number_words_are_counted() -> None:
+    counted = problem_features("One, two... TWELVE dozen; none").tolist()
+    row = dict(zip(PROBLEM_FEATURES, counted, strict=True))
+    assert row["log_number_words"] == pytest.approx(np.log1p(4))
