@@ -18,6 +18,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from gateway.api import chat, embeddings, responses
+from gateway.api.door import read_body
 from gateway.api.files import json_response, not_found, owner, page
 from gateway.batch.line import Answer, Door, Parse
 from gateway.batch.service import Batches
@@ -54,8 +55,9 @@ async def create_batch(
     request: Request[Any, Any, Any], services: NamedDependency[Services]
 ) -> Response[bytes]:
     tenant, batches = owner(request, services)
+    raw = await read_body(request, services.policies.current.policy.limits.max_body_bytes)
     try:
-        asked = msgspec.json.decode(await request.body(), type=_Create)
+        asked = msgspec.json.decode(raw, type=_Create)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"The body is not a valid batch: {exc}") from exc
     if asked.endpoint not in ENDPOINTS:

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 from litestar import Response, get
 
+from gateway.api.batch_schemas import BATCH_PATHS, BATCH_SCHEMAS
 from gateway.api.door_schemas import DOOR_SCHEMAS
 from gateway.api.schemas import SCHEMAS, STR, obj, ref
 
@@ -28,6 +29,7 @@ _ERRORS = {
     "403": "Refused (a host name the open gateway does not answer).",
     "404": "Unknown path, or a model the policy does not define.",
     "405": "The path exists, not with this method.",
+    "409": "The object's state does not allow it (a finished batch cancelled).",
     "413": "The body is over the policy's limit.",
     "415": "The body is not sent as application/json.",
     "429": "A tenant's rate limit or budget.",
@@ -315,7 +317,7 @@ DOCUMENT: dict[str, Any] = {
         "description": "An OpenAI-compatible gateway that caches, routes by difficulty and "
         "accounts for every token. Errors use OpenAI's shape.",
     },
-    "paths": _PATHS,
+    "paths": {**_PATHS, **BATCH_PATHS},
     "components": {
         "securitySchemes": {
             "apiKey": {"type": "http", "scheme": "bearer", "description": "A tenant's key."},
@@ -327,7 +329,7 @@ DOCUMENT: dict[str, Any] = {
                 "description": "A tenant's key, as Anthropic's SDK sends it.",
             },
         },
-        "schemas": {**SCHEMAS, **DOOR_SCHEMAS},
+        "schemas": {**SCHEMAS, **DOOR_SCHEMAS, **BATCH_SCHEMAS},
         "responses": {
             **{f"E{status}": _ok(text, ref("Error")) for status, text in _ERRORS.items()},
             **{

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from gateway.errors import BadRequest, PayloadTooLarge
@@ -82,6 +83,8 @@ class FileStore:
                 parser.finalize()
             upload.check()
             os.replace(part, self.path(file_id))
+        except MultipartParseError as exc:
+            raise BadRequest(f"The multipart body is malformed: {exc}", param="file") from exc
         finally:
             with contextlib.suppress(FileNotFoundError):
                 part.unlink()

@@ -106,6 +106,8 @@ class Runner:
                     await self._advance(tenant, batch_id)
             except StateUnavailable as exc:
                 log.warning("batch runner: %s", exc)
+            except Exception:  # a bug must not stop every batch of this replica for good
+                log.exception("batch runner: a pass over the batches failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(nudge.wait(), POLL_S)
 
@@ -123,14 +125,12 @@ class Runner:
 
     async def _validate(self, tenant: str, batch: dict[str, Any]) -> None:
         lines, errors = await self._read_input(batch)
-        now = int(time.time())
         if errors:
-            failed = {"status": "failed", "failed_at": now}
-            changes = {**failed, "errors": {"object": "list", "data": errors}}
-            await self.batches.store.update(tenant, batch["id"], {"validating"}, changes)
+            await self._fail(tenant, batch, errors)
             return
         counts = {"total": len(lines), "completed": 0, "failed": 0}
-        changes = {"status": "in_progress", "in_progress_at": now, "request_counts": counts}
+        changes = {"status": "in_progress", "in_progress_at": int(time.time())}
+        changes["request_counts"] = counts
         if await self.batches.store.update(tenant, batch["id"], {"validating"}, changes):
             self._inputs[batch["id"]] = lines
 
@@ -141,7 +141,8 @@ class Runner:
             error = {"code": "file_not_found", "message": "The input file was deleted."}
             return [], [{**error, "param": "input_file_id", "line": None}]
         policy = self.services.policies.current.policy
-        return read_lines(data, batch["endpoint"], policy.batch.max_lines)
+        # Off the event loop: a file of 50,000 lines takes a while to check.
+        return await asyncio.to_thread(read_lines, data, batch["endpoint"], policy.batch.max_lines)
 
     async def _input(self, tenant: str, batch: dict[str, Any]) -> list[Line] | None:
         """The batch's lines; None (and the batch failed) when its input file is gone."""
@@ -149,12 +150,17 @@ class Runner:
         if lines is None:
             lines, errors = await self._read_input(batch)
             if errors:
-                changes = {"status": "failed", "failed_at": int(time.time())}
-                changes["errors"] = {"object": "list", "data": errors}
-                await self.batches.store.update(tenant, batch["id"], {batch["status"]}, changes)
+                await self._fail(tenant, batch, errors)
                 return None
             self._inputs[batch["id"]] = lines
         return lines
+
+    async def _fail(self, tenant: str, batch: dict[str, Any], errors: list[dict[str, Any]]) -> None:
+        """The batch ``failed``, with OpenAI's ``errors`` list; its lines' state goes."""
+        changes = {"status": "failed", "failed_at": int(time.time())}
+        changes["errors"] = {"object": "list", "data": errors}
+        if await self.batches.store.update(tenant, batch["id"], {batch["status"]}, changes):
+            await self.batches.store.forget_lines(batch["id"])
 
     async def _progress(self, tenant: str, batch: dict[str, Any]) -> None:
         lines = await self._input(tenant, batch)
@@ -163,6 +169,8 @@ class Runner:
         store, batch_id = self.batches.store, batch["id"]
         if time.time() < batch["expires_at"]:
             await self._dispatch(tenant, batch, lines, await store.lines(batch_id))
+            if self._stopping:
+                return
         states = await store.lines(batch_id)
         if time.time() >= batch["expires_at"]:
             await self._expire(batch_id, lines, states)

@@ -61,6 +61,9 @@ def test_bad_uploads_and_batches_are_refused_in_openai_shape(batch_gateway: Gate
     assert _error(wrong_purpose, 400)["param"] == "purpose"
     not_multipart = httpx.post(f"{url}/v1/files", headers=auth, json={"purpose": "batch"})
     assert _error(not_multipart, 400)["param"] == "file"
+    framing = {**auth, "content-type": "multipart/form-data; boundary=b"}
+    garbled = httpx.post(f"{url}/v1/files", headers=framing, content=b"--b\r\nx\ry: z\r\n\r\n")
+    assert "malformed" in _error(garbled, 400)["message"]
     file_id = upload(client, [chat_line("a", "hi")])
     asked = {"input_file_id": file_id, "endpoint": "/v1/embeddings", "completion_window": "24h"}
     for change, param in [
@@ -70,7 +73,11 @@ def test_bad_uploads_and_batches_are_refused_in_openai_shape(batch_gateway: Gate
     ]:
         response = httpx.post(f"{url}/v1/batches", headers=auth, json={**asked, **change})
         assert _error(response, 400)["param"] == param
-    assert _error(httpx.post(f"{url}/v1/batches", headers=auth, content=b"{"), 400)["param"] is None
+    json_type = {**auth, "content-type": "application/json"}
+    broken = httpx.post(f"{url}/v1/batches", headers=json_type, content=b"{")
+    assert _error(broken, 400)["param"] is None
+    untyped = httpx.post(f"{url}/v1/batches", headers=auth, content=b"{}")
+    assert _error(untyped, 415)["param"] == "content-type"
     assert (
         _error(httpx.get(f"{url}/v1/batches/batch_nope", headers=auth), 404)["code"] == "not_found"
     )
