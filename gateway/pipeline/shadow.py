@@ -21,6 +21,7 @@ label as well.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -103,7 +104,8 @@ def sample_of(turn: Turn, model: str) -> Sample:
 
 async def _shadow(turn: Turn, model: str, small_text: str, compare: bool) -> None:
     labels, shadow = turn.services.labels, turn.runtime.policy.shadow
-    await labels.keep(sample_of(turn, model))
+    # the text features' regular expressions run off the event loop, as in the classify stage
+    await labels.keep(await asyncio.to_thread(sample_of, turn, model))
     if not compare or not await _within_budget(turn, shadow):
         return
     assert shadow.to is not None and shadow.judge is not None  # the policy check sees to it

@@ -29,8 +29,9 @@ class ShadowConfig(Strict):
     )
     keep_features: bool = Field(
         default=False,
-        description="Keep the embedding and features of every request the router judged, not "
-        "only the sampled ones, so that feedback on any answer can train the router.",
+        description="Keep the embedding and features of every request the router judged and "
+        "sent to a model other than `to`, not only the sampled ones, so that feedback on any "
+        "of those answers can train the router.",
     )
 
     @property
