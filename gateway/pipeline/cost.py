@@ -7,11 +7,28 @@ would turn $2.50/Mtok into 2.4999999... in a report an accountant reads.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Protocol, runtime_checkable
 
 from gateway.policy.schema import Price
 from gateway.providers import Usage
 
 _MILLION = Decimal(1_000_000)
+
+Throughput = tuple[float | None, float | None]
+"""Measured prefill and decode tokens per second; None where not measured yet."""
+
+
+@runtime_checkable
+class Metered(Protocol):
+    """A provider that measures its own throughput (the bundled engine, in-process)."""
+
+    def throughput(self) -> Throughput: ...
+
+
+def measured(provider: object) -> Throughput | None:
+    """What ``provider`` measured, for a price with ``throughput: measured``; None if it
+    measures nothing (every remote provider)."""
+    return provider.throughput() if isinstance(provider, Metered) else None
 
 
 def cost_usd(usage: Usage | None, price: Price | None, *, batch: bool = False) -> Decimal | None:

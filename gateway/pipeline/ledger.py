@@ -25,7 +25,7 @@ from gateway.ledger.record import LedgerRecord
 from gateway.ml.classifier import Judgement
 from gateway.ml.text import request_text
 from gateway.pipeline.cached_answer import CachedAnswer
-from gateway.pipeline.cost import cost_usd
+from gateway.pipeline.cost import Throughput, cost_usd, measured
 from gateway.pipeline.normalize import Arrival, ChatRequest
 from gateway.pipeline.reply import Answer
 from gateway.pipeline.services import Services
@@ -70,9 +70,17 @@ def baseline_usd(
 
 
 def _priced(
-    policy: Policy, model: str, usage: Usage, service_tier: str | None, *, batch: bool = False
+    policy: Policy,
+    model: str,
+    usage: Usage,
+    service_tier: str | None,
+    *,
+    batch: bool = False,
+    throughput: Throughput | None = None,
 ) -> Decimal | None:
     price = policy.models[model].price
+    if price is not None and throughput is not None:  # throughput: measured, fixed now
+        price = price.at_throughput(*throughput)
     return cost_usd(usage, None if price is None else price.in_tier(service_tier), batch=batch)
 
 
@@ -89,12 +97,18 @@ def record(
     cache: str = "miss",
     judgement: Judgement | None = None,
     service_tier: str | None = None,
+    throughput: Throughput | None = None,
 ) -> LedgerRecord:
-    """``service_tier``: the tier the provider reports it served the answer in."""
+    """``service_tier``: the tier the provider reports it served the answer in;
+    ``throughput``: what the model's engine measured, for a price per GPU hour."""
     now = time.monotonic()
     batch_id = request.tags.get(BATCH_TAG)
     batch = batch_id is not None
-    cost = _priced(policy, model, usage, service_tier, batch=batch) if model and usage else None
+    cost = (
+        _priced(policy, model, usage, service_tier, batch=batch, throughput=throughput)
+        if model and usage
+        else None
+    )
     baseline = (
         baseline_usd(policy, model, usage, service_tier, batch=batch) if model and usage else None
     )
@@ -150,6 +164,7 @@ def record_answer(
         cache=turn.cache,
         judgement=turn.judgement,
         service_tier=answer.service_tier,
+        throughput=measured(turn.runtime.providers.get(model)),
     )
     _write(turn.services, turn.trace, entry, turn, answer.text)
     return usage, entry

@@ -35,7 +35,9 @@ class Price(Strict):
     With ``gpu_hour_usd`` the per-million rates are derived:
     ``rate = gpu_hour_usd * 1_000_000 / (3600 * tokens_per_s)``, separately for input (prefill,
     ``input_tokens_per_s``) and output (decode, ``output_tokens_per_s``). Take the throughputs
-    from the engine's /metrics or from bench/engine at your usual concurrency.
+    from the engine's /metrics or from bench/engine at your usual concurrency, or set
+    ``throughput: measured`` to price each request of the bundled engine at the prefill and
+    decode tokens/s it measured over the last minute (`at_throughput`).
     """
 
     input_per_mtok: PerMillion | None = None
@@ -56,6 +58,12 @@ class Price(Strict):
     gpu_hour_usd: PerMillion | None = Field(default=None, description="USD per GPU hour.")
     input_tokens_per_s: Annotated[Decimal, Field(gt=0)] | None = None
     output_tokens_per_s: Annotated[Decimal, Field(gt=0)] | None = None
+    throughput: Literal["configured", "measured"] = Field(
+        default="configured",
+        description="With gpu_hour_usd, 'measured': each request of a local_engine model is "
+        "priced at the prefill and decode tokens/s its engine measured when the request ended; "
+        "the configured figures stand until it has measured any, and when models are compared.",
+    )
     service_tiers: dict[Annotated[str, StringConstraints(min_length=1)], TierPrice] = Field(
         default_factory=dict,
         description="Prices by the service tier the provider's answer reports (flex, "
@@ -89,7 +97,25 @@ class Price(Strict):
                 "give either input_per_mtok and output_per_mtok, or gpu_hour_usd "
                 "with input_tokens_per_s and output_tokens_per_s"
             )
+        if self.throughput == "measured" and not per_hour:
+            raise ValueError("throughput: measured needs gpu_hour_usd")
         return self
+
+    def at_throughput(
+        self, input_tokens_per_s: float | None, output_tokens_per_s: float | None
+    ) -> Price:
+        """This price at measured throughputs, each rounded to a whole token per second (so
+        the rate behind a ledger record is a short exact decimal: the cost is recomputed from
+        the record's tokens and those two integers); a figure not measured yet keeps the
+        configured one. Unchanged unless ``throughput`` is ``measured``."""
+        if self.throughput != "measured":
+            return self
+        return self.model_copy(
+            update={
+                "input_tokens_per_s": _whole(input_tokens_per_s) or self.input_tokens_per_s,
+                "output_tokens_per_s": _whole(output_tokens_per_s) or self.output_tokens_per_s,
+            }
+        )
 
     def _per_mtok(self, tokens_per_s: Decimal | None) -> Decimal:
         assert self.gpu_hour_usd is not None and tokens_per_s is not None
@@ -118,6 +144,13 @@ class Price(Strict):
         if self.cached_input_per_mtok is not None:
             return self.cached_input_per_mtok
         return self.input_rate
+
+
+def _whole(tokens_per_s: float | None) -> Decimal | None:
+    """A measured rate as a whole number of tokens per second, at least 1; None if unmeasured."""
+    if tokens_per_s is None or tokens_per_s <= 0:
+        return None
+    return Decimal(max(1, round(tokens_per_s)))
 
 
 class Timeouts(Strict):
@@ -153,6 +186,22 @@ class EngineOptions(Strict):
     cache_dir: str | None = Field(
         default=None,
         description="Where converted models are kept (default: $GATEWAY_DATA_DIR/models).",
+    )
+    quantization: Literal["none", "int8", "int8_dynamic", "int4"] = Field(
+        default="none",
+        description="Linear weights: int8 (weight-only), int8_dynamic (int8 activations too: "
+        "faster on a CPU, less exact), int4 (GPU); see `local_engine.quantize`.",
+    )
+    speculation: Literal["prompt_lookup", "off"] = Field(
+        default="prompt_lookup",
+        description="Speculative decoding (prompt-lookup drafts; greedy answers are unchanged) "
+        "for a request decoded alone while the batch is small.",
+    )
+    solo_max_batch: int = Field(
+        default=1,
+        ge=-1,
+        description="A request is decoded alone, with speculation, while the batch holds at "
+        "most this many others; -1: never.",
     )
 
 

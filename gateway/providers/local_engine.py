@@ -41,6 +41,9 @@ class InProcessEngine:
             max_batch_tokens=options.max_batch_tokens,
             max_queue=options.max_queue,
             cache_dir=cache_dir,
+            quantization=options.quantization,
+            speculation=options.speculation,
+            solo_max_batch=options.solo_max_batch,
         )
         await engine.start()
         return cls(engine)
@@ -68,6 +71,12 @@ class InProcessEngine:
 
     async def embed(self, body: dict[str, Any]) -> Embedded:
         raise unsupported("embeddings")
+
+    def throughput(self) -> tuple[float | None, float | None]:
+        """Prefill and decode tokens/s the engine measured over the last minute (for a price
+        with ``throughput: measured``)."""
+        rates = self._engine.backend.throughput()
+        return rates.prefill_tokens_per_s, rates.decode_tokens_per_s
 
     async def aclose(self) -> None:
         await self._engine.aclose()
