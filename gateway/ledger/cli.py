@@ -26,9 +26,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from gateway.ledger.report import METRICS, Report, Row, render_table
+from gateway.ledger.report import METRICS, Report, Row, gpu_hour_table, render_table
 from gateway.ledger.store import open_ledger
 from gateway.ledger.window import parse_by, parse_when
+from gateway.policy.load import PolicyError, load_policy
+from gateway.policy.models import Price
 from gateway.settings import Settings
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -80,6 +82,26 @@ def report(
     settings = Settings.from_env()
     result = asyncio.run(_report(settings, start, end, groups, tenant, tag))
     _print(result, format)
+    prices = _gpu_hour_prices(settings) if format is Format.table else {}
+    if prices:
+        by_model = result
+        if groups != ("model",):
+            by_model = asyncio.run(_report(settings, start, end, ("model",), tenant, tag))
+        _stdout().print(gpu_hour_table(prices, by_model))
+
+
+def _gpu_hour_prices(settings: Settings) -> dict[str, Price]:
+    """The policy's models priced per GPU hour; none when the policy cannot be read here (the
+    cost report stands without them)."""
+    try:
+        policy = load_policy(settings.policy_path).policy
+    except PolicyError:
+        return {}
+    return {
+        name: model.price
+        for name, model in policy.models.items()
+        if model.price is not None and model.price.gpu_hour_usd is not None
+    }
 
 
 async def _report(

@@ -46,6 +46,7 @@ from rich.table import Table
 
 from gateway.ledger.sums import DAY_S, NANO, UNTAGGED, Sums, from_nanos
 from gateway.policy.batch import BATCH_TAG
+from gateway.policy.models import Price
 
 HITS = frozenset({"exact", "semantic"})
 METRICS = (
@@ -336,3 +337,30 @@ def _cells(row: Row) -> list[str]:
 
 def _when(unix_time: float) -> str:
     return datetime.fromtimestamp(unix_time, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def gpu_hour_table(prices: dict[str, Price], by_model: Report) -> Table | None:
+    """The models priced per GPU hour: the per-million rates their configured throughput
+    gives, beside what the ledger charged per million tokens (with ``throughput: measured``,
+    each request at its engine's measured throughput). None when no model is priced so."""
+    if not prices:
+        return None
+    charged = {row.group.get("model"): row for row in by_model.rows}
+    table = Table(title="Models priced per GPU hour", header_style="bold")
+    for name in ("model", "$/GPU h", "throughput", "in tok/s", "out tok/s", "in $/Mtok"):
+        table.add_column(name, justify="left" if name == "model" else "right")
+    table.add_column("out $/Mtok", justify="right")
+    table.add_column("charged $/Mtok (ledger)", justify="right")
+    for model, price in sorted(prices.items()):
+        row = charged.get(model)
+        table.add_row(
+            model,
+            _money(price.gpu_hour_usd),
+            price.throughput,
+            f"{price.input_tokens_per_s:,}",
+            f"{price.output_tokens_per_s:,}",
+            _money(price.input_rate.quantize(NANO)),
+            _money(price.output_rate.quantize(NANO)),
+            _money(row.effective_usd_per_mtok) if row else "-",
+        )
+    return table
