@@ -26,6 +26,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gateway.app import create_app
+from gateway.cli import app as cli_app
 from gateway.labels_store import Labelled
 from gateway.ml.classifier import DEFAULT_HEAD, DEPLOYMENT_HEAD
 from gateway.ml.head import Head
@@ -138,6 +139,14 @@ def test_shadow_labels_and_retraining_send_the_small_models_failures_to_the_larg
     assert all(r.request_id.startswith(f"{r.shadow_of}:shadow-") for r in shadow)
 
     gateway.stop()
+    env = {"GATEWAY_DATA_DIR": str(gateway.data_dir)}
+    report = CliRunner().invoke(cli_app, ["report", "--by", "route", "--format", "json"], env=env)
+    assert report.exit_code == 0, report.output
+    rows = {row["route"]: row for row in json.loads(report.output)["rows"]}
+    assert rows["shadow"]["requests"] == 4 * ROUND
+    assert Decimal(rows["shadow"]["baseline_cost_usd"]) == 0
+    assert Decimal(rows["shadow"]["savings_usd"]) == -Decimal(rows["shadow"]["cost_usd"]) < 0
+    assert rows["easy"]["requests"] == 2 * ROUND  # the shadow spend stands apart
     data = tmp_path / "shipped.jsonl"
     data.write_text(_choice_rows(60))
     args = "train --from-ledger --validation-fraction 0 --holdout 0.2 --no-progress --data"
