@@ -203,8 +203,6 @@ _PATHS: dict[str, Any] = {
         None,
         _errors(*_CHAT_ERRORS),
     ),
-    "/v1/models": {
-        "get": {
     "/v1/feedback": {
         "post": {
             "operationId": "createFeedback",
@@ -221,6 +219,8 @@ _PATHS: dict[str, Any] = {
             },
         }
     },
+    "/v1/models": {
+        "get": {
             "operationId": "listModels",
             "summary": "'auto' and the policy's models.",
             "security": [{"apiKey": []}],
