@@ -42,7 +42,12 @@ def create_app(settings: Settings) -> Litestar:
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         runtime = await store.start()
         policy = runtime.policy
-        ledger = open_ledger(settings.redis_url, settings.data_dir, replica=settings.replica_id)
+        ledger = open_ledger(
+            settings.redis_url,
+            settings.data_dir,
+            ledger_url=settings.ledger_url,
+            replica=settings.replica_id,
+        )
         await ledger.start()
         exact = _exact_store(settings, policy)
         if isinstance(exact, MemoryStore):

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from gateway.batch.cli import batch_app
 from gateway.ledger.cli import register as register_ledger_commands
+from gateway.ledger.db_cli import db_app
 from gateway.policy.load import PolicyError, load_policy
 from gateway.policy.schema import Policy
 from gateway.runtime.access import open_access_refused
@@ -29,6 +30,7 @@ policy_app = typer.Typer(no_args_is_help=True, help="Check and describe policy f
 app.add_typer(policy_app, name="policy")
 app.add_typer(router_app, name="router")
 app.add_typer(cache_app, name="cache")
+app.add_typer(db_app, name="db")
 app.add_typer(batch_app, name="batch")
 register_ledger_commands(app)  # gateway report, gateway replay
 err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -24,6 +24,9 @@ class Settings:
     """Embedded stores and model caches (`GATEWAY_DATA_DIR`)."""
     redis_url: str | None = None
     """Redis for the ledger, caches and counters (`GATEWAY_REDIS_URL`); unset: embedded stores."""
+    ledger_url: str | None = None
+    """PostgreSQL for the cost ledger (`GATEWAY_LEDGER_URL`, ``postgresql://...``), whose
+    tables `gateway db upgrade` creates; unset: the ledger is in Redis, else in SQLite."""
     replica_id: str | None = None
     """This replica's name among those sharing a data volume (`GATEWAY_REPLICA_ID`): it names
     the ledger's spool files. Unset: the host name (``-{pid}`` is added if a live process has
@@ -52,6 +55,7 @@ class Settings:
             "data_dir": Path(env.get("GATEWAY_DATA_DIR") or ".gateway"),
             "admin_key": env.get("GATEWAY_ADMIN_KEY") or None,
             "redis_url": env.get("GATEWAY_REDIS_URL") or None,
+            "ledger_url": env.get("GATEWAY_LEDGER_URL") or None,
             "replica_id": env.get("GATEWAY_REPLICA_ID") or None,
             "shutdown_grace_s": int(env.get("GATEWAY_SHUTDOWN_GRACE_S") or 30),
             "telemetry": TelemetryConfig.from_env(env),

@@ -147,6 +147,7 @@ def start_gateway(tmp_path: Path, models_dir: Path) -> Iterator[Callable[..., Ga
         telemetry: TelemetryConfig | None = None,
         host: str = "127.0.0.1",
         allow_open: bool = False,
+        ledger_url: str | None = None,
     ) -> Gateway:
         """``host``, ``allow_open``: what ``serve`` was told (the server binds 127.0.0.1)."""
         path = tmp_path / f"policy-{len(started)}.yaml"
@@ -156,6 +157,7 @@ def start_gateway(tmp_path: Path, models_dir: Path) -> Iterator[Callable[..., Ga
             data_dir=tmp_path / f"data-{len(started)}",
             watch_policy=watch,
             redis_url=redis_url,
+            ledger_url=ledger_url,
             telemetry=telemetry or TelemetryConfig(),
             host=host,
             allow_open=allow_open,

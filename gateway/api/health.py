@@ -53,7 +53,7 @@ async def readyz(
     """
     cache, ledger = services.exact.health(), services.ledger.health()
     semantic = services.semantic.health()
-    ledger_down = ledger.get("redis") == "down" or ledger.get("sqlite") == "down"
+    ledger_down = "down" in (ledger.get("redis"), ledger.get("sqlite"), ledger.get("postgres"))
     degraded = cache["exact_cache"] == "degraded" or ledger_down or services.semantic.degraded()
     status = "degraded" if degraded else "ready"
     if not _is_admin(runtime, request):

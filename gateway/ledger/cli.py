@@ -112,13 +112,13 @@ async def _report(
     tenant: str | None,
     tag: str | None,
 ) -> Report:
-    ledger = open_ledger(settings.redis_url, settings.data_dir)
+    ledger = open_ledger(settings.redis_url, settings.data_dir, ledger_url=settings.ledger_url)
     try:
         spooled = ledger.spool.count()
         if spooled:
             err.print(
                 f"note: {spooled} records wait in the spool under {settings.data_dir} "
-                "(Redis was unreachable); they are not in this report until the gateway "
+                "(the store was unreachable); they are not in this report until the gateway "
                 "replays them."
             )
         return await ledger.report(since, until, by, tenant=tenant, tag=tag)

@@ -98,7 +98,7 @@ class ReportQuery:
         columns = {d: d for d in DIMS}
         select, group = self._select(columns)
         table = "rollup_tag" if self.tagged else "rollup"
-        sums = ", ".join(f"SUM({name})" for name in NAMES)
+        sums = ", ".join(f'SUM("{name}")' for name in NAMES)  # "both" is a keyword in PostgreSQL
         rows = conn.execute(
             f"SELECT {select}, {sums} FROM {table} WHERE {' AND '.join(where)} GROUP BY {group}",
             params,

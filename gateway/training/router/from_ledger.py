@@ -37,7 +37,7 @@ def ledger_prompts(settings: Settings, since: float, until: float) -> list[Promp
     """The routed requests of ``[since, until)`` in the ledger the settings point at."""
 
     async def scan() -> list[Prompt]:
-        ledger = open_ledger(settings.redis_url, settings.data_dir)
+        ledger = open_ledger(settings.redis_url, settings.data_dir, ledger_url=settings.ledger_url)
         try:  # page by page: only the few fields calibration reads are kept
             return [prompt async for page in ledger.scan(since, until) for prompt in routed(page)]
         finally:

@@ -1,0 +1,200 @@
+"""The ledger on PostgreSQL: for deployments that outgrow one machine (several replicas, or
+more history than Redis memory should hold); ``GATEWAY_LEDGER_URL=postgresql://...``.
+
+The tables and the write transaction are in `gateway.ledger.postgres_schema`, the reads are
+the SQLite ledger's (`gateway.ledger.sql_queries`, in the PostgreSQL dialect). Writes run in one
+dedicated thread that owns the write connection (psycopg, synchronous: a batch is one COPY and
+one transaction); reports, record pages and the CLI read through a small pool of connections
+from other threads. A write that fails (the server is down, the schema is missing) sends its
+batch and the ones after it to the spool until the database takes writes again
+(`gateway.ledger.writer`); nothing is lost and nothing is counted twice.
+
+Budgets: several replicas write here, so a replica reads each (tenant, day)'s stored spend
+from the rollups again once it is older than ``spend_ttl_s`` (on the writer thread, so no batch
+of its own lands between the read and the caching), adds what it stored since, and what it has
+not stored yet. Another replica's spend of the last ``spend_ttl_s`` seconds (and what it has
+not stored) can be missing: a budget can be overshot by about that much, across replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from gateway.ledger.base import SCAN_PAGE, Batch, Ledger, SpendKey
+from gateway.ledger.postgres_schema import check_schema, connect, connect_options, store_batch
+from gateway.ledger.record import LedgerRecord
+from gateway.ledger.report import Group
+from gateway.ledger.spool import Spool
+from gateway.ledger.sql_queries import DIMS, POSTGRES, ReportQuery, records_after, spend_by_day
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+class PostgresLedger(Ledger):
+    kind = "postgres"
+
+    def __init__(
+        self,
+        url: str,
+        spool: Spool,
+        *,
+        timeout_s: float = 5.0,
+        spend_ttl_s: float = 1.0,
+        max_readers: int = 4,
+        **options: Any,
+    ) -> None:
+        super().__init__(spool, **options)
+        self.url = url
+        self.timeout_s = timeout_s
+        self.spend_ttl_s = spend_ttl_s
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-postgres")
+        self._conn: psycopg.Connection | None = None
+        self._partitions: set[str] = set()
+        """Monthly partitions known to exist."""
+        self._readers = ConnectionPool(
+            url,
+            min_size=0,
+            max_size=max_readers,
+            kwargs={"autocommit": True, **connect_options(_whole_seconds(timeout_s))},
+            open=False,
+            timeout=timeout_s,
+        )
+        self._readers_open = threading.Lock()
+        self._spend_cache: dict[SpendKey, int] = {}
+        self._spend_read_at: dict[SpendKey, float] = {}
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "ledger": "postgres",
+            "postgres": "up" if self._up else "down",
+            "queued": len(self._queue),
+            "spooled": self.spool.count(),
+            "lost": self.lost,
+        }
+
+    # -- the writer thread ------------------------------------------------------------------
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, functools.partial(fn, *args))
+
+    async def _open(self) -> None:
+        await self._in_thread(self._connect)
+
+    def _connect(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            conn = connect(self.url, _whole_seconds(self.timeout_s))
+            try:
+                check_schema(self.url)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    async def _close(self) -> None:
+        try:
+            if self._conn is not None:
+                await self._in_thread(self._conn.close)
+                self._conn = None
+            await asyncio.to_thread(self._readers.close)
+        finally:
+            self._thread.shutdown(wait=False, cancel_futures=True)
+
+    async def _store(self, batch: Batch) -> None:
+        await self._in_thread(self._write_sync, batch)
+
+    def _write_sync(self, batch: Batch) -> None:
+        conn = self._connect()
+        try:
+            counted = store_batch(conn, batch.records, self._partitions)
+        except psycopg.Error:
+            if conn.broken:
+                conn.close()  # reconnect on the next write
+            raise
+        self._stored(batch, counted)
+
+    # -- budget spend -----------------------------------------------------------------------
+
+    def _on_stored(self, counted: Mapping[SpendKey, int]) -> None:
+        for key, nanos in counted.items():
+            if key in self._spend_cache:
+                self._spend_cache[key] += nanos
+
+    async def _spend_nanos(self, tenant: str, days: range) -> int:
+        if self._fresh(tenant, days) or (self._writer is not None and not self._up):
+            return self._known_spend(tenant, days)  # a database that is down is not waited for
+        try:
+            if self._writer is None:  # not started (a CLI): read what is stored
+                stored = await asyncio.to_thread(self._read, spend_by_day, tenant, days, POSTGRES)
+                with self._lock:
+                    return sum(stored.values()) + self.unstored.nanos_locked(tenant, days)
+            await self._in_thread(self._load_spend, tenant, days)
+        except (psycopg.Error, OSError) as exc:
+            log.warning("ledger: reading spend failed (%r); counting what is known", exc)
+        return self._known_spend(tenant, days)
+
+    def _fresh(self, tenant: str, days: range) -> bool:
+        oldest = time.monotonic() - self.spend_ttl_s
+        with self._lock:
+            return all(self._spend_read_at.get((tenant, day), -1.0) > oldest for day in days)
+
+    def _known_spend(self, tenant: str, days: range) -> int:
+        with self._lock:
+            cached = sum(self._spend_cache.get((tenant, day), 0) for day in days)
+            return cached + self.unstored.nanos_locked(tenant, days)
+
+    def _load_spend(self, tenant: str, days: range) -> None:
+        stored = spend_by_day(self._connect(), tenant, days, POSTGRES)
+        now = time.monotonic()
+        with self._lock:
+            for day in days:
+                self._spend_cache[(tenant, day)] = stored.get(day, 0)
+                self._spend_read_at[(tenant, day)] = now
+
+    # -- reports and export (the reader pool) -----------------------------------------------
+
+    async def _groups(
+        self,
+        since: float,
+        until: float,
+        *,
+        tagged: bool,
+        tenant: str | None,
+        tag: str | None,
+        by: tuple[str, ...] = DIMS,
+    ) -> list[Group]:
+        query = ReportQuery(tagged, tenant, tag, by, POSTGRES)
+        return await asyncio.to_thread(self._read, query.groups, since, until)
+
+    async def scan(self, since: float, until: float) -> AsyncIterator[list[LedgerRecord]]:
+        after = (since, "")  # keyset paging on the index (time, request_id)
+        while page := await asyncio.to_thread(
+            self._read, records_after, after, until, SCAN_PAGE, POSTGRES
+        ):
+            yield page
+            after = (page[-1].time, page[-1].request_id)
+
+    def _read(self, query: Callable[..., T], *args: Any) -> T:
+        """``query(conn, *args)`` on a connection of the reader pool (blocking)."""
+        with self._readers_open:
+            if self._readers.closed:
+                self._readers.open(wait=False)
+        with self._readers.connection() as conn:
+            return query(conn, *args)
+
+
+def _whole_seconds(timeout_s: float) -> int:
+    """libpq takes whole seconds, at least 2 (1 is raised to 2 by libpq itself)."""
+    return max(2, round(timeout_s))
