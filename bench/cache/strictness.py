@@ -44,10 +44,13 @@ Bools = npt.NDArray[np.bool_]
 F32 = npt.NDArray[np.float32]
 
 
+def held_out() -> list[dict[str, str]]:
+    return [json.loads(line) for line in HELD_OUT.read_text().splitlines() if line.strip()]
+
+
 def held_out_pairs() -> list[evaluate.Pair]:
     """The held-out opposite pairs: every one is a different question (label False)."""
-    rows = [json.loads(line) for line in HELD_OUT.read_text().splitlines() if line.strip()]
-    return [evaluate.Pair(r["stored"], r["query"], False) for r in rows]
+    return [evaluate.Pair(r["stored"], r["query"], False) for r in held_out()]
 
 
 def signals(
@@ -118,6 +121,29 @@ def choose(s: dict[str, Any], min_recall: float) -> dict[str, Any]:
     return best
 
 
+def by_kind(store: VectorStore, verifier: Verifier | None) -> dict[str, dict[str, int]]:
+    """Held-out opposite pairs answered from the cache, per kind of opposite and setting, with
+    and without the opposite check."""
+    rows = held_out()
+    s = signals(held_out_pairs(), store, verifier)
+    table: dict[str, dict[str, int]] = {}
+    print("\n## held-out opposites by kind (hits; without the opposite check in brackets)\n")
+    print("| kind | pairs | " + " | ".join(STRICTNESS) + " |")
+    print("|---|---|" + "---|" * len(STRICTNESS))
+    for kind in sorted({r["kind"] for r in rows}):
+        mine = np.array([r["kind"] == kind for r in rows])
+        table[kind] = {"pairs": int(mine.sum())}
+        cells = []
+        for setting, op in STRICTNESS.items():
+            with_check = int((hits(s, op.threshold, op.cutoff) & mine).sum())
+            without = int((hits(s, op.threshold, op.cutoff, opposites=False) & mine).sum())
+            table[kind][setting] = with_check
+            table[kind][f"{setting}_without_opposite_check"] = without
+            cells.append(f"{with_check} ({without})")
+        print(f"| {kind} | {int(mine.sum())} | " + " | ".join(cells) + " |")
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "strictness.json")
@@ -159,6 +185,7 @@ def main() -> None:
                 f"| {setting} | {r['precision']:.3f} | {r['recall']:.3f} | {r['hits']} | "
                 f"{r['wrong_hits']} |"
             )
+    report["held_out_by_kind"] = by_kind(store, verifier)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(f"\nwritten {args.out}")
