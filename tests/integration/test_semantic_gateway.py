@@ -370,6 +370,23 @@ def test_per_user_scope_reads_the_user_of_the_anthropic_door(
         assert asked_by("alice", PARAPHRASE) == "semantic"
 
 
+def test_per_user_scope_reads_the_user_of_the_responses_door(
+    start_gateway: Callable[..., Gateway], primary: FakeUpstream, backup: FakeUpstream
+) -> None:
+    gateway = start_gateway(semantic_policy(primary, backup, ", scope: user"))
+
+    def asked_by(user: str, text: str) -> str:
+        raw = gateway.client().responses.with_raw_response.create(
+            model="auto", input=text, temperature=0, store=False, safety_identifier=user
+        )
+        return raw.headers["x-gateway-cache"]
+
+    assert asked_by("alice", QUESTION) == "miss"
+    _wait_stored(gateway, 1)
+    assert asked_by("bob", PARAPHRASE) == "miss"
+    assert asked_by("alice", PARAPHRASE) == "semantic"
+
+
 def test_flush_reaches_redis_after_the_semantic_cache_was_disabled(
     start_gateway: Callable[..., Gateway],
     primary: FakeUpstream,
