@@ -16,8 +16,7 @@ from gateway.api.in_flight import InFlight
 from gateway.background import Background
 from gateway.batch.files import FileStore
 from gateway.batch.runner import Runner
-from gateway.batch.service import Batches
-from gateway.batch.store import open_store
+from gateway.batch.service import Batches, open_store
 from gateway.exact_store import MemoryStore, RedisStore, Store
 from gateway.labels_store import open_labels
 from gateway.ledger.store import open_ledger

@@ -80,15 +80,6 @@ class BatchStore(Protocol):
     async def aclose(self) -> None: ...
 
 
-def open_store(redis_url: str | None, directory: Path) -> BatchStore:
-    """Redis when configured, else ``state.sqlite3`` in ``directory``."""
-    if redis_url:
-        from gateway.batch.redis_store import RedisBatchStore  # it imports this module
-
-        return RedisBatchStore(redis_url)
-    return SQLiteBatchStore(directory / "state.sqlite3")
-
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batch_objects (
     kind TEXT NOT NULL, tenant TEXT NOT NULL, id TEXT NOT NULL,
