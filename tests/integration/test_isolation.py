@@ -287,10 +287,14 @@ def test_the_semantic_cache_never_answers_another_tenant(
     first = ask(gw, TENANT_KEY, QUESTION, temperature=0)
     assert first.headers["x-gateway-cache"] == "miss"
     _wait(lambda: semantic.size() >= 1, "the answer was never stored")
-    own = ask(gw, TENANT_KEY, "what's the capital of france", temperature=0)
+    own = ask(gw, TENANT_KEY, "Which city is the capital of France?", temperature=0)
     assert own.headers["x-gateway-cache"] == "semantic"  # the paraphrase does hit, for team-a
     # team-b stores nothing (no-store), so that each of its questions can only meet team-a's.
-    for text in ("what's the capital of france", "What is the capital city of France ?", QUESTION):
+    for text in (
+        "Which city is the capital of France?",
+        "What is the capital city of France ?",
+        QUESTION,
+    ):
         other = ask(gw, OTHER_KEY, text, temperature=0, headers={"cache-control": "no-store"})
         assert other.headers["x-gateway-cache"] == "miss"
         assert answer(other) == f"primary says: {text}"
