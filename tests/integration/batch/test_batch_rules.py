@@ -4,6 +4,8 @@ cancelling; and the same run on the Redis store."""
 from __future__ import annotations
 
 import io
+import json
+import sqlite3
 import time
 from collections.abc import Callable
 
@@ -199,3 +201,36 @@ def test_the_redis_store_runs_a_batch_the_same(
     assert sorted(done.custom_ids) == sorted(f"r{i}" for i in range(100))
     assert len(primary.requests) == 100
     assert (gateway.data_dir / "batch" / "state.sqlite3").exists() is False
+
+
+def test_a_batch_past_its_window_expires_with_what_finished(
+    start_gateway: Callable[..., Gateway], primary: FakeUpstream, backup: FakeUpstream
+) -> None:
+    """Its window is moved into the past in the store (as another replica's clock might see
+    it): the lines never started go to the error file as batch_expired, none of them runs."""
+    gateway = start_gateway(batch_policy(primary, backup, concurrency=1))
+    primary.script(*[Fault(delay_s=0.2)] * 40)
+    client = gateway.client()
+    batch = create(client, [chat_line(f"l{i}", f"q{i}") for i in range(40)], "/v1/chat/completions")
+    while _completed(client, batch.id) == 0:
+        time.sleep(0.05)
+    with sqlite3.connect(gateway.data_dir / "batch" / "state.sqlite3") as state:
+        (value,) = state.execute(
+            "SELECT value FROM batch_objects WHERE id = ?", (batch.id,)
+        ).fetchone()
+        stored = {**json.loads(value), "expires_at": int(time.time()) - 1}
+        state.execute(
+            "UPDATE batch_objects SET value = ? WHERE id = ?", (json.dumps(stored), batch.id)
+        )
+    done = results(client, wait(client, batch.id))
+
+    assert done.batch.status == "expired" and done.batch.expired_at is not None
+    assert sorted(done.custom_ids) == sorted(f"l{i}" for i in range(40))
+    assert 0 < len(done.output) < 40
+    assert {e["error"]["code"] for e in done.errors.values()} == {"batch_expired"}
+    assert len(primary.requests) == len(done.output)
+    assert done.batch.request_counts is not None
+    assert (done.batch.request_counts.completed, done.batch.request_counts.failed) == (
+        len(done.output),
+        len(done.errors),
+    )
