@@ -173,3 +173,26 @@ def test_a_batch_shared_by_the_hosted_model_and_the_local_engine(
     assert len(primary.requests) == 36
     models = {r.request_id: r.model for r in gateway.records(40) if r.batch_id == done.batch.id}
     assert sorted(models.values()) == ["local-small"] * 4 + ["main"] * 36
+
+
+def test_responses_lines_come_back_as_response_objects(
+    batch_gateway: Gateway, primary: FakeUpstream
+) -> None:
+    lines = [
+        {
+            "custom_id": f"r{i}",
+            "method": "POST",
+            "url": "/v1/responses",
+            "body": {"model": "auto", "input": f"responses question {i}", "store": False},
+        }
+        for i in range(3)
+    ]
+    done = run_batch(batch_gateway.client(), lines, "/v1/responses")
+
+    assert done.batch.status == "completed"
+    for i in range(3):
+        body = done.output[f"r{i}"]["response"]["body"]
+        assert body["object"] == "response" and body["status"] == "completed"
+        text = body["output"][0]["content"][0]["text"]
+        assert text == f"primary says: responses question {i}"
+    assert len(primary.requests) == 3
