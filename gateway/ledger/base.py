@@ -88,9 +88,15 @@ class Ledger(Writer):
         `SCAN_PAGE` at a time: a week of traffic is never held in memory at once (for
         calibration and export; not for the request path)."""
 
-    @abc.abstractmethod
     def health(self) -> dict[str, Any]:
-        """For /readyz: the store, and how far behind the writer is."""
+        """For /readyz: the store, whether it takes writes, and how far behind the writer is."""
+        return {
+            "ledger": self.kind,
+            self.kind: "up" if self._up else "down",
+            "queued": len(self._queue),
+            "spooled": self.spool.count(),
+            "lost": self.lost,
+        }
 
     def _window(self, since: float, until: float) -> tuple[float, float]:
         """The period a store can report exactly; the SQLite store is exact to the second."""

@@ -19,29 +19,28 @@ not stored) can be missing: a budget can be overshot by about that much, across 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from gateway.ledger.base import SCAN_PAGE, Batch, Ledger, SpendKey
+from gateway.ledger.base import SCAN_PAGE, Batch, SpendKey
 from gateway.ledger.postgres_schema import check_schema, connect, connect_options, store_batch
 from gateway.ledger.record import LedgerRecord
 from gateway.ledger.report import Group
 from gateway.ledger.spool import Spool
 from gateway.ledger.sql_queries import DIMS, POSTGRES, ReportQuery, records_after, spend_by_day
+from gateway.ledger.threaded import ThreadedLedger
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-class PostgresLedger(Ledger):
+class PostgresLedger(ThreadedLedger):
     kind = "postgres"
 
     def __init__(
@@ -58,7 +57,6 @@ class PostgresLedger(Ledger):
         self.url = url
         self.timeout_s = timeout_s
         self.spend_ttl_s = spend_ttl_s
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-postgres")
         self._conn: psycopg.Connection | None = None
         self._partitions: set[str] = set()
         """Monthly partitions known to exist."""
@@ -71,23 +69,9 @@ class PostgresLedger(Ledger):
             timeout=timeout_s,
         )
         self._readers_open = threading.Lock()
-        self._spend_cache: dict[SpendKey, int] = {}
         self._spend_read_at: dict[SpendKey, float] = {}
 
-    def health(self) -> dict[str, Any]:
-        return {
-            "ledger": "postgres",
-            "postgres": "up" if self._up else "down",
-            "queued": len(self._queue),
-            "spooled": self.spool.count(),
-            "lost": self.lost,
-        }
-
     # -- the writer thread ------------------------------------------------------------------
-
-    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, functools.partial(fn, *args))
 
     async def _open(self) -> None:
         await self._in_thread(self._connect)
@@ -126,11 +110,6 @@ class PostgresLedger(Ledger):
         self._stored(batch, counted)
 
     # -- budget spend -----------------------------------------------------------------------
-
-    def _on_stored(self, counted: Mapping[SpendKey, int]) -> None:
-        for key, nanos in counted.items():
-            if key in self._spend_cache:
-                self._spend_cache[key] += nanos
 
     async def _spend_nanos(self, tenant: str, days: range) -> int:
         if self._fresh(tenant, days) or (self._writer is not None and not self._up):

@@ -121,15 +121,6 @@ class RedisLedger(Ledger):
         self._script = self.redis.register_script(WRITE)
         self._last_spend: dict[tuple[str, int], int] = {}
 
-    def health(self) -> dict[str, Any]:
-        return {
-            "ledger": "redis",
-            "redis": "up" if self._up else "down",
-            "queued": len(self._queue),
-            "spooled": self.spool.count(),
-            "lost": self.lost,
-        }
-
     async def _open(self) -> None:
         return None  # the client connects on first use
 

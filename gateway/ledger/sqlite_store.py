@@ -18,44 +18,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.ledger.base import SCAN_PAGE, Batch, Ledger, SpendKey
+from gateway.ledger.base import SCAN_PAGE, Batch
 from gateway.ledger.record import LedgerRecord
 from gateway.ledger.report import Group
 from gateway.ledger.spool import Spool
 from gateway.ledger.sql_queries import DIMS, ReportQuery, records_after, spend_by_day
 from gateway.ledger.sqlite_schema import SCHEMA, store_batch
+from gateway.ledger.threaded import ThreadedLedger
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-class SQLiteLedger(Ledger):
+class SQLiteLedger(ThreadedLedger):
     kind = "sqlite"
 
     def __init__(self, path: Path, spool: Spool, **options: Any) -> None:
         super().__init__(spool, **options)
         self.path = path
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-sqlite")
         self._conn: sqlite3.Connection | None = None
-        self._spend_cache: dict[SpendKey, int] = {}
-        """Stored spend per (tenant, day), loaded once per key, then kept up to date."""
-
-    def health(self) -> dict[str, Any]:
-        return {
-            "ledger": "sqlite",
-            "sqlite": "up" if self._up else "down",
-            "queued": len(self._queue),
-            "spooled": self.spool.count(),
-            "lost": self.lost,
-        }
 
     def reader(self) -> sqlite3.Connection | None:
         """A new read-only connection to the file (the caller closes it); None before the file
@@ -67,10 +54,6 @@ class SQLiteLedger(Ledger):
         return conn
 
     # -- the writer thread ------------------------------------------------------------------
-
-    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, functools.partial(fn, *args))
 
     async def _open(self) -> None:
         await self._in_thread(self._connect)
@@ -104,11 +87,6 @@ class SQLiteLedger(Ledger):
         self._stored(batch, counted)
 
     # -- budget spend -----------------------------------------------------------------------
-
-    def _on_stored(self, counted: Mapping[SpendKey, int]) -> None:
-        for key, nanos in counted.items():
-            if key in self._spend_cache:
-                self._spend_cache[key] += nanos
 
     async def _spend_nanos(self, tenant: str, days: range) -> int:
         with self._lock:
