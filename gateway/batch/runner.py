@@ -124,7 +124,10 @@ class Runner:
             await self._finalize(tenant, batch)
 
     async def _validate(self, tenant: str, batch: dict[str, Any]) -> None:
-        lines, errors = await self._read_input(batch)
+        read = await self._read_input(tenant, batch)
+        if read is None:
+            return
+        lines, errors = read
         if errors:
             await self._fail(tenant, batch, errors)
             return
@@ -134,10 +137,18 @@ class Runner:
         if await self.batches.store.update(tenant, batch["id"], {"validating"}, changes):
             self._inputs[batch["id"]] = lines
 
-    async def _read_input(self, batch: dict[str, Any]) -> tuple[list[Line], list[dict[str, Any]]]:
+    async def _read_input(
+        self, tenant: str, batch: dict[str, Any]
+    ) -> tuple[list[Line], list[dict[str, Any]]] | None:
+        """The input file's lines or errors; None when its bytes are not on this replica's
+        disk although the file exists (a replica on another volume has them: it runs it)."""
+        file_id = batch["input_file_id"]
         try:
-            data = await self.batches.files.read(batch["input_file_id"])
+            data = await self.batches.files.read(file_id)
         except FileNotFoundError:
+            if await self.batches.store.get("file", tenant, file_id) is not None:
+                log.warning("batch %s: file %s is not on this replica's disk", batch["id"], file_id)
+                return None
             error = {"code": "file_not_found", "message": "The input file was deleted."}
             return [], [{**error, "param": "input_file_id", "line": None}]
         policy = self.services.policies.current.policy
@@ -145,10 +156,14 @@ class Runner:
         return await asyncio.to_thread(read_lines, data, batch["endpoint"], policy.batch.max_lines)
 
     async def _input(self, tenant: str, batch: dict[str, Any]) -> list[Line] | None:
-        """The batch's lines; None (and the batch failed) when its input file is gone."""
+        """The batch's lines; None when this replica cannot run it (the batch has failed if its
+        input file is gone)."""
         lines = self._inputs.get(batch["id"])
         if lines is None:
-            lines, errors = await self._read_input(batch)
+            read = await self._read_input(tenant, batch)
+            if read is None:
+                return None
+            lines, errors = read
             if errors:
                 await self._fail(tenant, batch, errors)
                 return None
