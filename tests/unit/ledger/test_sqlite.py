@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import statistics
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -125,17 +123,3 @@ async def test_spooled_records_are_stored_once_at_start(tmp_path: Path) -> None:
     assert report.totals.requests == 3
     assert sorted(r.request_id for r in again.records()) == sorted(r.request_id for r in spooled)
     await again.aclose()
-
-
-async def test_record_is_cheap_on_the_event_loop(tmp_path: Path) -> None:
-    ledger = await started(tmp_path)
-    samples = []
-    for i in range(2000):
-        r = rec(T0 + i)
-        start = time.perf_counter()
-        ledger.record(r)
-        samples.append(time.perf_counter() - start)
-        if i % 200 == 0:
-            await asyncio.sleep(0)
-    await ledger.aclose()
-    assert statistics.median(samples) < 0.0002  # the budget: 0.2 ms p50

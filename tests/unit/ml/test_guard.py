@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from gateway.ml.guard import Reason, check, same_question
@@ -114,15 +112,3 @@ def test_question_word_changes_the_question() -> None:
 def test_identical_and_empty_texts_pass() -> None:
     assert same_question("", "")
     assert same_question("What is 2+2?", "What is 2+2?")
-
-
-def test_it_is_cheap() -> None:
-    pairs = [(a, b) for a, b, _ in NEGATIVES] + POSITIVES
-    started = time.perf_counter()
-    rounds = 20
-    for i in range(rounds):
-        for a, b in pairs:
-            check(a + " " * i, b)  # defeat the per-text memo for one side
-    per_pair = (time.perf_counter() - started) / (rounds * len(pairs))
-    # Tens of microseconds on an idle core; the bound leaves room for a loaded CI machine.
-    assert per_pair < 2e-3, f"{per_pair * 1e6:.0f} µs per pair"

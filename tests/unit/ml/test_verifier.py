@@ -3,7 +3,6 @@ the rules, accepts paraphrases, is symmetric and cheap; training writes a loadab
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -87,17 +86,11 @@ def test_the_verifier_refuses_what_no_rule_names(embedder: Embedder) -> None:
     assert not verdict.ok and verdict.reason == guard.Reason.VERIFIER
 
 
-def test_symmetric_and_well_under_a_millisecond(embedder: Embedder, verifier: Verifier) -> None:
-    texts = [f"What is the best way to learn language number {i} quickly?" for i in range(200)]
-    vectors = embedder.embed_sync(texts)
+def test_symmetric(embedder: Embedder, verifier: Verifier) -> None:
+    """(Its cost per pair is measured in bench/cache/latency.py, not asserted here.)"""
     a, b = PARAPHRASES[2]
     u, v = embedder.embed_sync([a, b])
     assert verifier.probability(a, b, u, v) == pytest.approx(verifier.probability(b, a, v, u))
-    started = time.perf_counter()
-    for i in range(0, 200, 2):  # fresh texts: nothing memoised
-        verifier.probability(texts[i], texts[i + 1], vectors[i], vectors[i + 1])
-    per_pair = (time.perf_counter() - started) / 100
-    assert per_pair < 0.001, per_pair
 
 
 def test_training_writes_a_loadable_artifact(tmp_path: Path, embedder: Embedder) -> None:
