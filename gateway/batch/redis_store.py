@@ -4,7 +4,8 @@ Keys, under the prefix (``gw:batch:``), with ``{t}`` the tenant's hash:
 
 - ``{kind}:{t}:{id}``: a File or Batch object (JSON); ``{kind}s:{t}``: a sorted set of the
   tenant's ids by creation time;
-- ``unfinished``: a set of ``[tenant, id]`` of the batches not in a final status;
+- ``created``: a sorted set of ``[kind, tenant, id]`` of every object by creation time (for
+  `purge`); ``unfinished``: a set of ``[tenant, id]`` of the batches not in a final status;
 - ``claims:{batch}``: hash line index → claiming replica (``HSETNX``: at most once);
   ``done:{batch}``: hash line index → ``1`` or ``0`` (a 2xx or not) and the result line,
   written once (the first result wins), counted in ``counts:{batch}`` (``ok``, ``failed``)
@@ -52,6 +53,9 @@ class RedisBatchStore:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.set(self._key(kind, tenant, obj["id"]), msgspec.json.encode(obj))
                 pipe.zadd(self._index(kind, tenant), {obj["id"]: obj["created_at"]})
+                pipe.zadd(
+                    f"{self._p}created", {_member(kind, tenant, obj["id"]): obj["created_at"]}
+                )
                 if kind == "batch":
                     self._mark(pipe, tenant, obj)
                 await pipe.execute()
@@ -75,7 +79,8 @@ class RedisBatchStore:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.delete(self._key(kind, tenant, obj_id))
                 pipe.zrem(self._index(kind, tenant), obj_id)
-                deleted, _ = await pipe.execute()
+                pipe.zrem(f"{self._p}created", _member(kind, tenant, obj_id))
+                deleted, *_ = await pipe.execute()
         except (redis.RedisError, OSError) as exc:
             raise _unavailable(exc) from exc
         return bool(deleted)
@@ -116,6 +121,20 @@ class RedisBatchStore:
         members = await self._call(self._redis.smembers(f"{self._p}unfinished"))
         pairs = [msgspec.json.decode(m) for m in members]
         return sorted((tenant, batch_id) for tenant, batch_id in pairs)
+
+    async def purge(self, before: float) -> list[str]:
+        old = await self._call(self._redis.zrangebyscore(f"{self._p}created", "-inf", f"({before}"))
+        files: list[str] = []
+        for member in old:
+            kind, tenant, obj_id = msgspec.json.decode(member)
+            if kind == "batch":
+                batch = await self.get(kind, tenant, obj_id)
+                if batch is not None and batch["status"] in UNFINISHED:
+                    continue
+            await self.delete(kind, tenant, obj_id)
+            if kind == "file":
+                files.append(obj_id)
+        return files
 
     async def claim(self, batch_id: str, index: int, owner: str) -> bool:
         return bool(
@@ -171,6 +190,10 @@ class RedisBatchStore:
 
 def _unavailable(exc: Exception) -> StateUnavailable:
     return StateUnavailable(f"the batch store (redis) failed: {exc}")
+
+
+def _member(kind: Kind, tenant: str, obj_id: str) -> bytes:
+    return msgspec.json.encode([kind, tenant, obj_id])
 
 
 def _decode(value: bytes | str) -> dict[str, Any]:

@@ -47,6 +47,8 @@ BEAT_S = 2.0
 BEAT_TTL_S = 10.0
 STATUS_CHECK_S = 1.0
 """How often dispatch reads its batch's status again (a cancel from another replica)."""
+PURGE_S = 3600.0
+"""How often a replica deletes what is past the policy's ``batch.retention``."""
 SLOT_POLL_S = 0.05
 """How soon a waiting line notices that live traffic has gone quiet."""
 FINISH_TRIES = 5
@@ -96,10 +98,13 @@ class Runner:
             await asyncio.sleep(BEAT_S)
 
     async def _loop(self) -> None:
-        nudge = self.batches.nudge
+        nudge, purged = self.batches.nudge, float("-inf")
         while not self._stopping:
             nudge.clear()
             try:
+                if time.monotonic() - purged > PURGE_S:
+                    await self._purge()
+                    purged = time.monotonic()
                 for tenant, batch_id in await self.batches.store.unfinished():
                     if self._stopping:
                         return
@@ -110,6 +115,12 @@ class Runner:
                 log.exception("batch runner: a pass over the batches failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(nudge.wait(), POLL_S)
+
+    async def _purge(self) -> None:
+        """Delete the files and finished batches older than the policy's retention."""
+        retention = self.services.policies.current.policy.batch.retention
+        for file_id in await self.batches.store.purge(time.time() - retention):
+            await self.batches.files.remove(file_id)
 
     async def _advance(self, tenant: str, batch_id: str) -> None:
         batch = await self.batches.store.get("batch", tenant, batch_id)

@@ -67,6 +67,11 @@ class BatchStore(Protocol):
         """(tenant, batch id) of every batch not in a final status."""
         ...
 
+    async def purge(self, before: float) -> list[str]:
+        """Delete the files and finished batches created before ``before``; returns the
+        deleted files' ids (their bytes are the caller's to remove)."""
+        ...
+
     async def claim(self, batch_id: str, index: int, owner: str) -> bool: ...
     async def finish(self, batch_id: str, index: int, ok: bool, result: bytes) -> bool: ...
     async def lines(self, batch_id: str) -> dict[int, LineState]: ...
@@ -146,6 +151,9 @@ class SQLiteBatchStore:
         )
         return [(tenant, batch_id) for tenant, batch_id in rows]
 
+    async def purge(self, before: float) -> list[str]:
+        return await self._run(self._purge_sync, before)
+
     async def claim(self, batch_id: str, index: int, owner: str) -> bool:
         return await self._run(
             self._write,
@@ -216,6 +224,17 @@ class SQLiteBatchStore:
                     msgspec.json.encode(obj),
                 ),
             )
+
+    def _purge_sync(self, before: float) -> list[str]:
+        marks = ",".join("?" * len(UNFINISHED))
+        keep = f"kind = 'file' OR status NOT IN ({marks})"
+        params = (before, *sorted(UNFINISHED))
+        with self._connect() as conn:
+            files = conn.execute(
+                "SELECT id FROM batch_objects WHERE created < ? AND kind = 'file'", (before,)
+            ).fetchall()
+            conn.execute(f"DELETE FROM batch_objects WHERE created < ? AND ({keep})", params)
+        return [file_id for (file_id,) in files]
 
     def _update_sync(
         self, tenant: str, batch_id: str, expect: frozenset[str], changes: dict[str, Any]

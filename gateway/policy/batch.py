@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from gateway.policy.types import Seconds, Strict
+from gateway.policy.types import Duration, Seconds, Strict
 
 BATCH_TAG = "batch"
 """The reserved ``x-gateway-tags`` key that carries a batch line's batch id: its ledger record
@@ -40,4 +40,10 @@ class BatchConfig(Strict):
         default=0.5,
         description="How long after the last live request batch work stays at "
         "concurrency_while_live.",
+    )
+    retention: Duration = Field(
+        default=30 * 86400.0,
+        ge=2 * 86400.0,
+        description="Files and finished batches older than this are deleted (at least 2d, "
+        "past any batch's 24h window); seconds, or 7d, 30d.",
     )
