@@ -35,6 +35,7 @@ MIN_NGRAM = 2
 """Single-token matches are mostly coincidences: their drafts cost a wider forward pass and are
 rarely accepted (bench/engine/RESULTS.md)."""
 MAX_DRAFT = 8
+"""The most tokens one draft holds (the solo lane shortens it for a request whose drafts fail)."""
 
 
 @dataclass(frozen=True, slots=True)

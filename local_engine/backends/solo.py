@@ -35,7 +35,13 @@ import torch
 from transformers import DynamicCache
 
 from local_engine.backends import GenParams, TokenEvent
-from local_engine.speculative import PromptLookup, accept_greedy, accept_sampled, target_probs
+from local_engine.speculative import (
+    MAX_DRAFT,
+    PromptLookup,
+    accept_greedy,
+    accept_sampled,
+    target_probs,
+)
 from local_engine.throughput import ThroughputMeter
 
 
@@ -60,6 +66,11 @@ class _Run:
     drafted: int = 0
     accepted: int = 0
     finished: bool = False
+    draft_len: int = MAX_DRAFT
+    """How many tokens to draft next: +2 after a draft kept whole (as transformers' "heuristic"
+    schedule for assisted generation), halved after one rejected from its first token, so a
+    request whose drafts keep failing stops paying for long verification passes while one
+    that copies in runs keeps its long drafts."""
 
 
 class SoloLane:
@@ -143,7 +154,8 @@ class SoloLane:
         """One forward pass over the newest token and a draft; emits 1 to len(draft)+1 tokens."""
         last = run.generated[-1]
         left = run.params.max_tokens - len(run.generated)
-        draft = self._lookup.propose(run.ids, left - 1) if self._lookup else []
+        limit = min(left - 1, run.draft_len)
+        draft = self._lookup.propose(run.ids, limit) if self._lookup else []
         started = time.perf_counter()
         scores = self._forward([last, *draft])
         tokens = self._choose(run, scores, draft)
@@ -153,6 +165,10 @@ class SoloLane:
         self._meter.record(time.perf_counter() - started, 0, len(tokens))
         run.drafted += len(draft)
         run.accepted += kept
+        if kept == len(draft):
+            run.draft_len = min(MAX_DRAFT, run.draft_len + 2)
+        elif kept == 0:
+            run.draft_len = max(1, run.draft_len // 2)
         self._emit(run, tokens)
 
     def _forward(self, ids: list[int]) -> torch.Tensor:
