@@ -3,12 +3,13 @@
 * ``int8``: int8 weight-only linear layers (torchao's ``Int8WeightOnlyConfig``, per output
   channel), on a CPU or a GPU. Activations stay in the model's dtype, so the answers stay close
   to the unquantized model's: on SmolLM2-135M the mean log-likelihood of the fp32 answers moved
-  from -0.664 to -0.676 per token (bench/engine/RESULTS.md).
+  from -0.608 to -0.614 per token (bench/engine/RESULTS.md). On the CPU it pays at c=32 (2.7x
+  fp32), not at c=1 (0.74x).
 * ``int8_dynamic``: int8 weights *and* int8 activations, quantized per batch (on a CPU torch's
   own ``quantize_dynamic`` with fbgemm's int8 matrix products; on a GPU torchao's
-  ``Int8DynamicActivationInt8WeightConfig``). About twice the CPU throughput of fp32, but on
-  SmolLM2-135M it cost too much quality (log-likelihood -2.40, no greedy answer unchanged):
-  measure it on your model before you use it.
+  ``Int8DynamicActivationInt8WeightConfig``). 1.3x (c=1) to 4x (c=32) the CPU throughput of
+  fp32, but on SmolLM2-135M it cost too much quality (log-likelihood -1.97, no greedy answer
+  unchanged): measure it on your model before you use it.
 * ``int4`` (GPU): torchao's int4 weight-only, in groups of 128, with its tinygemm kernel.
 * ``fp8`` with ``--backend vllm``: vLLM's own online fp8 weights (`backends.vllm`).
 
