@@ -153,3 +153,18 @@ def test_quantizations_the_device_cannot_run_are_refused_by_name(
 ) -> None:
     with pytest.raises(ModelLoadError, match=refusal):
         quantize(smol.model, method)
+
+
+async def test_sampled_requests_are_speculated_with_rejection_sampling(make_engine: Any) -> None:
+    """An unseeded sampled request takes the lane and its drafts are verified by rejection
+    sampling (the distribution itself is checked in test_speculative); a seeded one stays in
+    the batch, whose sampler keeps a seed's tokens whatever runs beside it."""
+    engine = await make_engine()
+    body = {"messages": messages(COPYING), "max_tokens": 40, "temperature": 0.3, "top_p": 0.9}
+    result = await engine.chat(body)
+    assert 0 < result["usage"]["completion_tokens"] <= 40
+    totals = engine.metrics.totals
+    assert totals["drafted"] > 0 and 0 < totals["accepted"] <= totals["drafted"]
+    drafted = totals["drafted"]
+    await engine.chat({**body, "seed": 5})
+    assert engine.metrics.totals["drafted"] == drafted
