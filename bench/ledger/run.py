@@ -3,6 +3,8 @@
 
     python bench/ledger/run.py [--records 1000000] [--redis redis://127.0.0.1:6379/0]
                                [--redis-records 1000000] [--skip-redis] [--out DIR]
+                               [--postgres postgresql://postgres@127.0.0.1:5432]
+                               [--postgres-records 10000000] [--skip-postgres]
 
 1. ``record()``: p50/p99 of one call on a running ledger (writer task batching in the
    background on the same event loop), SQLite and Redis, and the rate at which the writer
@@ -15,6 +17,9 @@
    included). For comparison, the same report summed from the raw records without rollups.
 3. The same records into Redis (own key prefix, deleted at the end) and the same reports from
    its rollups.
+4. The same records into PostgreSQL (``--postgres``, a server URL: the run creates the database
+   ``gw_bench_ledger`` there, applies the migrations, and leaves it for ``--reuse``), and the
+   same reports from its rollups, in process and through the CLI.
 
 Prints a markdown table; bench/ledger/RESULTS.md holds the figures of the last run on record.
 """
@@ -37,7 +42,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from gateway.ledger import LedgerRecord, open_ledger  # noqa: E402
+import psycopg  # noqa: E402
+
+from gateway.ledger import LedgerRecord, open_ledger, postgres_schema, sqlite_schema  # noqa: E402
+from gateway.ledger.postgres_store import PostgresLedger  # noqa: E402
 from gateway.ledger.redis_store import RedisLedger  # noqa: E402
 from gateway.ledger.sql_queries import ReportQuery  # noqa: E402
 from gateway.ledger.sqlite_store import SQLiteLedger  # noqa: E402
@@ -145,13 +153,18 @@ REPORTS = [
 ]
 
 
-async def fill(ledger: SQLiteLedger | RedisLedger, n: int, now: float, chunk: int) -> float:
+Store = SQLiteLedger | RedisLedger | PostgresLedger
+
+
+async def fill(ledger: Store, n: int, now: float, chunk: int) -> float:
     started = time.perf_counter()
     done = 0
     while done < n:
         batch = make_records(min(chunk, n - done), now, seed=done + 11, first=done, total=n)
         if isinstance(ledger, SQLiteLedger):
-            await ledger._in_thread(ledger._write_sync, batch)
+            await ledger._in_thread(_sqlite_write, ledger, batch)
+        elif isinstance(ledger, PostgresLedger):
+            await ledger._in_thread(_postgres_write, ledger, batch)
         else:
             for start in range(0, len(batch), 500):
                 await ledger._send(batch[start : start + 500])
@@ -161,9 +174,15 @@ async def fill(ledger: SQLiteLedger | RedisLedger, n: int, now: float, chunk: in
     return time.perf_counter() - started
 
 
-async def report_times(
-    ledger: SQLiteLedger | RedisLedger, now: float
-) -> list[tuple[str, float, int]]:
+def _sqlite_write(ledger: SQLiteLedger, batch: list[LedgerRecord]) -> None:
+    sqlite_schema.store_batch(ledger._connect(), batch)
+
+
+def _postgres_write(ledger: PostgresLedger, batch: list[LedgerRecord]) -> None:
+    postgres_schema.store_batch(ledger._connect(), batch, ledger._partitions)
+
+
+async def report_times(ledger: Store, now: float) -> list[tuple[str, float, int]]:
     rows = []
     for label, days, by, tag in REPORTS:
         times = []
@@ -183,6 +202,11 @@ async def main() -> None:
     )
     parser.add_argument("--redis-records", type=int, default=None)
     parser.add_argument("--skip-redis", action="store_true")
+    parser.add_argument(
+        "--postgres", default="postgresql://postgres@127.0.0.1:5432", help="a server URL"
+    )
+    parser.add_argument("--postgres-records", type=int, default=None)
+    parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--record-calls", type=int, default=50_000)
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/ledger")
     parser.add_argument(
@@ -201,6 +225,9 @@ async def main() -> None:
         server, args.redis = start_redis()
     try:
         await run(args, redis_n)
+        if not args.skip_postgres:
+            n = args.records if args.postgres_records is None else args.postgres_records
+            await run_postgres(args, n)
     finally:
         if server is not None:
             server.terminate()
@@ -335,6 +362,53 @@ async def run(args: argparse.Namespace, redis_n: int) -> None:
                     await redis.redis.delete(*keys[start : start + 5000])
             await redis.aclose()
         show(lines)
+
+
+async def run_postgres(args: argparse.Namespace, n: int) -> None:
+    """Section 4: ``n`` records into PostgreSQL, then the reports, in process and by CLI."""
+    url = f"{args.postgres}/gw_bench_ledger"
+    with psycopg.connect(f"{args.postgres}/postgres", autocommit=True) as admin:
+        exists = admin.execute(
+            "SELECT 1 FROM pg_database WHERE datname = 'gw_bench_ledger'"
+        ).fetchone()
+        if exists and not args.reuse:
+            admin.execute("DROP DATABASE gw_bench_ledger WITH (FORCE)")
+        if not exists or not args.reuse:
+            admin.execute("CREATE DATABASE gw_bench_ledger")
+    postgres_schema.upgrade(url)
+    ledger = open_ledger(None, args.out / "postgres", ledger_url=url, timeout_s=60)
+    assert isinstance(ledger, PostgresLedger)
+    await ledger.start()
+    now = time.time()
+    with psycopg.connect(url) as conn:
+        stored = conn.execute("SELECT count(*) FROM ledger.records").fetchone()
+    if stored and stored[0]:
+        written = f"{stored[0]:,} records reused from an earlier run"
+    else:
+        fill_s = await fill(ledger, n, now, 20_000)
+        written = (
+            f"{n:,} records written in {fill_s:.1f} s ({n / fill_s:,.0f} records/s: COPY and "
+            "rollup upserts, one transaction per 20,000)"
+        )
+    with psycopg.connect(url) as conn:
+        size = conn.execute("SELECT pg_database_size('gw_bench_ledger')").fetchone()
+    lines = [
+        "",
+        f"PostgreSQL ledger: {written}; database {size[0] / 2**20 if size else 0:,.0f} MiB.",
+        "",
+        "| report from the PostgreSQL ledger | in process | `report` CLI | requests |",
+        "| --- | --- | --- | --- |",
+    ]
+    env = {**os.environ, "GATEWAY_DATA_DIR": str(args.out / "postgres"), "GATEWAY_LEDGER_URL": url}
+    for label, seconds, requests in await report_times(ledger, now):
+        cli = [sys.executable, "-m", "gateway", "report", *label.split(), "-f", "json"]
+
+        def run_cli(cli: list[str] = cli) -> None:
+            subprocess.run(cli, env=env, cwd=ROOT, check=True, capture_output=True)
+
+        lines.append(f"| `{label}` | {seconds:.3f} s | {timed(run_cli):.2f} s | {requests:,} |")
+    await ledger.aclose()
+    show(lines)
 
 
 def show(lines: list[str]) -> None:

@@ -1,4 +1,5 @@
-"""Two replicas behind a load balancer, sharing one Redis.
+"""Two replicas behind a load balancer, sharing one Redis (and, with ``--ledger-server``, one
+PostgreSQL for the ledger).
 
 Two gateways (same policy, own data folders and replica ids, one ``GATEWAY_REDIS_URL``) behind
 nginx on 127.0.0.1 (round robin, keep-alive, the answering backend in ``x-replica``), in front of
@@ -17,21 +18,30 @@ nginx on 127.0.0.1 (round robin, keep-alive, the answering backend in ``x-replic
 - Semantic cache: a question answered by one replica, then a paraphrase on the other
   (``no-store``), every 100 ms, until it is a semantic hit; the time since the first answer.
   Both at ``temperature: 0`` (the semantic cache stores nothing above its ``max_temperature``).
+- Accounting: 200 requests through the balancer (half streamed, unique prompts, no cache),
+  priced by this script from each answer's usage at the policy's prices; the cost report (over
+  both replicas, by a tag of this run) must equal that sum exactly.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import time
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import psycopg
 import stack
-from client import Outcome, chat
+from client import Outcome, body, chat
 from faulty_upstream import answer_for
 from report import Checks, header, log, table
+
+from gateway.ledger.postgres_schema import upgrade
 
 NO_CACHE = {"Cache-Control": "no-cache, no-store"}
 NO_STORE = {"Cache-Control": "no-store"}
@@ -269,27 +279,97 @@ async def caches(gws: list[stack.Gateway], run_id: str) -> tuple[list[list[str]]
     return rows, checks
 
 
+PRICE_PER_MTOK = {"input": Decimal("1.0"), "output": Decimal("2.0")}
+"""The ``mock`` model's price in `policy`."""
+
+
+async def accounting(lb: str, run_id: str, n: int = 200) -> tuple[list[list[str]], Checks]:
+    """``n`` requests through the balancer, half streamed; the report must sum what they cost."""
+    tag = f"acct=r{run_id}"
+    headers = {"Authorization": f"Bearer {stack.TENANT_KEY}", "x-gateway-tags": tag} | NO_CACHE
+    sem = asyncio.Semaphore(16)
+    replicas: Counter[str] = Counter()
+    chat_url = f"{lb}/v1/chat/completions"
+
+    async def one(session: aiohttp.ClientSession, i: int) -> dict[str, Any] | None:
+        stream = i % 2 == 1
+        payload = body(f"accounting {run_id} question {i}", stream)
+        async with sem, session.post(chat_url, json=payload, headers=headers) as r:
+            if r.status != 200:
+                return None
+            replicas[r.headers.get("x-replica", "?")] += 1
+            if not stream:
+                usage: dict[str, Any] = (await r.json())["usage"]
+                return usage
+            found = None
+            async for raw in r.content:
+                line = raw.strip()
+                if line.startswith(b"data:") and line[5:].strip() != b"[DONE]":
+                    found = json.loads(line[5:]).get("usage") or found
+            return found
+
+    async with aiohttp.ClientSession() as session:
+        usages = await asyncio.gather(*(one(session, i) for i in range(n)))
+    priced = [u for u in usages if u]
+    expected = sum(
+        (
+            Decimal(u["prompt_tokens"]) * PRICE_PER_MTOK["input"]
+            + Decimal(u["completion_tokens"]) * PRICE_PER_MTOK["output"]
+            for u in priced
+        ),
+        Decimal(0),
+    ) / Decimal(1_000_000)
+    await asyncio.sleep(1)  # the report flushes the replica it reaches; the other, in 50 ms
+    totals = stack.cost_report(lb, since="1d", tag=tag)["totals"]
+    reported = Decimal(totals["cost_usd"] or "0")
+    split = " + ".join(f"{count} via :{port}" for port, count in sorted(replicas.items()))
+    checks = Checks()
+    checks.add(
+        len(priced) == n and totals["requests"] == n and reported == expected,
+        "the cost report over both replicas equals what the clients' answers cost, exactly",
+        f"{totals['requests']} requests, ${reported} reported, ${expected} from usage",
+    )
+    rows = [[f"{n} requests, half streamed ({split})", f"${expected}", f"${reported}"]]
+    return rows, checks
+
+
+def _ledger_database(server: str, run_id: str) -> str:
+    """A new database on ``server`` for the replicas' ledger, with its tables."""
+    name = f"gw_bench_replicas_{run_id}"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    upgrade(f"{server}/{name}")
+    return f"{server}/{name}"
+
+
 def run(args: argparse.Namespace, tmp: Path, procs: stack.Procs) -> tuple[str, Checks]:
-    head = header("two replicas behind nginx, one Redis")
+    store = "one PostgreSQL for the ledger" if args.ledger_server else "the ledger in Redis"
+    head = header(f"two replicas behind nginx, one Redis, {store}")
     _, redis_port = stack.start_redis(procs, tmp)
     _, up = stack.start_upstream(procs, tmp)
     url = f"redis://127.0.0.1:{redis_port}/0"
     text = policy(up, args)
-    gws = [stack.start_gateway(procs, tmp, f"replica-{n}", text, redis_url=url) for n in (1, 2)]
+    run_id = time.strftime("%H%M%S")
+    ledger = _ledger_database(args.ledger_server, run_id) if args.ledger_server else None
+    gws = [
+        stack.start_gateway(procs, tmp, f"replica-{n}", text, redis_url=url, ledger_url=ledger)
+        for n in (1, 2)
+    ]
     t0 = time.monotonic()
     for gw in gws:
         stack.wait_ready(gw, 300)
     log(f"both replicas ready in {time.monotonic() - t0:.0f} s (MiniLM loads at start)")
     _, lb_port = stack.start_balancer(procs, tmp, [gw.port for gw in gws])
     lb = f"http://127.0.0.1:{lb_port}"
-    run_id = time.strftime("%H%M%S")
 
     lim_rows, checks = asyncio.run(limits(lb, up, args))
     cache_rows, cache_checks = asyncio.run(caches(gws, run_id))
-    checks.lines += cache_checks.lines
+    acct_rows, acct_checks = asyncio.run(accounting(lb, run_id))
+    checks.lines += cache_checks.lines + acct_checks.lines
     md = (
         f"{head}\nTwo gateways (ports {gws[0].port}, {gws[1].port}) behind nginx round robin "
-        f"(port {lb_port}), one redis-server; limits checked through the balancer.\n\n"
+        f"(port {lb_port}), one redis-server, {store}; limits checked through the "
+        "balancer.\n\n"
         + table(
             ["tenant and limit", "sent", "admitted (by replica)", "past the limit", "statuses"],
             lim_rows,
@@ -297,5 +377,7 @@ def run(args: argparse.Namespace, tmp: Path, procs: stack.Procs) -> tuple[str, C
         )
         + "\n\n"
         + table(["cache", "hits on the other replica; first / last hit after"], cache_rows, "ll")
+        + "\n\n"
+        + table(["accounting", "cost from the answers' usage", "cost report"], acct_rows, "lrr")
     )
     return md, checks

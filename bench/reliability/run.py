@@ -3,7 +3,7 @@
 
     python bench/reliability/run.py soak [--minutes 10] [--load 0.8]
     python bench/reliability/run.py faults [--phase-seconds 8] [--rate 40]
-    python bench/reliability/run.py replicas
+    python bench/reliability/run.py replicas [--ledger-server postgresql://postgres@127.0.0.1:5432]
 
 Each part starts what it needs on free 127.0.0.1 ports (redis-server, nginx, the gateway from
 this checkout, a fault-injecting upstream), prints a markdown table and PASS/FAIL lines, writes
@@ -62,6 +62,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--rpm", type=int, default=120, help="the rate-limited tenant's RPM (120)")
     r.add_argument("--tpm", type=int, default=300, help="the token-limited tenant's TPM (300)")
     r.add_argument("--budget-usd", type=float, default=0.5, help="the budgeted tenant's day")
+    r.add_argument(
+        "--ledger-server",
+        default=None,
+        help="a PostgreSQL server URL (postgresql://postgres@127.0.0.1:5432): the replicas "
+        "keep the ledger in a fresh database there instead of in Redis",
+    )
     for p in (s, f, r):
         p.add_argument("--out", default=None, help="markdown file (default <part>.md here)")
     a = ap.parse_args(argv)

@@ -135,6 +135,7 @@ def start_gateway(
     policy_text: str,
     redis_url: str | None = None,
     log_level: str = "warning",
+    ledger_url: str | None = None,
 ) -> Gateway:
     folder = tmp / name  # its own folder: the gateway watches its policy's folder
     folder.mkdir()
@@ -146,6 +147,8 @@ def start_gateway(
     env = child_env(GATEWAY_DATA_DIR=str(tmp / f"{name}-data"), GATEWAY_REPLICA_ID=name)
     if redis_url:
         env["GATEWAY_REDIS_URL"] = redis_url
+    if ledger_url:
+        env["GATEWAY_LEDGER_URL"] = ledger_url
     log = tmp / f"{name}.log"
     proc = procs.start(cmd, log, cwd=tmp, env=env)
     return Gateway(name, port, proc, log)

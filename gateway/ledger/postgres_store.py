@@ -9,11 +9,11 @@ from other threads. A write that fails (the server is down, the schema is missin
 batch and the ones after it to the spool until the database takes writes again
 (`gateway.ledger.writer`); nothing is lost and nothing is counted twice.
 
-Budgets: several replicas write here, so a replica reads each (tenant, day)'s stored spend
-from the rollups again once it is older than ``spend_ttl_s`` (on the writer thread, so no batch
-of its own lands between the read and the caching), adds what it stored since, and what it has
-not stored yet. Another replica's spend of the last ``spend_ttl_s`` seconds (and what it has
-not stored) can be missing: a budget can be overshot by about that much, across replicas.
+Budgets: several replicas write here, so a budget check (only for a tenant with a budget)
+reads the tenant's stored spend from the rollups (one indexed query on the reader pool, about
+a millisecond) and adds what this replica has not stored yet, as the Redis ledger does with its
+counters; what another replica has not stored yet (its last ~50 ms) is not seen. While the
+database is down, the last spend read plus this replica's own is used.
 """
 
 from __future__ import annotations
@@ -21,14 +21,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from gateway.ledger.base import SCAN_PAGE, Batch, SpendKey
+from gateway.ledger.base import SCAN_PAGE, Batch
 from gateway.ledger.postgres_schema import check_schema, connect, connect_options, store_batch
 from gateway.ledger.record import LedgerRecord
 from gateway.ledger.report import Group
@@ -49,14 +48,12 @@ class PostgresLedger(ThreadedLedger):
         spool: Spool,
         *,
         timeout_s: float = 5.0,
-        spend_ttl_s: float = 1.0,
         max_readers: int = 4,
         **options: Any,
     ) -> None:
         super().__init__(spool, **options)
         self.url = url
         self.timeout_s = timeout_s
-        self.spend_ttl_s = spend_ttl_s
         self._conn: psycopg.Connection | None = None
         self._partitions: set[str] = set()
         """Monthly partitions known to exist."""
@@ -69,7 +66,6 @@ class PostgresLedger(ThreadedLedger):
             timeout=timeout_s,
         )
         self._readers_open = threading.Lock()
-        self._spend_read_at: dict[SpendKey, float] = {}
 
     # -- the writer thread ------------------------------------------------------------------
 
@@ -112,35 +108,23 @@ class PostgresLedger(ThreadedLedger):
     # -- budget spend -----------------------------------------------------------------------
 
     async def _spend_nanos(self, tenant: str, days: range) -> int:
-        if self._fresh(tenant, days) or (self._writer is not None and not self._up):
+        if self._writer is not None and not self._up:
             return self._known_spend(tenant, days)  # a database that is down is not waited for
         try:
-            if self._writer is None:  # not started (a CLI): read what is stored
-                stored = await asyncio.to_thread(self._read, spend_by_day, tenant, days, POSTGRES)
-                with self._lock:
-                    return sum(stored.values()) + self.unstored.nanos_locked(tenant, days)
-            await self._in_thread(self._load_spend, tenant, days)
+            stored = await asyncio.to_thread(self._read, spend_by_day, tenant, days, POSTGRES)
         except (psycopg.Error, OSError) as exc:
             log.warning("ledger: reading spend failed (%r); counting what is known", exc)
-        return self._known_spend(tenant, days)
-
-    def _fresh(self, tenant: str, days: range) -> bool:
-        oldest = time.monotonic() - self.spend_ttl_s
-        with self._lock:
-            return all(self._spend_read_at.get((tenant, day), -1.0) > oldest for day in days)
-
-    def _known_spend(self, tenant: str, days: range) -> int:
-        with self._lock:
-            cached = sum(self._spend_cache.get((tenant, day), 0) for day in days)
-            return cached + self.unstored.nanos_locked(tenant, days)
-
-    def _load_spend(self, tenant: str, days: range) -> None:
-        stored = spend_by_day(self._connect(), tenant, days, POSTGRES)
-        now = time.monotonic()
+            return self._known_spend(tenant, days)
         with self._lock:
             for day in days:
                 self._spend_cache[(tenant, day)] = stored.get(day, 0)
-                self._spend_read_at[(tenant, day)] = now
+            return sum(stored.values()) + self.unstored.nanos_locked(tenant, days)
+
+    def _known_spend(self, tenant: str, days: range) -> int:
+        """The spend last read, plus what this replica stored since and has not stored yet."""
+        with self._lock:
+            cached = sum(self._spend_cache.get((tenant, day), 0) for day in days)
+            return cached + self.unstored.nanos_locked(tenant, days)
 
     # -- reports and export (the reader pool) -----------------------------------------------
 
