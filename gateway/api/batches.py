@@ -28,9 +28,9 @@ from gateway.pipeline.run import run
 from gateway.pipeline.services import Services
 
 DOORS: dict[str, Door] = {
-    "/v1/chat/completions": lambda _: (chat._parse, run),
-    "/v1/embeddings": lambda _: (embeddings._parse, embeddings._answer),
-    "/v1/responses": lambda services: _responses(responses._Exchange(services)),
+    "/v1/chat/completions": lambda _: (chat.parse, run),
+    "/v1/embeddings": lambda _: (embeddings.parse, embeddings.answer),
+    "/v1/responses": lambda services: _responses(responses.Exchange(services)),
 }
 """Each endpoint's reader and answerer: its door's own, so that a line is read and answered
 exactly as a live request to the endpoint is."""
@@ -38,7 +38,7 @@ CANCELLABLE = frozenset({"validating", "in_progress"})
 MAX_METADATA = 16
 
 
-def _responses(exchange: responses._Exchange) -> tuple[Parse, Answer]:
+def _responses(exchange: responses.Exchange) -> tuple[Parse, Answer]:
     """A Responses exchange keeps the request between reading and answering: one per line."""
     return exchange.parse, exchange.answer
 

@@ -31,10 +31,10 @@ log = logging.getLogger(__name__)
 async def chat_completions(
     request: Request[Any, Any, Any], services: NamedDependency[Services]
 ) -> Response[bytes]:
-    return await serve(request, services, _parse, _render)
+    return await serve(request, services, parse, _render)
 
 
-def _parse(raw: bytes, arrival: Arrival, headers: Mapping[str, str]) -> ChatRequest:
+def parse(raw: bytes, arrival: Arrival, headers: Mapping[str, str]) -> ChatRequest:
     return pipeline_request(normalize.decode_object(raw), arrival, headers)
 
 

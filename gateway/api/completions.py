@@ -28,10 +28,10 @@ from gateway.wire import completions
 async def legacy_completions(
     request: Request[Any, Any, Any], services: NamedDependency[Services]
 ) -> Response[bytes]:
-    return await serve(request, services, _parse, _render)
+    return await serve(request, services, parse, _render)
 
 
-def _parse(raw: bytes, arrival: Arrival, headers: Mapping[str, str]) -> ChatRequest:
+def parse(raw: bytes, arrival: Arrival, headers: Mapping[str, str]) -> ChatRequest:
     return pipeline_request(completions.chat_body(normalize.decode_object(raw)), arrival, headers)
 
 

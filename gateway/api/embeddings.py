@@ -25,10 +25,10 @@ from gateway.pipeline.turn import Completed, Streaming, Turn
 async def create_embeddings(
     request: Request[Any, Any, Any], services: NamedDependency[Services]
 ) -> Response[bytes]:
-    return await serve(request, services, _parse, _render, _answer)
+    return await serve(request, services, parse, _render, answer)
 
 
-def _parse(raw: bytes, arrival: Arrival, headers: Mapping[str, str]) -> ChatRequest:
+def parse(raw: bytes, arrival: Arrival, headers: Mapping[str, str]) -> ChatRequest:
     return normalize.embeddings_request_of(
         normalize.decode_object(raw),
         request_id=arrival.request_id,
@@ -39,7 +39,7 @@ def _parse(raw: bytes, arrival: Arrival, headers: Mapping[str, str]) -> ChatRequ
     )
 
 
-async def _answer(turn: Turn) -> Completed | Streaming:
+async def answer(turn: Turn) -> Completed | Streaming:
     return await embeddings.run(turn)
 
 

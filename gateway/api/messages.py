@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 async def messages(
     request: Request[Any, Any, Any], services: NamedDependency[Services]
 ) -> Response[bytes]:
-    return await serve(request, services, _parse, _render)
+    return await serve(request, services, parse, _render)
 
 
 @post("/v1/messages/count_tokens", status_code=200)
@@ -95,7 +95,7 @@ def _counted_as(model: str, policy: Policy) -> str:
     return targets.pop() if len(targets) == 1 else model
 
 
-def _parse(raw: bytes, arrival: Arrival, headers: Mapping[str, str]) -> ChatRequest:
+def parse(raw: bytes, arrival: Arrival, headers: Mapping[str, str]) -> ChatRequest:
     return pipeline_request(anthropic.chat_body(normalize.decode_object(raw)), arrival, headers)
 
 

@@ -55,7 +55,7 @@ class _Stored(msgspec.Struct):
 async def create_response(
     request: Request[Any, Any, Any], services: NamedDependency[Services]
 ) -> Response[bytes]:
-    exchange = _Exchange(services)
+    exchange = Exchange(services)
     return await serve(request, services, exchange.parse, _render, exchange.answer)
 
 
@@ -174,7 +174,7 @@ def _render(result: Completed | Streaming) -> Response[bytes]:
     return SSEResponse(result.chunks, headers)
 
 
-class _Exchange:
+class Exchange:
     """One ``POST /v1/responses``: `parse` reads the request, `answer` loads the conversation
     it continues, runs the pipeline and writes the Response (stored before it is sent)."""
 
