@@ -51,8 +51,9 @@ Give each answer a whole-number grade from 1 (wrong or useless) to 10 (fully cor
 helpful). Reply with exactly two lines and nothing else:
 A: <grade>
 B: <grade>"""
-"""The judge's fixed instructions. A is always the small model's answer (the one the client
-got), B the large model's; the grades map to [0, 1] as ``(grade - 1) / 9``."""
+"""The judge's fixed instructions. Which of A and B is the small model's answer (the one the
+client got) is drawn per request (`small_first`), half and half, since judges favour one
+position; the grades map to [0, 1] as ``(grade - 1) / 9``."""
 
 _GRADE = re.compile(r"^\s*([AB])\s*[:=]\s*(10|[1-9])\b", re.MULTILINE)
 _JUDGE_MAX_TOKENS = 16
@@ -70,6 +71,12 @@ def sampled(request_id: str, rate: float) -> bool:
         return False
     digest = hashlib.sha256(f"shadow:{request_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < rate
+
+
+def small_first(request_id: str) -> bool:
+    """Whether the judge sees the small model's answer as A: a hash of the request id, so that
+    each position holds the small answer for half the comparisons."""
+    return hashlib.sha256(f"order:{request_id}".encode()).digest()[0] < 128
 
 
 def consider(turn: Turn, model: str, answer: Answer) -> None:
@@ -114,8 +121,11 @@ async def _shadow(turn: Turn, model: str, small_text: str, compare: bool) -> Non
     large = await _call(turn, shadow.to, "large", body)
     if large is None:
         return
-    judged = await _call(turn, shadow.judge, "judge", judge_body(request.body, small_text, large))
-    grades = None if judged is None else parse_grades(judged)
+    first = small_first(request.request_id)
+    judged = await _call(
+        turn, shadow.judge, "judge", judge_body(request.body, small_text, large, first)
+    )
+    grades = None if judged is None else parse_grades(judged, first)
     if grades is None:
         if judged is not None:
             log.warning("request %s: the shadow judge's reply has no grades", request.request_id)
@@ -170,11 +180,14 @@ def _estimated(body: dict[str, Any], text: str) -> Usage:
     return Usage(prompt, output, prompt + output)
 
 
-def judge_body(request_body: Mapping[str, Any], small: str, large: str) -> dict[str, Any]:
+def judge_body(
+    request_body: Mapping[str, Any], small: str, large: str, small_first: bool
+) -> dict[str, Any]:
     """The judge's request: `RUBRIC`, the user's request (its last user message) and the two
-    answers, A the small model's, B the large one's."""
+    answers, the small model's as A when ``small_first``, else as B."""
     question = request_text(request_body.get("messages", []))
-    content = f"Request:\n{question}\n\n--- Answer A ---\n{small}\n\n--- Answer B ---\n{large}\n"
+    a, b = (small, large) if small_first else (large, small)
+    content = f"Request:\n{question}\n\n--- Answer A ---\n{a}\n\n--- Answer B ---\n{b}\n"
     return {
         "messages": [{"role": "system", "content": RUBRIC}, {"role": "user", "content": content}],
         "temperature": 0,
@@ -182,9 +195,12 @@ def judge_body(request_body: Mapping[str, Any], small: str, large: str) -> dict[
     }
 
 
-def parse_grades(reply: str) -> Grades | None:
-    """The judge's two grades in [0, 1]; None unless the reply names both."""
-    found = {letter: int(grade) for letter, grade in _GRADE.findall(reply)}
+def parse_grades(reply: str, small_first: bool) -> Grades | None:
+    """The judge's two grades in [0, 1], given back to the small and large answers as
+    `judge_body` placed them; None unless the reply names both."""
+    found = {letter: (int(grade) - 1) / 9 for letter, grade in _GRADE.findall(reply)}
     if set(found) != {"A", "B"}:
         return None
-    return Grades(small=(found["A"] - 1) / 9, large=(found["B"] - 1) / 9)
+    if small_first:
+        return Grades(small=found["A"], large=found["B"])
+    return Grades(small=found["B"], large=found["A"])

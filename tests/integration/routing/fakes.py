@@ -93,16 +93,16 @@ def large_model() -> RuleModel:
     return RuleModel(lambda body: "A fine, thorough answer.")
 
 
-_ANSWER_A = re.compile(r"--- Answer A ---\n(.*?)\n\n--- Answer B ---", re.DOTALL)
+_ANSWERS = re.compile(r"--- Answer A ---\n(.*?)\n\n--- Answer B ---\n(.*?)\n$", re.DOTALL)
 
 
 def judge_model() -> RuleModel:
-    """Grades by rule: answer A (the small model's) gets 1 when it is the known wrong answer,
-    else 9; answer B (the large model's) always 9."""
+    """Grades by rule, whichever position an answer is in: 1 for the known wrong answer, else 9."""
 
     def grade(body: dict[str, Any]) -> str:
-        found = _ANSWER_A.search(last_user(body))
-        a = 1 if found is not None and found.group(1) == WRONG else 9
-        return f"A: {a}\nB: 9"
+        found = _ANSWERS.search(last_user(body))
+        assert found is not None, "the judge's request lost its shape"
+        a, b = (1 if answer == WRONG else 9 for answer in found.groups())
+        return f"A: {a}\nB: {b}"
 
     return RuleModel(grade)

@@ -26,7 +26,7 @@ from gateway.labels_store import (
 )
 from gateway.ml.head import GROUPS, groups_of
 from gateway.ml.terms import PROBLEM_FEATURES, problem_features
-from gateway.pipeline.shadow import RUBRIC, judge_body, parse_grades, sampled
+from gateway.pipeline.shadow import RUBRIC, judge_body, parse_grades, sampled, small_first
 from gateway.policy.load import PolicyError, load_policy
 from gateway.training.router import traffic
 from gateway.training.router.data import (
@@ -135,16 +135,25 @@ def test_fit_takes_prompt_less_rows_with_their_dense_features() -> None:
     assert ordered > 0.95 and scored[hard].mean() > 0.5 > scored[~hard].mean()
 
 
-def test_judge_body_carries_the_rubric_the_request_and_both_answers() -> None:
-    body = judge_body(
-        {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "Q?"}]},
-        "small says",
-        "large says",
-    )
+@pytest.mark.parametrize("first", [True, False])
+def test_judge_body_carries_the_rubric_the_request_and_both_answers(first: bool) -> None:
+    messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "Q?"}]
+    body = judge_body({"messages": messages}, "small says", "large says", first)
     assert body["messages"][0] == {"role": "system", "content": RUBRIC}
     text = body["messages"][1]["content"]
-    assert text.index("Q?") < text.index("Answer A ---\nsmall says") < text.index("B ---\nlarge")
+    a, b = ("small", "large") if first else ("large", "small")
+    assert text.index("Q?") < text.index(f"Answer A ---\n{a} says") < text.index(f"B ---\n{b}")
     assert body["temperature"] == 0
+    grades = parse_grades("A: 10\nB: 1", first)
+    assert grades is not None and (grades.small, grades.large) == (
+        (1.0, 0.0) if first else (0.0, 1.0)
+    )
+
+
+def test_the_small_answer_is_first_for_about_half_the_requests() -> None:
+    firsts = [small_first(f"req-{i}") for i in range(4000)]
+    assert 0.45 < sum(firsts) / len(firsts) < 0.55
+    assert firsts == [small_first(f"req-{i}") for i in range(4000)]
 
 
 @pytest.mark.parametrize(
@@ -161,7 +170,7 @@ def test_judge_body_carries_the_rubric_the_request_and_both_answers() -> None:
 def test_the_judges_grades_are_read_strictly(
     reply: str, grades: tuple[float, float] | None
 ) -> None:
-    found = parse_grades(reply)
+    found = parse_grades(reply, small_first=True)
     assert (None if found is None else (found.small, found.large)) == grades
 
 
