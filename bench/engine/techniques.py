@@ -14,6 +14,7 @@ same machine load), greedy throughout:
 ``solo``   c=1: bare ``model.generate()`` against the engine's default path (the solo lane,
            speculation off and on) and against the continuous batch alone (``solo_max_batch
            -1``, the path a lone request took before the lane).
+``batch``  c=32: the engine with the lane (its default) against the batch alone.
 
 Prompts come from ../shared/data (evaluation data, not shipped): GSM8K worked solutions from
 routing/routellm_train.jsonl for copying, Arena-Hard prompts for chat and quality.
@@ -252,7 +253,28 @@ async def solo_section(args: argparse.Namespace, model: Any, tokenizer: Any) -> 
     print(table(rows, lambda r: r.mode.endswith("generate()")), flush=True)
 
 
-SECTIONS = {"quant": quant_section, "spec": spec_section, "solo": solo_section}
+async def batch_section(args: argparse.Namespace, model: Any, tokenizer: Any) -> None:
+    """c=32: the lane must not cost the batch (it takes the first request, then hands it over)."""
+    from local_engine.engine import LocalEngine
+
+    sides = {
+        name: LocalEngine.from_model(model, tokenizer, model_name="smol", **options)
+        for name, options in (("batch only", {"solo_max_batch": -1}), ("with solo lane", {}))
+    }
+    for engine in sides.values():
+        await engine.start()
+    rows = await side_by_side(sides, [("chat", chat_prompts(32, 100), 32)], args.max_tokens)
+    for engine in sides.values():
+        await engine.aclose()
+    print(table(rows, lambda r: r.mode.endswith("batch only")), flush=True)
+
+
+SECTIONS = {
+    "quant": quant_section,
+    "spec": spec_section,
+    "solo": solo_section,
+    "batch": batch_section,
+}
 
 
 async def main() -> None:
