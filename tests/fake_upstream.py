@@ -61,12 +61,15 @@ class FakeUpstream(ScriptedServer[Received, Fault]):
     name: str = "fake"
     disconnects: int = 0
     """Requests whose client went away before the end (during a delay, or a stream)."""
+    metrics: str | None = None
+    """Prometheus text served at ``GET /metrics`` (as a local engine does); None: 404."""
 
     def __post_init__(self) -> None:
         super().__init__(Fault())
 
     def _cleared(self) -> None:
         self.disconnects = 0
+        self.metrics = None
 
     @property
     def base_url(self) -> str:
@@ -78,6 +81,9 @@ class FakeUpstream(ScriptedServer[Received, Fault]):
         body = json.loads(raw) if raw else {}
         headers = read_headers(scope)
         self.record(Received(scope["path"], headers, body))
+        if scope["path"] == "/metrics" and self.metrics is not None:
+            await _send(send, 200, self.metrics.encode())
+            return
         if scope["path"] == "/v1/embeddings":
             await _send(send, 200, json.dumps(embeddings(body)).encode())
             return

@@ -11,23 +11,22 @@ from typing import Protocol, runtime_checkable
 
 from gateway.policy.schema import Price
 from gateway.providers import Usage
+from gateway.providers.engine_meter import Throughput
 
 _MILLION = Decimal(1_000_000)
-
-Throughput = tuple[float | None, float | None]
-"""Measured prefill and decode tokens per second; None where not measured yet."""
 
 
 @runtime_checkable
 class Metered(Protocol):
-    """A provider that measures its own throughput (the bundled engine, in-process)."""
+    """A provider that knows its engine's throughput: the bundled engine in-process, or a
+    separate local engine read from its /metrics (`gateway.providers.engine_meter`)."""
 
     def throughput(self) -> Throughput: ...
 
 
 def measured(provider: object) -> Throughput | None:
     """What ``provider`` measured, for a price with ``throughput: measured``; None if it
-    measures nothing (every remote provider)."""
+    measures nothing (the hosted providers)."""
     return provider.throughput() if isinstance(provider, Metered) else None
 
 

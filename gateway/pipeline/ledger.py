@@ -25,7 +25,7 @@ from gateway.ledger.record import LedgerRecord
 from gateway.ml.classifier import Judgement
 from gateway.ml.text import request_text
 from gateway.pipeline.cached_answer import CachedAnswer
-from gateway.pipeline.cost import Throughput, cost_usd, measured
+from gateway.pipeline.cost import cost_usd, measured
 from gateway.pipeline.normalize import Arrival, ChatRequest
 from gateway.pipeline.reply import Answer
 from gateway.pipeline.services import Services
@@ -33,6 +33,7 @@ from gateway.pipeline.turn import Turn
 from gateway.policy.batch import BATCH_TAG
 from gateway.policy.schema import Policy
 from gateway.providers import PromptTokensDetails, Usage
+from gateway.providers.engine_meter import Throughput
 from gateway.runtime.tokens import TokenCounter
 from gateway.telemetry import RequestTrace
 

@@ -36,8 +36,10 @@ class Price(Strict):
     ``rate = gpu_hour_usd * 1_000_000 / (3600 * tokens_per_s)``, separately for input (prefill,
     ``input_tokens_per_s``) and output (decode, ``output_tokens_per_s``). Take the throughputs
     from the engine's /metrics or from bench/engine at your usual concurrency, or set
-    ``throughput: measured`` to price each request of the bundled engine at the prefill and
-    decode tokens/s it measured over the last minute (`at_throughput`).
+    ``throughput: measured`` to price each request of a local engine at the prefill and
+    decode tokens/s it measured over the last minute (`at_throughput`): the bundled one
+    (``provider: local_engine``), or a ``local-engine serve`` behind ``openai_compatible``,
+    read from its /metrics.
     """
 
     input_per_mtok: PerMillion | None = None
@@ -60,8 +62,9 @@ class Price(Strict):
     output_tokens_per_s: Annotated[Decimal, Field(gt=0)] | None = None
     throughput: Literal["configured", "measured"] = Field(
         default="configured",
-        description="With gpu_hour_usd, 'measured': each request of a local_engine model is "
-        "priced at the prefill and decode tokens/s its engine measured when the request ended; "
+        description="With gpu_hour_usd, 'measured': each request is priced at the prefill and "
+        "decode tokens/s its local engine measured when the request ended (local_engine, or "
+        "a local-engine serve behind openai_compatible, read from its /metrics every 15 s); "
         "the configured figures stand until it has measured any, and when models are compared.",
     )
     service_tiers: dict[Annotated[str, StringConstraints(min_length=1)], TierPrice] = Field(

@@ -27,6 +27,7 @@ import numpy as np
 
 from gateway.policy.schema import ModelConfig
 from gateway.providers import AttemptFailed, Embedded, Reply, Usage
+from gateway.providers.engine_meter import EngineMeter, Throughput, metrics_url
 from gateway.providers.http import arrived, attempt, drain, raise_for_status, trace_headers
 from gateway.providers.sse import DataLines
 
@@ -53,6 +54,8 @@ class OpenAICompatible:
             connector=aiohttp.TCPConnector(limit=config.max_connections, ttl_dns_cache=300),
             auto_decompress=True,
         )
+        measured = config.price is not None and config.price.throughput == "measured"
+        self._meter = EngineMeter(metrics_url(config.base_url), self._session) if measured else None
 
     def _payload(self, body: dict[str, Any]) -> bytes:
         return msgspec.json.encode({**body, "model": self._config.model})
@@ -93,7 +96,14 @@ class OpenAICompatible:
                         return
         raise AttemptFailed("protocol", "the stream ended without data: [DONE]")
 
+    def throughput(self) -> Throughput:
+        """What the engine behind ``base_url`` measured, when the price asks for it (a
+        separate ``local-engine serve``); else nothing, and the configured figures stand."""
+        return (None, None) if self._meter is None else self._meter.throughput()
+
     async def aclose(self) -> None:
+        if self._meter is not None:
+            await self._meter.aclose()
         await self._session.close()
 
 
