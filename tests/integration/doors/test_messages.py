@@ -430,14 +430,28 @@ def test_the_local_engine_answers_through_the_messages_door(local_gateway: Gatew
     assert raw.headers["x-gateway-model"] == "local-small"
     assert message.content[0].type == "text" and message.content[0].text
     assert message.stop_reason in ("end_turn", "max_tokens")
-    assert 0 < message.usage.output_tokens <= 8 and message.usage.input_tokens > 5
+    prompt = _prompt_tokens(message.usage)
+    assert 0 < message.usage.output_tokens <= 8 and prompt > 5
     assert streamed == message.content[0].text  # greedy: the same answer
-    assert (final.stop_reason, final.usage) == (message.stop_reason, message.usage)
+    # the same prompt again: the engine may serve part of it from its prefix cache, which
+    # Anthropic's usage reports apart (cache_read_input_tokens), out of input_tokens
+    assert final.stop_reason == message.stop_reason
+    assert (_prompt_tokens(final.usage), final.usage.output_tokens) == (
+        prompt,
+        message.usage.output_tokens,
+    )
     records = gw.records(2)
     assert {r.output_tokens for r in records} == {message.usage.output_tokens}
+    assert {r.input_tokens for r in records} == {prompt}
     # count_tokens: the engine's own tokenizer, through its chat template, as the engine counts.
     assert counted.headers["x-gateway-token-count"] == "tokenizer"
-    assert counted.parse().input_tokens == message.usage.input_tokens == counted_auto.input_tokens
+    assert counted.parse().input_tokens == prompt == counted_auto.input_tokens
+
+
+def _prompt_tokens(usage: anthropic.types.Usage) -> int:
+    """Every prompt token of an Anthropic usage: fresh, read from a cache, written to one."""
+    cached = (usage.cache_read_input_tokens or 0) + (usage.cache_creation_input_tokens or 0)
+    return usage.input_tokens + cached
 
 
 def test_count_tokens_names_only_chat_models(
