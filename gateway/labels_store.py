@@ -34,6 +34,7 @@ import numpy.typing as npt
 import redis.asyncio as redis
 
 from gateway.ledger.sums import day_of
+from gateway.sqlite_files import open_file
 
 T = TypeVar("T")
 NANOS = Decimal(10**9)
@@ -228,12 +229,7 @@ class SQLiteLabels:
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self._path, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            self._db = db
+            self._db = open_file(self._path, _SCHEMA)
         return self._db
 
 

@@ -37,6 +37,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 import redis.asyncio as redis
 
 from gateway.exact_store import tenant_part
+from gateway.sqlite_files import open_file
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -201,13 +202,8 @@ class SQLiteResponses:
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             # The default isolation: `with conn` makes each call's statements one transaction.
-            conn = sqlite3.connect(self.path, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA busy_timeout = 10000")
-            conn.executescript(_SCHEMA)
+            conn = open_file(self.path, _SCHEMA)
             (self._count,) = conn.execute("SELECT COUNT(*) FROM responses").fetchone()
             self._conn = conn
         return self._conn

@@ -26,6 +26,7 @@ import msgspec
 
 from gateway.batch.wire import UNFINISHED
 from gateway.errors import GatewayError
+from gateway.sqlite_files import open_file
 
 T = TypeVar("T")
 Kind = str
@@ -282,13 +283,7 @@ class SQLiteBatchStore:
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA busy_timeout = 10000")
-            conn.executescript(_SCHEMA)
-            self._conn = conn
+            self._conn = open_file(self.path, _SCHEMA, autocommit=True)
         return self._conn
 
 

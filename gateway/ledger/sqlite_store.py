@@ -31,6 +31,7 @@ from gateway.ledger.spool import Spool
 from gateway.ledger.sql_queries import DIMS, ReportQuery, records_after, spend_by_day
 from gateway.ledger.sqlite_schema import SCHEMA, store_batch
 from gateway.ledger.threaded import ThreadedLedger
+from gateway.sqlite_files import open_file
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -60,13 +61,8 @@ class SQLiteLedger(ThreadedLedger):
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA busy_timeout = 10000")
+            conn = open_file(self.path, SCHEMA, synchronous="FULL", autocommit=True)
             conn.execute("PRAGMA cache_size = -32768")  # 32 MiB: the indexes of millions of rows
-            conn.executescript(SCHEMA)
             self._conn = conn
         return self._conn
 
