@@ -12,7 +12,7 @@ from litestar.datastructures import State
 
 from gateway import api
 from gateway.api.guard import guard
-from gateway.api.in_flight import InFlight
+from gateway.api.in_flight import count_live
 from gateway.background import Background
 from gateway.batch.files import FileStore
 from gateway.batch.runner import Runner
@@ -25,6 +25,7 @@ from gateway.pipeline.services import Services
 from gateway.policy.schema import Policy
 from gateway.responses_store import open_responses
 from gateway.runtime.limiter import Limiter
+from gateway.runtime.live import LiveTraffic
 from gateway.runtime.store import PolicyStore
 from gateway.semantic.lazy import LazySemanticCache
 from gateway.settings import Settings
@@ -35,7 +36,7 @@ def create_app(settings: Settings) -> Litestar:
     store = PolicyStore(settings)
     telemetry = Telemetry(settings.telemetry)
     state = State({"telemetry": telemetry})
-    in_flight = InFlight()
+    live = LiveTraffic()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -76,10 +77,11 @@ def create_app(settings: Settings) -> Litestar:
             ),
             labels=open_labels(settings.redis_url, settings.data_dir),
             batches=batches,
+            live=live,
         )
         runner = Runner(services, batches, api.batches.DOORS)
         runner.start()
-        telemetry.metrics.watch_load(in_flight, lambda: services.gate.queued)
+        telemetry.metrics.watch_load(lambda: live.in_flight, lambda: services.gate.queued)
         watcher = asyncio.create_task(store.watch()) if settings.watch_policy else None
         # Everything loaded so far (policy, models, pools) lives as long as the process: keep
         # the collector from scanning it again and again, which shows up as latency spikes.
@@ -108,7 +110,7 @@ def create_app(settings: Settings) -> Litestar:
     return Litestar(
         route_handlers=api.ROUTES,
         dependencies=api.dependencies(state),
-        middleware=[guard(settings, lambda: not store.current.tenants), in_flight.middleware],
+        middleware=[guard(settings, lambda: not store.current.tenants), count_live(live)],
         lifespan=[lifespan],
         exception_handlers=api.EXCEPTION_HANDLERS,
         state=state,

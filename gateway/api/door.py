@@ -6,8 +6,7 @@ A door is an adapter: its handler reads its wire format into the pipeline's `Cha
 the tenant from the API key, the body within the policy's size limit, the request's bounds and
 the rate limits (`gateway.pipeline.limits`), the pipeline run, and the ledger record of a
 request that fails. The ``x-gateway-*`` headers are the same on every door (`gateway_headers`).
-It also counts the live requests in flight (`Services.live`), which batch work yields to, and
-refuses the tag reserved for batch lines.
+It also refuses the tag reserved for batch lines.
 
 A client that goes away while its request runs (before a stream has begun) cancels the run,
 and with it the upstream call; the ledger records a 499, as for a stream the client left.
@@ -57,21 +56,6 @@ async def serve(
     It takes the services alone (the runtime is read from them once, here), since each
     dependency Litestar resolves costs the request a few microseconds.
     """
-    live = services.live
-    live.enter()
-    try:
-        return await _serve(request, services, parse, render, answer)
-    finally:
-        live.leave()
-
-
-async def _serve(
-    request: Request[Any, Any, Any],
-    services: Services,
-    parse: Parse,
-    render: Render,
-    answer: Answer,
-) -> Response[bytes]:
     at = (time.time(), time.monotonic())
     runtime = services.policies.current
     request_id = new_request_id()

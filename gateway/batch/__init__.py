@@ -5,7 +5,7 @@
   and lines' state, shared by replicas; :mod:`~gateway.batch.files`: the bytes, on disk.
 - :mod:`~gateway.batch.runner`: each replica runs unfinished batches' lines, at most once;
   :mod:`~gateway.batch.line`: one line through its door and the pipeline;
-  :mod:`~gateway.batch.live`: the live traffic that batch work yields to.
+  :mod:`~gateway.runtime.live`: the live traffic that batch work yields to.
 - :mod:`~gateway.batch.cli`: ``gateway batch submit|status|results`` over HTTP.
 
 The HTTP handlers are :mod:`gateway.api.files` and :mod:`gateway.api.batches`.

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.background import Background
-from gateway.batch.live import LiveTraffic
 from gateway.batch.service import Batches
 from gateway.exact_store import Store
 from gateway.labels_store import LabelStore, SQLiteLabels
@@ -15,6 +14,7 @@ from gateway.ml.loader import Models
 from gateway.responses_store import ResponseStore, SQLiteResponses
 from gateway.runtime.gate import Gate
 from gateway.runtime.limiter import Limiter
+from gateway.runtime.live import LiveTraffic
 from gateway.runtime.store import PolicyStore
 from gateway.semantic.lazy import LazySemanticCache
 from gateway.telemetry import Telemetry

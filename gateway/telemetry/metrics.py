@@ -118,7 +118,7 @@ class Metrics:
         same rules as `set_cache_size`: quick and thread-safe)."""
         Gauge(
             "gateway_requests_in_flight",
-            "API requests being served now (a stream until its last byte).",
+            "Model requests being served now (a stream until its last byte).",
             registry=self.registry,
         ).set_function(in_flight)
         Gauge(

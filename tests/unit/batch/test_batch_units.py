@@ -7,13 +7,13 @@ import json
 import time
 from decimal import Decimal
 
-from gateway.batch.live import LiveTraffic
 from gateway.batch.wire import MAX_ERRORS, read_lines
 from gateway.ledger.report import Group, batch_groups
 from gateway.ledger.sums import Sums
 from gateway.pipeline.cost import cost_usd
 from gateway.policy.schema import Price
 from gateway.providers import Usage
+from gateway.runtime.live import LiveTraffic
 from tests.unit.pipeline.test_route import make_policy, req, route_of
 
 URL = "/v1/chat/completions"

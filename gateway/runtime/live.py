@@ -1,7 +1,9 @@
-"""Live requests in flight, counted by every door, so that batch work can yield to them.
+"""Live requests in flight: what batch work yields to, and what autoscalers scale replicas on
+(`gateway_requests_in_flight`).
 
-Two attribute updates and a clock read per request: cheap enough for the request path. A
-streamed answer counts until its door returns the stream (its head), not to its last chunk.
+Counted by an ASGI middleware (`gateway.api.in_flight`) around every model request, so that a
+streamed answer counts until its last byte. Two attribute updates and a clock read per
+request: cheap enough for the request path.
 """
 
 from __future__ import annotations
