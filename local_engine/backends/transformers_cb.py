@@ -37,6 +37,7 @@ import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
+import psutil
 import torch
 from transformers import GenerationConfig
 from transformers.generation.configuration_utils import ContinuousBatchingConfig
@@ -60,6 +61,10 @@ per-step reads of the cache stay in the processor's caches: about 10% more token
 concurrent requests than with 256-token pages (bench/engine/RESULTS.md). Requests with a
 common prefix (a shared system prompt) also share its complete pages sooner."""
 CPU_KV_CACHE_BYTES = 2 * 1024**3  # default KV cache budget on a CPU (the RAM is shared)
+CPU_KV_CACHE_SHARE = 0.25
+"""At most this share of the memory the process could still take (the machine's total less
+what it holds), so that a small machine, or a process already holding models, still starts:
+transformers refuses a cache beyond 0.6 of it on a CPU."""
 CPU_MAX_KV_CACHE_TOKENS = 65536
 CPU_MAX_BATCH_TOKENS = 1024  # default token budget of one step on a CPU
 
@@ -96,7 +101,7 @@ class TransformersBackend:
         self.max_request_tokens = self.context_length
         on_cpu = model.device.type == "cpu"
         if on_cpu and kv_cache_tokens is None:
-            kv_cache_tokens = min(CPU_MAX_KV_CACHE_TOKENS, CPU_KV_CACHE_BYTES // _kv_bytes(model))
+            kv_cache_tokens = min(CPU_MAX_KV_CACHE_TOKENS, _cpu_kv_budget() // _kv_bytes(model))
         if on_cpu and max_batch_tokens is None:
             max_batch_tokens = CPU_MAX_BATCH_TOKENS
         self._page_size = page = CPU_PAGE_SIZE if on_cpu else GPU_PAGE_SIZE
@@ -301,6 +306,16 @@ class TransformersBackend:
             return 0
         scheduler = processor.scheduler
         return len(scheduler.active_requests) + len(scheduler.waiting_requests)
+
+
+def _cpu_kv_budget() -> int:
+    """`CPU_KV_CACHE_BYTES`, or `CPU_KV_CACHE_SHARE` of the memory this process could still
+    take when that is less (as transformers counts it: the machine's total less our RSS)."""
+    room = psutil.virtual_memory().total - psutil.Process().memory_info().rss
+    budget = min(CPU_KV_CACHE_BYTES, int(room * CPU_KV_CACHE_SHARE))
+    if budget < CPU_KV_CACHE_BYTES:
+        log.warning("KV cache limited to %d MiB by the memory left", budget // 2**20)
+    return max(budget, 32 * 2**20)
 
 
 def _kv_bytes(model: Any) -> int:
