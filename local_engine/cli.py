@@ -85,7 +85,10 @@ def serve(
     ] = 256,
     kv_cache_tokens: Annotated[
         int | None,
-        typer.Option(help="KV cache size in tokens (default: 2 GiB on CPU, auto on GPU)."),
+        typer.Option(
+            help="KV cache size in tokens (default: 2 GiB on CPU, less on a small machine; "
+            "auto on GPU)."
+        ),
     ] = None,
     cache_dir: Annotated[
         Path | None,
