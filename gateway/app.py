@@ -106,6 +106,9 @@ def create_app(settings: Settings) -> Litestar:
             await services.limiter.aclose()
             await services.responses.aclose()
             await batches.store.aclose()
+            # What was frozen at start is garbage now: let the collector have it again (a
+            # process that runs apps one after another, as the tests do, keeps no dead engine).
+            gc.unfreeze()
 
     return Litestar(
         route_handlers=api.ROUTES,
