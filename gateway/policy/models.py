@@ -328,6 +328,13 @@ class ModelConfig(Strict):
         description="A Hugging Face tokenizer id or local directory, to count tokens exactly "
         "when the provider sends no usage (else they are estimated and marked so).",
     )
+    priority_scheduling: bool = Field(
+        default=False,
+        description="openai_compatible: the server schedules by the body's priority (the "
+        "bundled local-engine server; vLLM started with --scheduling-policy priority), so "
+        "batch lines are sent with priority batch.priority and live requests go first. "
+        "provider local_engine always does.",
+    )
     api_key: str | None = Field(default=None, description="Use ${ENV_VAR}, never a literal key.")
     price: Price | None = None
     fallbacks: tuple[Name, ...] = Field(default=(), description="Tried in order when this fails.")
