@@ -38,6 +38,7 @@ from gateway import telemetry
 from gateway.errors import UpstreamClientError, UpstreamUnavailable
 from gateway.pipeline.route import Decision
 from gateway.pipeline.turn import Turn
+from gateway.policy.batch import BATCH_TAG
 from gateway.policy.schema import Retries
 from gateway.providers import AttemptFailed, Embedded, FailureKind, Provider, Reply
 
@@ -72,19 +73,19 @@ class Started:
 
 async def complete(turn: Turn, decision: Decision) -> tuple[str, Reply]:
     """The name of the model that answered, and its answer."""
-    body = turn.request.body
     with turn.trace.stage("call"):
-        model, reply = await _first_success(turn, decision, lambda p: p.complete(dict(body)))
+        model, reply = await _first_success(
+            turn, decision, lambda p, name: p.complete(_body(turn, name))
+        )
     _remember_session(turn, decision, model)
     return model, reply
 
 
 async def stream(turn: Turn, decision: Decision) -> tuple[str, Started]:
     """The name of the model that is answering, and its stream, started (its first chunk in)."""
-    body = turn.request.body
 
-    async def start(provider: Provider) -> Started:
-        batches = provider.stream(dict(body))
+    async def start(provider: Provider, name: str) -> Started:
+        batches = provider.stream(_body(turn, name))
         try:
             first = await anext(batches)
         except StopAsyncIteration:
@@ -103,7 +104,20 @@ async def stream(turn: Turn, decision: Decision) -> tuple[str, Started]:
 async def embed(turn: Turn, decision: Decision, body: dict[str, Any]) -> tuple[str, Embedded]:
     """The name of the model that answered, and the vectors of ``body``'s inputs."""
     with turn.trace.stage("call"):
-        return await _first_success(turn, decision, lambda p: p.embed(body))
+        return await _first_success(turn, decision, lambda p, _: p.embed(body))
+
+
+def _body(turn: Turn, model: str) -> dict[str, Any]:
+    """The request's body for ``model``. To a model that schedules by priority, a batch line
+    carries the policy's ``batch.priority`` and a live request none (the server's default, 0),
+    so live requests go first; a client's own ``priority`` is dropped there, since one tenant
+    must not put itself ahead of the others."""
+    body = dict(turn.request.body)
+    if turn.runtime.policy.models[model].schedules_by_priority:
+        body.pop("priority", None)
+        if BATCH_TAG in turn.request.tags:
+            body["priority"] = turn.runtime.policy.batch.priority
+    return body
 
 
 def _remember_session(turn: Turn, decision: Decision, model: str) -> None:
@@ -113,7 +127,7 @@ def _remember_session(turn: Turn, decision: Decision, model: str) -> None:
 
 
 async def _first_success(
-    turn: Turn, decision: Decision, attempt: Callable[[Provider], Awaitable[T]]
+    turn: Turn, decision: Decision, attempt: Callable[[Provider, str], Awaitable[T]]
 ) -> tuple[str, T]:
     attempts: list[dict[str, Any]] = []
     last: AttemptFailed | None = None
@@ -129,7 +143,7 @@ async def _first_success(
             number = 1 + sum(a["model"] == name for a in attempts)
             try:
                 with telemetry.attempt(name, policy.models[name], number):
-                    return await attempt(provider)
+                    return await attempt(provider, name)
             except AttemptFailed as exc:
                 elapsed_ms = round((time.monotonic() - started) * 1000, 1)
                 log.warning(

@@ -41,6 +41,13 @@ class BatchConfig(Strict):
         description="How long after the last live request batch work stays at "
         "concurrency_while_live.",
     )
+    priority: int = Field(
+        default=1,
+        ge=1,
+        description="The priority batch lines carry to models that schedule by it (provider "
+        "local_engine, or priority_scheduling: true); live requests carry none (0), so such a "
+        "model runs them first and pauses batch lines while they are in flight.",
+    )
     retention: Duration = Field(
         default=30 * 86400.0,
         ge=2 * 86400.0,

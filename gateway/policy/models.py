@@ -344,6 +344,11 @@ class ModelConfig(Strict):
     max_tokens: MaxTokens = MaxTokens()
     headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
 
+    @property
+    def schedules_by_priority(self) -> bool:
+        """Its server runs a request's ``priority`` (lower first) before others."""
+        return self.priority_scheduling or self.provider == "local_engine"
+
     @model_validator(mode="before")
     @classmethod
     def _embeddings_price(cls, data: Any) -> Any:
