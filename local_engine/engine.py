@@ -24,15 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Unpack
 
 from local_engine import errors, loader
-from local_engine.backends import Backend, BackendError, GenParams
+from local_engine.backends import Backend, BackendError, GenParams, TokenEvent
 from local_engine.errors import EngineError, bad_request
 from local_engine.loader import EngineParts, LoadOptions, Sizing
 from local_engine.metrics import EngineMetrics
@@ -45,6 +46,7 @@ from local_engine.protocol import (
     completion,
     parse_chat_request,
 )
+from local_engine.scheduling import PriorityGate
 from local_engine.textstream import IncrementalDecoder, StopMatcher
 
 
@@ -58,6 +60,8 @@ class _Progress:
     cached_tokens: int = 0
     drafted: int = 0
     accepted: int = 0
+    holding: bool = False
+    """It holds a batch slot (it gives it back while paused for a better priority)."""
 
 
 @dataclass(frozen=True)
@@ -90,9 +94,7 @@ class LocalEngine:
         self.metrics = EngineMetrics(model_name)
         self._tokenizer = tokenizer
         self._names = {model_name.lower(), *(a.lower() for a in aliases)}
-        self._slots = asyncio.Semaphore(max_running)
-        self._waiting = 0
-        self._running = 0
+        self._gate = PriorityGate(max_running, on_change=self._show_slots)
         self._mean_duration_s = 5.0  # moving average, for Retry-After
         self.metrics.kv_cache_usage.set_function(backend.kv_cache_usage)
         self.metrics.watch_throughput(backend.throughput)
@@ -158,7 +160,7 @@ class LocalEngine:
         return self.backend.is_running()
 
     def stats(self) -> EngineStats:
-        return EngineStats(waiting=self._waiting, running=self._running)
+        return EngineStats(waiting=self._gate.waiting, running=self._gate.running)
 
     def models(self) -> dict[str, Any]:
         """The ``GET /v1/models`` list."""
@@ -174,7 +176,7 @@ class LocalEngine:
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         """A ``chat.completion`` for a non-streaming body (``stream`` is ignored)."""
         request, prompt_ids, params = await self._prepare(body)
-        async with self._slot() as progress:
+        async with self._slot(request.priority) as progress:
             parts = []
             async with contextlib.aclosing(
                 self._generate(request, prompt_ids, params, progress)
@@ -199,7 +201,7 @@ class LocalEngine:
         chunk; closing the iterator early cancels the request and frees its slot.
         """
         request, prompt_ids, params = await self._prepare(body)
-        async with self._slot() as progress:
+        async with self._slot(request.priority) as progress:
             chunks = ChunkFactory.new(self.model_name, request.include_usage)
             yield chunks.role()
             async with contextlib.aclosing(
@@ -259,74 +261,112 @@ class LocalEngine:
         return list(ids)
 
     @contextlib.asynccontextmanager
-    async def _slot(self) -> AsyncIterator[_Progress]:
-        """Hold a batch slot for the block; wait in the bounded queue, or refuse with 503."""
-        if self._slots.locked() and self._waiting >= self.max_queue:
+    async def _slot(self, priority: int) -> AsyncIterator[_Progress]:
+        """Hold a batch slot for the block (`PriorityGate`); wait in the bounded queue, or
+        refuse with 503."""
+        if self._gate.full() and self._gate.waiting >= self.max_queue:
             self.metrics.request_done("rejected")
             raise errors.overloaded(self._retry_after())
         progress = _Progress(admitted_at=time.perf_counter())
-        self._waiting += 1
-        self.metrics.queue_depth.set(self._waiting)
-        try:
-            await self._slots.acquire()
-        finally:
-            self._waiting -= 1
-            self.metrics.queue_depth.set(self._waiting)
-        self._running += 1
-        self.metrics.running.set(self._running)
+        await self._take_slot(priority, progress)
         try:
             yield progress
         finally:
-            self._running -= 1
-            self.metrics.running.set(self._running)
-            self._slots.release()
+            if progress.holding:
+                self._gate.release(priority)
             elapsed = time.perf_counter() - progress.admitted_at
             self._mean_duration_s += 0.2 * (elapsed - self._mean_duration_s)
             self.metrics.duration.observe(elapsed)
 
+    async def _take_slot(self, priority: int, progress: _Progress) -> None:
+        await self._gate.acquire(priority)
+        progress.holding = True
+
+    async def _pause(self, priority: int, progress: _Progress) -> None:
+        """Give the slot to better-priority requests; take one again once they are done."""
+        self._gate.release(priority)
+        progress.holding = False
+        self.metrics.preemptions.inc()
+        await self._take_slot(priority, progress)
+
+    def _show_slots(self) -> None:
+        self.metrics.queue_depth.set(self._gate.waiting)
+        self.metrics.running.set(self._gate.running)
+
     def _retry_after(self) -> float:
         """Seconds until a queue place is likely free: the queue drains max_running at a time."""
-        rounds = (self._waiting + 1) / self.max_running
+        rounds = (self._gate.waiting + 1) / self.max_running
         return float(min(60, max(1, math.ceil(rounds * self._mean_duration_s))))
 
     async def _generate(
         self, request: ChatRequest, prompt_ids: list[int], params: GenParams, progress: _Progress
     ) -> AsyncGenerator[str, None]:
-        """Text deltas of one request; fills ``progress``. Closing it cancels the request."""
+        """Text deltas of one request; fills ``progress``. Closing it cancels the request.
+        Outranked (`local_engine.scheduling`), it pauses, then goes on from its tokens so far."""
         self.metrics.prompt_tokens.inc(len(prompt_ids))
         decoder, stops = IncrementalDecoder(self._tokenizer), StopMatcher(request.stop)
         outcome = "cancelled"
-        events = self.backend.generate(f"req-{uuid.uuid4().hex}", prompt_ids, params)
+        before: list[int] = []  # the tokens of the parts run before a pause
         try:
-            async for event in events:
-                if progress.completion_tokens == 0 and event.tokens:
-                    self.metrics.ttft.observe(time.perf_counter() - progress.admitted_at)
-                self.metrics.tokens_generated(len(event.tokens) - progress.completion_tokens)
-                progress.completion_tokens = len(event.tokens)
-                progress.cached_tokens = event.cached_tokens
-                progress.drafted, progress.accepted = event.drafted, event.accepted
-                text = stops.feed(decoder.push(event.tokens, final=event.finished))
-                if stops.stopped:
-                    progress.finish_reason = "stop"
-                elif event.finished:
-                    text += stops.flush()
-                    ended_on_eos = (
-                        bool(event.tokens) and event.tokens[-1] in self.backend.eos_token_ids
-                    )
-                    progress.finish_reason = "stop" if ended_on_eos else "length"
-                if text:
-                    yield text
-                if progress.finish_reason is not None:
-                    outcome = progress.finish_reason
-                    break
+            while True:
+                part = self._part(prompt_ids, before, params)
+                async with contextlib.aclosing(part) as events:  # closing cancels it
+                    async for event in events:
+                        tokens = [*before, *event.tokens] if before else event.tokens
+                        text = self._advance(tokens, event, progress, decoder, stops, bool(before))
+                        if text:
+                            yield text
+                        if progress.finish_reason is not None:
+                            outcome = progress.finish_reason
+                            return
+                        if self._gate.outranked(request.priority):
+                            before = list(tokens)
+                            break
+                    else:
+                        raise BackendError("the backend ended a request before it finished")
+                await self._pause(request.priority, progress)
         except BackendError as exc:
             outcome = "error"
             raise errors.internal(f"Generation failed: {exc}") from exc
         finally:
-            await events.aclose()  # cancels the backend request if it has not finished
             self.metrics.request_done(outcome)
             self.metrics.prompt_served(len(prompt_ids), progress.cached_tokens)
             self.metrics.speculated(progress.drafted, progress.accepted)
+
+    def _part(
+        self, prompt_ids: list[int], before: list[int], params: GenParams
+    ) -> AsyncGenerator[TokenEvent, None]:
+        """The backend request that goes on from ``before``, the tokens generated so far."""
+        if before:
+            prompt_ids = [*prompt_ids, *before]
+            params = dataclasses.replace(params, max_tokens=params.max_tokens - len(before))
+        return self.backend.generate(f"req-{uuid.uuid4().hex}", prompt_ids, params)
+
+    def _advance(
+        self,
+        tokens: Sequence[int],
+        event: TokenEvent,
+        progress: _Progress,
+        decoder: IncrementalDecoder,
+        stops: StopMatcher,
+        resumed: bool,
+    ) -> str:
+        """The text that ``tokens`` (all generated so far) add; fills ``progress``."""
+        if progress.completion_tokens == 0 and tokens:
+            self.metrics.ttft.observe(time.perf_counter() - progress.admitted_at)
+        self.metrics.tokens_generated(len(tokens) - progress.completion_tokens)
+        progress.completion_tokens = len(tokens)
+        if not resumed:  # a resumed part's cache hits are its own earlier tokens, not the prompt
+            progress.cached_tokens = event.cached_tokens
+            progress.drafted, progress.accepted = event.drafted, event.accepted
+        text = stops.feed(decoder.push(tokens, final=event.finished))
+        if stops.stopped:
+            progress.finish_reason = "stop"
+        elif event.finished:
+            text += stops.flush()
+            ended_on_eos = bool(tokens) and tokens[-1] in self.backend.eos_token_ids
+            progress.finish_reason = "stop" if ended_on_eos else "length"
+        return text
 
 
 __all__ = ["EngineError", "EngineStats", "LocalEngine"]

@@ -89,6 +89,12 @@ class EngineMetrics:
             ["model", "outcome"],
             registry=r,
         )
+        self.preemptions = Counter(
+            "local_engine_preemptions",
+            "Requests paused for a request of a better priority (resumed by recompute).",
+            labels,
+            registry=r,
+        ).labels(model)
         self.kv_cache_usage = Gauge(
             "local_engine_kv_cache_usage_ratio", "Share of the KV cache in use.", labels, registry=r
         ).labels(model)

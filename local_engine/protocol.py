@@ -47,6 +47,8 @@ class ChatRequest:
     seed: int | None
     stream: bool
     include_usage: bool
+    priority: int = 0
+    """vLLM's request field: lower runs first (`local_engine.scheduling`)."""
 
 
 def _number(body: Mapping[str, Any], key: str, default: float, lo: float, hi: float) -> float:
@@ -157,6 +159,7 @@ def parse_chat_request(body: Any, defaults: SamplingDefaults = OPENAI_SAMPLING) 
         seed=seed,
         stream=stream,
         include_usage=bool(stream and options.get("include_usage")),
+        priority=_integer(body, "priority") or 0,
     )
 
 
