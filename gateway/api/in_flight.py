@@ -28,11 +28,11 @@ def count_live(live: LiveTraffic) -> Any:
             if scope["type"] != "http" or not path.startswith("/v1/") or path.startswith(_NOT_LIVE):
                 await app(scope, receive, send)
                 return
-            live.enter()
+            entered = live.enter()
             try:
                 await app(scope, receive, send)
             finally:
-                live.leave()
+                live.leave(entered)
 
         return counted
 

@@ -8,8 +8,9 @@ once when nudged) and moves each one on:
   ``failed`` (with the file's errors). Status moves are compare-and-set in the store, so two
   replicas never both make one.
 - ``in_progress``: the lines no replica has claimed are claimed one by one (an atomic claim in
-  the store) and run, each once a place is free: ``batch.concurrency`` places, or
-  ``batch.concurrency_while_live`` while live requests are in flight (`LiveTraffic`). A line's
+  the store) and run, each once a place is free: ``batch.concurrency`` places, or while live
+  requests are in flight (`LiveTraffic`) as many as keep them within the policy's latency bound
+  (`gateway.batch.pace`). A line's
   result is stored as the line of the output or error file it will be. Once every line has a
   result the batch is ``finalizing``.
 - ``finalizing`` / ``cancelling``: once no line is in flight, the output and error files are
@@ -35,6 +36,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.batch.line import Door, run_line
+from gateway.batch.pace import Pace
 from gateway.batch.service import Batches
 from gateway.batch.store import LineState, StateUnavailable
 from gateway.batch.wire import Line, failed_line, file_object, new_id, read_lines
@@ -70,6 +72,8 @@ class Runner:
         """Each batch's lines, read from its input file once per replica."""
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._pace = Pace(services.live)
+        services.live.batch_lines = lambda: len(self._running)
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._loop()), asyncio.create_task(self._beat())]
@@ -242,7 +246,7 @@ class Runner:
         while not self._stopping:
             config = self.services.policies.current.policy.batch
             busy = live.busy(config.live_quiet_s)
-            limit = config.concurrency_while_live if busy else config.concurrency
+            limit = self._pace.while_live(config) if busy else config.concurrency
             if len(self._running) < limit:
                 return True
             self._freed.clear()

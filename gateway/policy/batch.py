@@ -1,10 +1,11 @@
 """The policy's ``batch`` section: how the Batch API (``/v1/files``, ``/v1/batches``) takes
 work that can wait, and how much of the gateway that work may use.
 
-Batch work yields to live requests: while a live request is in flight (or was, within
-``live_quiet_s``), the runner starts lines only up to ``concurrency_while_live``, so a model
-shared by both (the local engine above all) serves the live request next to a handful of batch
-lines instead of a full batch. That is the interactive latency bound: bench/batch measures what
+Batch work yields to live requests in two ways. A model that schedules by priority (the local
+engine, or ``priority_scheduling: true``) gets batch lines at ``priority`` and pauses them while
+a live request runs. And while a live request is in flight (or was, within ``live_quiet_s``),
+the runner keeps only as many lines in flight as keep live requests within
+``live_latency_bound`` of their speed alone (`gateway.batch.pace`). bench/batch measures what
 it costs a live request's p50 and what it leaves of the batch's throughput.
 """
 
@@ -35,6 +36,14 @@ class BatchConfig(Strict):
         ge=0,
         description="Lines run at once while live requests are in flight (0: batch work "
         "pauses for them).",
+    )
+    live_latency_bound: float | None = Field(
+        default=1.5,
+        ge=1.0,
+        description="How many times slower than alone a live request may be while batch "
+        "lines run: the runner measures it and raises or lowers the lines it runs while live "
+        "traffic is active (from concurrency_while_live, up to concurrency) to stay within it. "
+        "null: concurrency_while_live, fixed.",
     )
     live_quiet_s: Seconds = Field(
         default=0.5,

@@ -103,9 +103,9 @@ def test_the_report_keeps_the_batch_tag_groups_as_batches() -> None:
 def test_live_traffic_stays_busy_for_its_quiet_time() -> None:
     live = LiveTraffic()
     assert not live.busy(0.5)
-    live.enter()
+    entered = live.enter()
     assert live.busy(0.0)
-    live.leave()
+    live.leave(entered)
     assert live.busy(60.0)
     time.sleep(0.02)
     assert not live.busy(0.01)
