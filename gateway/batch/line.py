@@ -1,7 +1,9 @@
 """One line of a batch, run as a request of its tenant through the same door and pipeline as a
 live request: the door's reader (so a line is read exactly as ``POST`` to its endpoint would
 be), the request's bounds, the caches, routing (``when: {batch: true}`` matches), the call,
-and the ledger record, which carries the batch id (the reserved tag `BATCH_TAG`).
+and the ledger record, which carries the batch id (the reserved tag `BATCH_TAG`). A line
+whose model has ``batch_api`` on is answered by an upstream batch instead of a call of its own
+(the line's `Ticket`, which the call stage reads).
 
 What a line does not share with a live request: the server's gate and the tenant's request
 rate limits (the batch runner's own concurrency bounds batch work, and it yields to live
@@ -17,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import msgspec
 
+from gateway.batch.upstream.collector import Ticket, current
 from gateway.batch.wire import Line, failed_line, output_line
 from gateway.errors import GatewayError
 from gateway.pipeline import ledger, limits
@@ -34,9 +37,15 @@ Door = Callable[[Services], tuple[Parse, Answer]]
 
 
 async def run_line(
-    services: Services, door: Door, tenant: str, batch_id: str, line: Line
+    services: Services,
+    door: Door,
+    tenant: str,
+    batch_id: str,
+    line: Line,
+    ticket: Ticket | None = None,
 ) -> tuple[bool, bytes]:
     """The line's result (True for a 2xx) as a line of the output or the error file."""
+    current.set(ticket)  # this task's own context: the line's call stage sees it
     arrival = Arrival(new_request_id(), tenant, (time.time(), time.monotonic()))
     runtime = services.policies.current
     trace = services.telemetry.start_request(None, arrival.request_id)

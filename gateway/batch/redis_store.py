@@ -10,6 +10,7 @@ Keys, under the prefix (``gw:batch:``), with ``{t}`` the tenant's hash:
   ``done:{batch}``: hash line index → ``1`` or ``0`` (a 2xx or not) and the result line,
   written once (the first result wins), counted in ``counts:{batch}`` (``ok``, ``failed``)
   by the same script;
+- ``jobs:{batch}``: hash job id → the upstream batch job (JSON) its lines were sent in;
 - ``owner:{replica}``: present while the replica's heartbeat is fresh.
 """
 
@@ -32,6 +33,14 @@ if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
 end
 return 0
 """
+_RECLAIM = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] and redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0
+then
+    redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+    return 1
+end
+return 0
+"""
 
 
 class RedisBatchStore:
@@ -41,6 +50,7 @@ class RedisBatchStore:
         )
         self._p = prefix
         self._finish = self._redis.register_script(_FINISH)
+        self._reclaim = self._redis.register_script(_RECLAIM)
 
     def _key(self, kind: Kind, tenant: str, obj_id: str) -> str:
         return f"{self._p}{kind}:{tenant_part(tenant)}:{obj_id}"
@@ -164,8 +174,21 @@ class RedisBatchStore:
         found = await self._call(self._redis.hgetall(f"{self._p}counts:{batch_id}"))
         return int(found.get(b"ok", 0)), int(found.get(b"failed", 0))
 
+    async def reclaim(self, batch_id: str, index: int, owner: str, new_owner: str) -> bool:
+        keys = [f"{self._p}claims:{batch_id}", f"{self._p}done:{batch_id}"]
+        return bool(await self._call(self._reclaim(keys=keys, args=[index, owner, new_owner])))
+
+    async def put_job(self, batch_id: str, job: dict[str, Any]) -> None:
+        value = msgspec.json.encode(job)
+        await self._call(self._redis.hset(f"{self._p}jobs:{batch_id}", job["id"], value))
+
+    async def jobs(self, batch_id: str) -> list[dict[str, Any]]:
+        found = await self._call(self._redis.hgetall(f"{self._p}jobs:{batch_id}"))
+        return [_decode(found[key]) for key in sorted(found)]
+
     async def forget_lines(self, batch_id: str) -> None:
-        keys = (f"{self._p}{part}:{batch_id}" for part in ("claims", "done", "counts"))
+        parts = ("claims", "done", "counts", "jobs")
+        keys = (f"{self._p}{part}:{batch_id}" for part in parts)
         await self._call(self._redis.delete(*keys))
 
     async def beat(self, owner: str, ttl_s: float) -> None:

@@ -21,12 +21,19 @@ A replica beats every `BEAT_S`; a line claimed by a replica whose beat is older 
 `BEAT_TTL_S` (killed mid-call: its model may have answered) goes to the error file as
 ``line_interrupted`` rather than run again. A replica that stops cleanly lets its lines in
 flight finish first (within the shutdown grace), so a restart loses none.
+
+Lines whose model sends them to its provider's batch API (`gateway.batch.upstream`) wait on
+an upstream batch without holding a place (`_park`). A stopping replica sends the lines it is
+still collecting; a line of a stored upstream job, claimed by a replica that stopped, is taken
+over (`reclaim`) and run through the pipeline again, which rejoins the job instead of calling;
+cancelling a batch cancels its upstream batches.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -39,6 +46,7 @@ from gateway.batch.line import Door, run_line
 from gateway.batch.pace import Pace
 from gateway.batch.service import Batches
 from gateway.batch.store import LineState, StateUnavailable
+from gateway.batch.upstream.collector import Collector, Ticket
 from gateway.batch.wire import Line, failed_line, file_object, new_id, read_lines
 from gateway.pipeline.services import Services
 
@@ -67,6 +75,9 @@ class Runner:
         self.services, self.batches, self.doors = services, batches, doors
         self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._running: set[asyncio.Task[None]] = set()
+        self._parked: set[asyncio.Task[None]] = set()
+        """Lines waiting on an upstream batch: they hold no place."""
+        self.upstream = Collector(batches.store, lambda: services.policies.current.policy.models)
         self._freed = asyncio.Event()
         self._inputs: dict[str, list[Line]] = {}
         """Each batch's lines, read from its input file once per replica."""
@@ -84,11 +95,14 @@ class Runner:
         self._stopping = True
         self.batches.nudge.set()
         self._freed.set()
-        if self._running:
-            _, late = await asyncio.wait(set(self._running), timeout=grace_s)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+        deadline = time.monotonic() + grace_s
+        while self._running and time.monotonic() < deadline:  # a line may park meanwhile
+            await asyncio.wait(set(self._running), timeout=min(SLOT_POLL_S, grace_s))
+        await self.upstream.aclose()  # its parked lines are resumed after a restart
+        late = self._running | self._parked
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -205,7 +219,7 @@ class Runner:
         if time.time() >= batch["expires_at"]:
             await self._expire(batch_id, lines, states)
             states = await store.lines(batch_id)
-        await self._settle_orphans(batch_id, lines, states)
+        await self._settle_orphans(tenant, batch, lines, states)
         if sum(await store.counts(batch_id)) == len(lines):
             changes = {"status": "finalizing", "finalizing_at": int(time.time())}
             moved = await store.update(tenant, batch_id, {"in_progress"}, changes)
@@ -236,9 +250,21 @@ class Runner:
                     return
             if not await self.batches.store.claim(batch_id, line.index, self.owner):
                 continue
-            task = asyncio.create_task(self._run(door, tenant, batch_id, line))
-            self._running.add(task)
-            task.add_done_callback(self._done)
+            self._start(door, tenant, batch_id, line)
+
+    def _start(
+        self, door: Door, tenant: str, batch_id: str, line: Line, resumed: bool = False
+    ) -> None:
+        task = asyncio.create_task(self._run(door, tenant, batch_id, line, resumed))
+        self._running.add(task)
+        task.add_done_callback(self._done)
+
+    def _park(self, task: asyncio.Task[None]) -> None:
+        """The line of ``task`` waits on an upstream batch: its place is free for another."""
+        if task in self._running:
+            self._running.discard(task)
+            self._parked.add(task)
+            self._freed.set()
 
     async def _slot(self) -> bool:
         """Wait for a free place; False when the runner is stopping."""
@@ -254,8 +280,12 @@ class Runner:
                 await asyncio.wait_for(self._freed.wait(), SLOT_POLL_S)
         return False
 
-    async def _run(self, door: Door, tenant: str, batch_id: str, line: Line) -> None:
-        ok, result = await run_line(self.services, door, tenant, batch_id, line)
+    async def _run(self, door: Door, tenant: str, batch_id: str, line: Line, resumed: bool) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        park = functools.partial(self._park, task)
+        ticket = Ticket(self.upstream, tenant, batch_id, line.index, park, resumed)
+        ok, result = await run_line(self.services, door, tenant, batch_id, line, ticket)
         for attempt in range(FINISH_TRIES):
             try:
                 await self.batches.store.finish(batch_id, line.index, ok, result)
@@ -267,8 +297,9 @@ class Runner:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
+        self._parked.discard(task)
         self._freed.set()
-        if not self._running:
+        if not self._running and not self._parked:
             self.batches.nudge.set()  # the batch may be complete: look now
 
     async def _expire(self, batch_id: str, lines: list[Line], states: dict[int, LineState]) -> None:
@@ -281,9 +312,11 @@ class Runner:
                 await self.batches.store.finish(batch_id, line.index, False, result)
 
     async def _settle_orphans(
-        self, batch_id: str, lines: list[Line], states: dict[int, LineState]
+        self, tenant: str, batch: dict[str, Any], lines: list[Line], states: dict[int, LineState]
     ) -> None:
-        """Lines claimed by a replica that stopped beating without a result: interrupted."""
+        """Lines claimed by a replica that stopped beating without a result: taken over and run
+        again when they are in a stored upstream job (they rejoin it), else interrupted."""
+        store, batch_id = self.batches.store, batch["id"]
         orphans = {
             index: state.owner
             for index, state in states.items()
@@ -291,16 +324,23 @@ class Runner:
         }
         if not orphans:
             return
-        alive = await self.batches.store.alive(set(orphans.values()))
+        alive = await store.alive(set(orphans.values()))
+        sent = {index for job in await store.jobs(batch_id) for index in job["indexes"]}
+        door = self.doors[batch["endpoint"]]
         for index, owner in orphans.items():
-            if owner not in alive:
+            if owner in alive:
+                continue
+            if index in sent:
+                if await store.reclaim(batch_id, index, owner, self.owner):
+                    self._start(door, tenant, batch_id, lines[index], resumed=True)
+            else:
                 result = failed_line(
                     lines[index],
                     "line_interrupted",
                     "The gateway replica running this line stopped mid-call; it was not run "
                     "again, since its model may have answered.",
                 )
-                await self.batches.store.finish(batch_id, index, False, result)
+                await store.finish(batch_id, index, False, result)
 
     async def _finalize(self, tenant: str, batch: dict[str, Any]) -> None:
         """Once no line is in flight: the output and error files, and the final status."""
@@ -308,7 +348,9 @@ class Runner:
         if lines is None:
             return
         store, batch_id, status = self.batches.store, batch["id"], batch["status"]
-        await self._settle_orphans(batch_id, lines, await store.lines(batch_id))
+        if status == "cancelling":
+            await self.upstream.cancel(batch_id)
+        await self._settle_orphans(tenant, batch, lines, await store.lines(batch_id))
         states = await store.lines(batch_id)
         if any(state.result is None for state in states.values()):
             return  # still in flight somewhere: next time

@@ -2,7 +2,9 @@
 
 The state is the File and Batch objects of each tenant, and each batch's lines: which replica
 claimed a line (`claim`, atomic, so a line runs at most once across replicas and restarts) and
-what came of it (`finish`, first writer wins). Replicas prove they are alive with a heartbeat
+what came of it (`finish`, first writer wins); and the upstream batches its lines were sent in
+(`put_job`, see `gateway.batch.upstream`), so that another replica resumes polling one instead
+of sending its lines again. Replicas prove they are alive with a heartbeat
 (`beat`): a line claimed by a replica whose heartbeat has stopped was cut off mid-call, and is
 reported as interrupted, never run again, since its model may have answered already.
 
@@ -80,7 +82,20 @@ class BatchStore(Protocol):
         """Lines finished with a 2xx, and otherwise (``request_counts`` while it runs)."""
         ...
 
-    async def forget_lines(self, batch_id: str) -> None: ...
+    async def reclaim(self, batch_id: str, index: int, owner: str, new_owner: str) -> bool:
+        """Move a line without a result from ``owner`` (stopped) to ``new_owner``, if it is
+        still ``owner``'s: a line parked in an upstream batch is taken over, not run again."""
+        ...
+
+    async def put_job(self, batch_id: str, job: dict[str, Any]) -> None:
+        """Write an upstream batch job (JSON object with an ``id``) of the batch."""
+        ...
+
+    async def jobs(self, batch_id: str) -> list[dict[str, Any]]: ...
+    async def forget_lines(self, batch_id: str) -> None:
+        """Forget the batch's lines and upstream jobs (once its files are written)."""
+        ...
+
     async def beat(self, owner: str, ttl_s: float) -> None: ...
     async def alive(self, owners: set[str]) -> set[str]: ...
     async def aclose(self) -> None: ...
@@ -96,6 +111,9 @@ CREATE INDEX IF NOT EXISTS batch_objects_status ON batch_objects (status);
 CREATE TABLE IF NOT EXISTS batch_lines (
     batch TEXT NOT NULL, idx INTEGER NOT NULL, owner TEXT NOT NULL, ok INTEGER, result BLOB,
     PRIMARY KEY (batch, idx)
+);
+CREATE TABLE IF NOT EXISTS batch_jobs (
+    batch TEXT NOT NULL, id TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (batch, id)
 );
 CREATE TABLE IF NOT EXISTS batch_owners (owner TEXT PRIMARY KEY, expires REAL NOT NULL);
 """
@@ -188,8 +206,30 @@ class SQLiteBatchStore:
         )
         return int(row[0]), int(row[1])
 
+    async def reclaim(self, batch_id: str, index: int, owner: str, new_owner: str) -> bool:
+        return await self._run(
+            self._write,
+            "UPDATE batch_lines SET owner = ? "
+            "WHERE batch = ? AND idx = ? AND owner = ? AND result IS NULL",
+            (new_owner, batch_id, index, owner),
+        )
+
+    async def put_job(self, batch_id: str, job: dict[str, Any]) -> None:
+        await self._run(
+            self._write,
+            "INSERT OR REPLACE INTO batch_jobs VALUES (?, ?, ?)",
+            (batch_id, job["id"], msgspec.json.encode(job)),
+        )
+
+    async def jobs(self, batch_id: str) -> list[dict[str, Any]]:
+        rows = await self._run(
+            self._all, "SELECT value FROM batch_jobs WHERE batch = ? ORDER BY id", (batch_id,)
+        )
+        return [_decode(value) for (value,) in rows]
+
     async def forget_lines(self, batch_id: str) -> None:
         await self._run(self._write, "DELETE FROM batch_lines WHERE batch = ?", (batch_id,))
+        await self._run(self._write, "DELETE FROM batch_jobs WHERE batch = ?", (batch_id,))
 
     async def beat(self, owner: str, ttl_s: float) -> None:
         await self._run(

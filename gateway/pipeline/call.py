@@ -14,6 +14,10 @@ status, elapsed time), never the upstream's error text, which can quote the oper
 request id.
 
 A stream counts as started, and can no longer fall back, once its first chunk has arrived.
+
+A batch line whose model has ``batch_api`` on is not called: its body goes to that model's
+upstream batch (`gateway.batch.upstream`), whose answer comes back as the call's would; the
+upstream batch API retries on its own, so neither retries nor fallbacks apply.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from tenacity import (
 )
 
 from gateway import telemetry
+from gateway.batch.upstream.collector import Ticket, current
 from gateway.errors import UpstreamClientError, UpstreamUnavailable
 from gateway.pipeline.route import Decision
 from gateway.pipeline.turn import Turn
@@ -73,12 +78,25 @@ class Started:
 
 async def complete(turn: Turn, decision: Decision) -> tuple[str, Reply]:
     """The name of the model that answered, and its answer."""
+    ticket = current.get()
+    if ticket is not None and (
+        ticket.resumed or turn.runtime.policy.models[decision.model].batch_api
+    ):
+        return await _upstream_batch(turn, decision, ticket)
     with turn.trace.stage("call"):
         model, reply = await _first_success(
             turn, decision, lambda p, name: p.complete(_body(turn, name))
         )
     _remember_session(turn, decision, model)
     return model, reply
+
+
+async def _upstream_batch(turn: Turn, decision: Decision, ticket: Ticket) -> tuple[str, Reply]:
+    """A batch line's answer from its model's upstream batch."""
+    config = turn.runtime.policy.models[decision.model]
+    with turn.trace.stage("call"):
+        reply = await ticket.answer(decision.model, config, _body(turn, decision.model))
+    return decision.model, reply
 
 
 async def stream(turn: Turn, decision: Decision) -> tuple[str, Started]:

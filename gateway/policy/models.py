@@ -285,6 +285,30 @@ class ContainerOptions(Strict):
     )
 
 
+class BatchApi(Strict):
+    """How batch lines routed to a model go to its provider's own batch API as one upstream
+    batch (OpenAI's /v1/batches, Anthropic's Message Batches), billed at its batch price."""
+
+    flush_s: Seconds = Field(
+        default=2.0,
+        description="A gateway batch's lines are sent upstream once none has joined for this "
+        "long (or max_lines have).",
+    )
+    max_lines: int = Field(
+        default=50_000, ge=1, description="Most lines in one upstream batch (OpenAI's limit)."
+    )
+    poll_s: Seconds = Field(
+        default=10.0, description="First wait before asking the upstream batch's status."
+    )
+    poll_max_s: Seconds = Field(
+        default=300.0, description="Longest wait between two status checks (backoff doubles)."
+    )
+
+
+BATCH_API_PROVIDERS = frozenset({"openai_compatible", "anthropic"})
+"""The providers whose batch API the gateway speaks (Bedrock batch inference is not built)."""
+
+
 class ModelConfig(Strict):
     """A model the gateway can send requests to."""
 
@@ -335,6 +359,12 @@ class ModelConfig(Strict):
         "batch lines are sent with priority batch.priority and live requests go first. "
         "provider local_engine always does.",
     )
+    batch_api: BatchApi | None = Field(
+        default=None,
+        description="true (or its options): batch lines routed here go to the provider's own "
+        "batch API as one upstream batch per gateway batch, instead of one call each "
+        "(openai_compatible speaking OpenAI's /v1/files and /v1/batches, anthropic).",
+    )
     api_key: str | None = Field(default=None, description="Use ${ENV_VAR}, never a literal key.")
     price: Price | None = None
     fallbacks: tuple[Name, ...] = Field(default=(), description="Tried in order when this fails.")
@@ -348,6 +378,26 @@ class ModelConfig(Strict):
     def schedules_by_priority(self) -> bool:
         """Its server runs a request's ``priority`` (lower first) before others."""
         return self.priority_scheduling or self.provider == "local_engine"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _batch_api_flag(cls, data: Any) -> Any:
+        """``batch_api: true`` is the options' defaults; ``false`` is none."""
+        if isinstance(data, dict) and isinstance(data.get("batch_api"), bool):
+            data = {**data, "batch_api": {} if data["batch_api"] else None}
+        return data
+
+    @model_validator(mode="after")
+    def _batch_api_provider(self) -> ModelConfig:
+        if self.batch_api is not None and (
+            self.provider not in BATCH_API_PROVIDERS or self.kind != "chat"
+        ):
+            raise ValueError(
+                f"batch_api: the gateway speaks the batch API of chat models of "
+                f"{' and '.join(sorted(BATCH_API_PROVIDERS))} only, not {self.provider} "
+                f"({self.kind})"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod
