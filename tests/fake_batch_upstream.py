@@ -218,9 +218,10 @@ class FakeBatches(ScriptedServer[Submitted, None]):
             self.requests.append(batch)
             return 200, self._anthropic_object(batch)
         match = re.fullmatch(r"/([\w-]+)(/cancel|/results)?", rest)
-        batch = self._batches.get(match[1]) if match else None
-        if match is None or batch is None:
+        found = self._batches.get(match[1]) if match else None
+        if match is None or found is None:
             return None
+        batch = found
         if match[2] == "/cancel":
             self._cancel(batch)
         if match[2] == "/results":

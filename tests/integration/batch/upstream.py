@@ -15,7 +15,7 @@ BULK = {
     model: gpt-bulk
     api_key: sk-upstream-secret
     price: {{input_per_mtok: 2, output_per_mtok: 8, batch_discount: 0.5}}
-    batch_api: {{flush_s: 0.3, poll_s: 0.05, poll_max_s: 0.2}}
+    batch_api: {{flush_s: {flush_s}, poll_s: 0.05, poll_max_s: 0.2}}
 """,
     "anthropic": """\
   bulk:
@@ -24,16 +24,24 @@ BULK = {
     model: claude-bulk
     api_key: {key}
     price: {{input_per_mtok: 2, output_per_mtok: 8, batch_discount: 0.5}}
-    batch_api: {{flush_s: 0.3, poll_s: 0.05, poll_max_s: 0.2}}
+    batch_api: {{flush_s: {flush_s}, poll_s: 0.05, poll_max_s: 0.2}}
 """,
 }
 
 
 def upstream_policy(
-    primary: FakeUpstream, backup: FakeUpstream, fake: FakeBatches, api: str, concurrency: int = 4
+    primary: FakeUpstream,
+    backup: FakeUpstream,
+    fake: FakeBatches,
+    api: str,
+    *,
+    concurrency: int = 4,
+    flush_s: float = 0.3,
 ) -> str:
     """Batch lines go to ``bulk`` (on ``fake``'s ``api``); live requests to ``main``."""
     rule = "- {name: batch-work, when: {batch: true}, to: bulk}\n"
     text = batch_policy(primary, backup, concurrency=concurrency, extra_routes=rule)
-    bulk = BULK[api].format(base_url=fake.base_url, url=fake.url, key=ANTHROPIC_KEY)
+    bulk = BULK[api].format(
+        base_url=fake.base_url, url=fake.url, key=ANTHROPIC_KEY, flush_s=flush_s
+    )
     return text.replace("models:\n", "models:\n" + bulk, 1)
