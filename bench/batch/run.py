@@ -14,9 +14,10 @@ reaches it). Phases, one after the other on the same machine:
 3. ``interactive alone``: one client sends a short chat request through the gateway, waits
    for it, pauses ``--think-s``, again: its p50 latency on an idle engine.
 4. ``batch + interactive``: the batch again, with the interactive client running beside it:
-   the batch's throughput and the interactive p50 while batch work yields to it
-   (``batch.concurrency_while_live`` lines at most while it is active, and for
-   ``batch.live_quiet_s`` after).
+   the batch's throughput and the interactive p50 while batch work yields to it: the engine
+   pauses batch lines while a live request runs (``priority_scheduling``, on unless
+   ``--no-priority``), and the runner starts at most ``batch.concurrency_while_live`` lines
+   while live traffic is active (and for ``batch.live_quiet_s`` after).
 
 Reported: each round's tokens/s and ratio, the median ratio (target >= 0.8x), and the
 interactive p50 during the batch over alone (``--no-interactive`` skips phases 3 and 4).
@@ -71,6 +72,7 @@ def policy(engine_url: str, model: str, args: argparse.Namespace) -> str:
             model: {model}
             price: {{input_per_mtok: 0.02, output_per_mtok: 0.02}}
             timeouts: {{connect_s: 5, first_token_s: 600, total_s: 900}}
+            priority_scheduling: {str(args.priority).lower()}
         routes:
           - {{name: default, to: local}}
         cache:
@@ -80,6 +82,7 @@ def policy(engine_url: str, model: str, args: argparse.Namespace) -> str:
         batch:
           concurrency: {args.clients}
           concurrency_while_live: {args.while_live}
+          live_latency_bound: {args.bound if args.bound else "null"}
           live_quiet_s: {args.quiet_s}
         """)
 
@@ -231,11 +234,20 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--while-live", type=int, default=1, help="concurrency_while_live")
     parser.add_argument("--quiet-s", type=float, default=0.5, help="live_quiet_s")
+    parser.add_argument(
+        "--bound", type=float, default=1.5, help="live_latency_bound (0: null, a fixed limit)"
+    )
     parser.add_argument("--probes", type=int, default=8, help="interactive requests alone")
     parser.add_argument("--probe-tokens", type=int, default=8)
     parser.add_argument("--think-s", type=float, default=1.0)
     parser.add_argument("--engine-threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2, help="direct/batch pairs, alternated")
+    parser.add_argument(
+        "--priority",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="priority_scheduling on the engine's model: batch lines pause for live requests",
+    )
     parser.add_argument(
         "--interactive", action=argparse.BooleanOptionalAction, default=True, help="phases 2, 4"
     )
@@ -292,7 +304,9 @@ def report_interactive(
     p50_alone, p50_during = statistics.median(alone), statistics.median(during)
     print(
         f"\ninteractive: one client, {args.probe_tokens} tokens a request, {args.think_s:g} s "
-        f"between; concurrency_while_live {args.while_live}, live_quiet_s {args.quiet_s:g}"
+        f"between; concurrency_while_live {args.while_live}, live_quiet_s {args.quiet_s:g}, "
+        f"live_latency_bound {args.bound or 'null'}, priority_scheduling "
+        f"{str(args.priority).lower()}"
     )
     print("| phase | requests | p50 s | batch tokens/s | batch / direct |")
     print("| --- | ---: | ---: | ---: | ---: |")

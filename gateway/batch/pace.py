@@ -21,12 +21,15 @@ priorities, or this replica's own CPU.
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from collections.abc import Callable
 
 from gateway.policy.batch import BatchConfig
 from gateway.runtime.live import LiveTraffic
+
+log = logging.getLogger(__name__)
 
 DECIDE_AFTER = 3
 """Shared live requests that each decision waits for (fewer: one slow request decides)."""
@@ -55,6 +58,14 @@ class Pace:
             slowdown = statistics.median(shared) / statistics.median(self._live.alone)
             within = slowdown <= config.live_latency_bound
             self._move(self._limit + 1 if within else self._limit // 2)
+            if not within:
+                log.info(
+                    "batch runner: live requests took %.2fx their time alone beside batch "
+                    "lines (bound %.2fx); at most %d lines while live traffic is active",
+                    slowdown,
+                    config.live_latency_bound,
+                    self._limit,
+                )
         elif self._limit == 0 and self._clock() - self._changed_at > PROBE_S:
             self._move(1)
         self._limit = min(self._limit, config.concurrency)
