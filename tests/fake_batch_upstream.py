@@ -1,13 +1,16 @@
 """A fake of the hosted batch APIs: a real HTTP server on 127.0.0.1 in the exact wire formats
-of OpenAI's Files and Batch API (``/v1/files``, ``/v1/batches``) and Anthropic's Message
-Batches (``/v1/messages/batches``), counting every batch submitted and every line in it.
+of OpenAI's Files and Batch API (``/v1/files``, ``/v1/batches``), Anthropic's Message
+Batches (``/v1/messages/batches``) and Bedrock's batch inference (S3 ``PUT``/``GET`` of
+objects, path-style, and the ``/model-invocation-job`` control plane, each checked for a SigV4
+signature of its service), counting every batch submitted and every line in it. It also
+answers live chat calls (``/v1/chat/completions``), counted in `FakeBatches.live`.
 
 A batch stays ``in_progress`` while the fake is held (`FakeBatches.hold`), and otherwise ends
 on its next status check as `FakeBatches.end_as` says: ``completed`` (each line answered as the
 live fakes answer it: "<name> says: <last user message>"; a line whose message contains
 ``REFUSE`` gets a 400 in the error file), ``expired`` (no line answered: OpenAI lists each in
 the error file as ``batch_expired``; Anthropic's results say ``expired``) or ``failed``
-(OpenAI only). A cancelled batch ends ``cancelled`` with no line answered.
+(OpenAI and Bedrock). A cancelled batch ends ``cancelled`` with no line answered.
 """
 
 from __future__ import annotations
@@ -25,6 +28,15 @@ from tests.servers import ScriptedServer, read_body, read_headers
 Send = Any
 Receive = Any
 ANTHROPIC_KEY = "sk-ant-batch-key"
+BUCKET = "gw-batches"
+JOB_ARN_PREFIX = "arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/"
+_BEDROCK_STATUS = {
+    "in_progress": "InProgress",
+    "completed": "Completed",
+    "failed": "Failed",
+    "expired": "Expired",
+    "cancelled": "Stopped",
+}
 
 
 @dataclass
@@ -32,12 +44,14 @@ class Submitted:
     """One batch as the fake received it."""
 
     api: str
-    """``openai`` or ``anthropic``."""
+    """``openai``, ``anthropic`` or ``bedrock``."""
     id: str
     lines: dict[str, dict[str, Any]]
-    """Each line's body (OpenAI) or params (Anthropic), by custom_id."""
+    """Each line's body (OpenAI), params (Anthropic) or modelInput (Bedrock), by custom id."""
     status: str = "in_progress"
     cancelled: bool = False
+    output: str = ""
+    """Bedrock: the job's output prefix (s3://...)."""
 
 
 @dataclass
@@ -46,6 +60,10 @@ class FakeBatches(ScriptedServer[Submitted, None]):
     hold: bool = False
     end_as: str = "completed"
     cancels: list[str] = field(default_factory=list)
+    live: list[dict[str, Any]] = field(default_factory=list)
+    """Live chat calls' bodies."""
+    objects: dict[str, bytes] = field(default_factory=dict)
+    """The fake S3's objects, by ``bucket/key``."""
     problems: list[str] = field(default_factory=list)
     _files: dict[str, bytes] = field(default_factory=dict)
     _batches: dict[str, Submitted] = field(default_factory=dict)
@@ -56,6 +74,8 @@ class FakeBatches(ScriptedServer[Submitted, None]):
     def _cleared(self) -> None:
         self.hold, self.end_as = False, "completed"
         self.cancels.clear()
+        self.live.clear()
+        self.objects.clear()
         self.problems.clear()
         self._files.clear()
         self._batches.clear()
@@ -94,6 +114,15 @@ class FakeBatches(ScriptedServer[Submitted, None]):
             ):
                 return 401, {"type": "error", "error": {"type": "authentication_error"}}
             return self._anthropic(method, path.removeprefix("/v1/messages/batches"), raw)
+        if path.startswith("/model-invocation-job"):
+            self._signed(headers, "bedrock")
+            return self._bedrock(method, path.removeprefix("/model-invocation-job"), raw)
+        if path.startswith(f"/{BUCKET}/"):
+            self._signed(headers, "s3")
+            return self._s3(method, path.removeprefix("/"), raw)
+        if method == "POST" and path == "/v1/chat/completions":
+            self.live.append(json.loads(raw))
+            return 200, completion(self.name, self.live[-1])
         if method == "POST" and path == "/v1/files":
             return self._upload(headers, raw)
         if match := re.fullmatch(r"/v1/files/([\w-]+)/content", path):
@@ -204,6 +233,77 @@ class FakeBatches(ScriptedServer[Submitted, None]):
         self.cancels.append(batch.id)
         batch.cancelled = True
 
+    # -- Bedrock batch inference -----------------------------------------------------------
+
+    def _signed(self, headers: dict[str, str], service: str) -> None:
+        auth = headers.get("authorization", "")
+        if not (auth.startswith("AWS4-HMAC-SHA256 Credential=") and f"/{service}/aws4" in auth):
+            self.problems.append(f"a {service} request without its SigV4 signature")
+        if service == "s3" and "x-amz-content-sha256" not in headers:
+            self.problems.append("an S3 request without x-amz-content-sha256")
+
+    def _s3(self, method: str, key: str, raw: bytes) -> tuple[int, Any] | None:
+        if method == "PUT":
+            self.objects[key] = raw
+            return 200, b""
+        if method == "GET" and key in self.objects:
+            return 200, self.objects[key]
+        return 404, b"<Error><Code>NoSuchKey</Code><Message>no such key</Message></Error>"
+
+    def _bedrock(self, method: str, rest: str, raw: bytes) -> tuple[int, Any] | None:
+        if method == "POST" and rest == "":
+            job = json.loads(raw)
+            source = job["inputDataConfig"]["s3InputDataConfig"]["s3Uri"].removeprefix("s3://")
+            if job.get("modelInvocationType") != "Converse" or not job.get("roleArn"):
+                self.problems.append("a job that is not Converse, or without a role")
+            if source not in self.objects:
+                return 400, {"message": f"no input at {source}"}
+            records = [json.loads(r) for r in self.objects[source].splitlines() if r.strip()]
+            arn = f"{JOB_ARN_PREFIX}{uuid.uuid4().hex[:12]}"
+            batch = Submitted("bedrock", arn, {r["recordId"]: r["modelInput"] for r in records})
+            batch.output = job["outputDataConfig"]["s3OutputDataConfig"]["s3Uri"]
+            self._batches[arn] = batch
+            self.requests.append(batch)
+            return 200, {"jobArn": arn}
+        match = re.fullmatch(r"/(arn:.+?/\w+)(/stop)?", rest)
+        batch = self._batches.get(match[1]) if match else None
+        if match is None or batch is None:
+            return 404, {"message": "no such job"}
+        if match[2]:
+            self._cancel(batch)
+            return 200, {}
+        self._advance(batch)
+        if batch.status in ("completed", "cancelled") and batch.output:
+            self._bedrock_output(batch)
+        status = _BEDROCK_STATUS[batch.status]
+        return 200, {"jobArn": batch.id, "status": status, "modelId": "fake"}
+
+    def _bedrock_output(self, batch: Submitted) -> None:
+        """The output file Bedrock writes: ``{output}{job id}/input.jsonl.out``."""
+        records = []
+        for record_id, converse in batch.lines.items():
+            text = _prompt(converse)
+            record: dict[str, Any] = {"recordId": record_id, "modelInput": converse}
+            if batch.status != "completed":
+                continue  # a stopped job answered none here
+            if "REFUSE" in text:
+                record["error"] = {"errorCode": 400, "errorMessage": "refused"}
+            else:
+                words = len(text.split())
+                record["modelOutput"] = {
+                    "output": {
+                        "message": {
+                            "role": "assistant",
+                            "content": [{"text": f"{self.name} says: {text}"}],
+                        }
+                    },
+                    "stopReason": "end_turn",
+                    "usage": {"inputTokens": words, "outputTokens": words + 3},
+                }
+            records.append(record)
+        key = f"{batch.output.removeprefix('s3://')}{batch.id.rsplit('/', 1)[1]}/input.jsonl.out"
+        self.objects[key] = b"".join(json.dumps(r).encode() + b"\n" for r in records)
+
     # -- Anthropic --------------------------------------------------------------------------
 
     def _anthropic(self, method: str, rest: str, raw: bytes) -> tuple[int, Any] | None:
@@ -274,9 +374,9 @@ class FakeBatches(ScriptedServer[Submitted, None]):
 
 
 def _prompt(body: dict[str, Any]) -> str:
-    """The last user message's text of a chat body or Messages params."""
+    """The last user message's text of a chat body, Messages params or a Converse request."""
     user = [m for m in body["messages"] if m.get("role") == "user"]
     content = user[-1]["content"] if user else ""
     if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+        return " ".join(p["text"] for p in content if p.get("type", "text") == "text")
     return str(content)

@@ -17,7 +17,8 @@ A stream counts as started, and can no longer fall back, once its first chunk ha
 
 A batch line whose model has ``batch_api`` on is not called: its body goes to that model's
 upstream batch (`gateway.batch.upstream`), whose answer comes back as the call's would; the
-upstream batch API retries on its own, so neither retries nor fallbacks apply.
+upstream batch API retries on its own, so neither retries nor fallbacks apply. A line not sent
+upstream (too few for the model's minimum) is called as usual.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from tenacity import (
 )
 
 from gateway import telemetry
-from gateway.batch.upstream.collector import Ticket, current
+from gateway.batch.upstream.collector import current
 from gateway.errors import UpstreamClientError, UpstreamUnavailable
 from gateway.pipeline.route import Decision
 from gateway.pipeline.turn import Turn
@@ -82,21 +83,17 @@ async def complete(turn: Turn, decision: Decision) -> tuple[str, Reply]:
     if ticket is not None and (
         ticket.resumed or turn.runtime.policy.models[decision.model].batch_api
     ):
-        return await _upstream_batch(turn, decision, ticket)
+        config = turn.runtime.policy.models[decision.model]
+        with turn.trace.stage("call"):
+            answer = await ticket.answer(decision.model, config, _body(turn, decision.model))
+        if answer is not None:
+            return decision.model, answer
     with turn.trace.stage("call"):
         model, reply = await _first_success(
             turn, decision, lambda p, name: p.complete(_body(turn, name))
         )
     _remember_session(turn, decision, model)
     return model, reply
-
-
-async def _upstream_batch(turn: Turn, decision: Decision, ticket: Ticket) -> tuple[str, Reply]:
-    """A batch line's answer from its model's upstream batch."""
-    config = turn.runtime.policy.models[decision.model]
-    with turn.trace.stage("call"):
-        reply = await ticket.answer(decision.model, config, _body(turn, decision.model))
-    return decision.model, reply
 
 
 async def stream(turn: Turn, decision: Decision) -> tuple[str, Started]:

@@ -287,7 +287,8 @@ class ContainerOptions(Strict):
 
 class BatchApi(Strict):
     """How batch lines routed to a model go to its provider's own batch API as one upstream
-    batch (OpenAI's /v1/batches, Anthropic's Message Batches), billed at its batch price."""
+    batch (OpenAI's /v1/batches, Anthropic's Message Batches, Bedrock's batch inference),
+    billed at its batch price."""
 
     flush_s: Seconds = Field(
         default=2.0,
@@ -303,10 +304,35 @@ class BatchApi(Strict):
     poll_max_s: Seconds = Field(
         default=300.0, description="Longest wait between two status checks (backoff doubles)."
     )
+    s3_uri: Annotated[str, StringConstraints(pattern=r"^s3://[^/]+(/.*)?$")] | None = Field(
+        default=None,
+        description="bedrock: where batch inference's input and output files go "
+        "(s3://bucket/prefix); the model's aws credentials must be able to write and read it.",
+    )
+    role_arn: str | None = Field(
+        default=None,
+        description="bedrock: the service role batch inference runs as (it reads and writes "
+        "s3_uri).",
+    )
+    min_lines: int = Field(
+        default=1,
+        ge=1,
+        description="A smaller group is called line by line instead (Bedrock refuses jobs "
+        "under its per-model minimum, 100 records for most models: set it so).",
+    )
+    control_url: Annotated[str, StringConstraints(pattern=r"^https?://")] | None = Field(
+        default=None,
+        description="bedrock: the control plane (default https://bedrock.{region}.amazonaws.com).",
+    )
+    s3_url: Annotated[str, StringConstraints(pattern=r"^https?://")] | None = Field(
+        default=None,
+        description="bedrock: the S3 endpoint, path-style (default "
+        "https://s3.{region}.amazonaws.com).",
+    )
 
 
-BATCH_API_PROVIDERS = frozenset({"openai_compatible", "anthropic"})
-"""The providers whose batch API the gateway speaks (Bedrock batch inference is not built)."""
+BATCH_API_PROVIDERS = frozenset({"openai_compatible", "anthropic", "bedrock"})
+"""The providers whose batch API the gateway speaks."""
 
 
 class ModelConfig(Strict):
@@ -363,7 +389,8 @@ class ModelConfig(Strict):
         default=None,
         description="true (or its options): batch lines routed here go to the provider's own "
         "batch API as one upstream batch per gateway batch, instead of one call each "
-        "(openai_compatible speaking OpenAI's /v1/files and /v1/batches, anthropic).",
+        "(openai_compatible speaking OpenAI's /v1/files and /v1/batches, anthropic's Message "
+        "Batches, bedrock's batch inference: needs s3_uri and role_arn).",
     )
     api_key: str | None = Field(default=None, description="Use ${ENV_VAR}, never a literal key.")
     price: Price | None = None
@@ -397,6 +424,9 @@ class ModelConfig(Strict):
                 f"{' and '.join(sorted(BATCH_API_PROVIDERS))} only, not {self.provider} "
                 f"({self.kind})"
             )
+        options = self.batch_api
+        if self.provider == "bedrock" and options and not (options.s3_uri and options.role_arn):
+            raise ValueError("batch_api: bedrock batch inference needs s3_uri and role_arn")
         return self
 
     @model_validator(mode="before")

@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 import msgspec
 import yarl
-from botocore.auth import SigV4Auth
+from botocore.auth import S3SigV4Auth, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials
 from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserError
@@ -116,18 +116,22 @@ class Signer:
             raise AttemptFailed("status", "HTTP 401: no AWS credentials found", status=401)
         return found
 
-    async def sign(self, url: str, body: bytes, headers: Mapping[str, str]) -> dict[str, str]:
+    async def sign(
+        self, url: str, body: bytes, headers: Mapping[str, str], method: str = "POST"
+    ) -> dict[str, str]:
         """The headers to send ``body`` to ``url`` with: ``headers`` plus the signature's.
 
         ``url`` is already percent-encoded; botocore encodes its path once more for the
-        canonical request, as AWS does on its side.
+        canonical request, as AWS does on its side. S3 (batch inference's files) signs the
+        payload's hash too, as its own header.
         """
         try:
             frozen = await self._current()
         except BotoCoreError as exc:  # an unknown profile, a role that cannot be assumed...
             raise AttemptFailed("status", f"HTTP 401: AWS credentials: {exc}", status=401) from exc
-        request = AWSRequest(method="POST", url=url, data=body, headers=dict(headers))
-        SigV4Auth(frozen, self._service, self._aws.region).add_auth(request)
+        request = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
+        auth = S3SigV4Auth if self._service == "s3" else SigV4Auth
+        auth(frozen, self._service, self._aws.region).add_auth(request)
         return dict(request.headers.items())
 
 

@@ -38,7 +38,9 @@ class LineFailed:
     """The upstream's error body, passed on when the line itself was at fault (a 400)."""
 
 
-Result = Reply | LineFailed
+Result = Reply | LineFailed | None
+"""A line's answer, its failure, or None: not sent upstream (a group under the model's
+``batch_api.min_lines``), so the line is called as a live request is."""
 
 
 @dataclass(frozen=True, slots=True)

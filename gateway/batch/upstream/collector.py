@@ -39,6 +39,7 @@ from typing import Any
 from gateway.batch.store import BatchStore, StateUnavailable
 from gateway.batch.upstream.anthropic import AnthropicBatches
 from gateway.batch.upstream.api import BatchApi, LineFailed, Outcome, Result
+from gateway.batch.upstream.bedrock import BedrockBatches
 from gateway.batch.upstream.openai import OpenAIBatches
 from gateway.batch.wire import new_id
 from gateway.errors import GatewayError, UpstreamClientError, UpstreamUnavailable
@@ -48,6 +49,11 @@ from gateway.providers import AttemptFailed, Reply
 
 log = logging.getLogger(__name__)
 
+_ADAPTERS: dict[str, Callable[[ModelConfig], BatchApi]] = {
+    "anthropic": AnthropicBatches,
+    "bedrock": BedrockBatches,
+    "openai_compatible": OpenAIBatches,
+}
 _ENDED_CODES = {"expired": "batch_expired", "cancelled": "batch_cancelled"}
 
 current: ContextVar[Ticket | None] = ContextVar("upstream_batch_ticket", default=None)
@@ -68,8 +74,9 @@ class Ticket:
     resumed: bool = False
     """The line was sent upstream by a replica that stopped: it rejoins that job."""
 
-    async def answer(self, model: str, config: ModelConfig, body: dict[str, Any]) -> Reply:
-        """The line's answer from an upstream batch; a `GatewayError` for the error file."""
+    async def answer(self, model: str, config: ModelConfig, body: dict[str, Any]) -> Reply | None:
+        """The line's answer from an upstream batch, or None when it is to be called as a live
+        request is (too few lines for one); a `GatewayError` for the error file."""
         return await self.collector.answer(self, model, config, body)
 
 
@@ -80,6 +87,7 @@ class _Group:
     tenant: str
     model: str
     api: BatchApi
+    min_lines: int
     requests: dict[int, dict[str, Any]] = field(default_factory=dict)
     waiting: dict[int, asyncio.Future[Result]] = field(default_factory=dict)
     timer: asyncio.TimerHandle | None = None
@@ -102,7 +110,7 @@ class Collector:
 
     async def answer(
         self, ticket: Ticket, model: str, config: ModelConfig, body: dict[str, Any]
-    ) -> Reply:
+    ) -> Reply | None:
         if ticket.resumed:
             future = await self._rejoin(ticket)
         else:
@@ -129,7 +137,7 @@ class Collector:
             future.set_result(request)
             return future
         key = (ticket.batch_id, model)
-        group = self._groups.setdefault(key, _Group(ticket.tenant, model, api))
+        group = self._groups.setdefault(key, _Group(ticket.tenant, model, api, options.min_lines))
         group.requests[ticket.index], group.waiting[ticket.index] = request, future
         if group.timer is not None:
             group.timer.cancel()
@@ -146,6 +154,11 @@ class Collector:
             return
         if group.timer is not None:
             group.timer.cancel()
+        if len(group.requests) < group.min_lines:
+            for future in group.waiting.values():
+                if not future.done():
+                    future.set_result(None)  # called line by line
+            return
         task = asyncio.create_task(self._send(key[0], group))
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
@@ -274,11 +287,7 @@ class Collector:
         """One adapter per policy model entry (a reloaded policy's entry gets its own)."""
         found = self._apis.get(id(config))
         if found is None:
-            api: BatchApi = (
-                AnthropicBatches(config)
-                if config.provider == "anthropic"
-                else OpenAIBatches(config)
-            )
+            api = _ADAPTERS.get(config.provider, OpenAIBatches)(config)
             found = self._apis[id(config)] = (config, api)
         return found[1]
 

@@ -1,8 +1,9 @@
 """Batch lines sent to a provider's own batch API (``batch_api`` on the model), through the
 official openai SDK: one upstream batch per gateway batch holding every line the caches did not
 answer, each custom_id back once with its answer, the ledger at the batch price; cancel and an
-upstream batch that fails or expires. OpenAI's Batch API and Anthropic's Message Batches, each
-on the fake of `tests.fake_batch_upstream`."""
+upstream batch that fails or expires; a group too small for the model's minimum called line by
+line. OpenAI's Batch API, Anthropic's Message Batches and Bedrock's batch inference, each on
+the fake of `tests.fake_batch_upstream`."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from tests.integration.batch.upstream import upstream_policy
 from tests.servers import module_fixtures
 
 _fake_batches, fake_batches = module_fixtures("fake_batches", FakeBatches)
-APIS = ["openai", "anthropic"]
+APIS = ["openai", "anthropic", "bedrock"]
 LINES = 40
 
 
@@ -107,7 +108,14 @@ def test_cancelling_a_batch_cancels_its_upstream_batch(
 
 
 @pytest.mark.parametrize(
-    ("api", "end_as"), [("openai", "failed"), ("openai", "expired"), ("anthropic", "expired")]
+    ("api", "end_as"),
+    [
+        ("openai", "failed"),
+        ("openai", "expired"),
+        ("anthropic", "expired"),
+        ("bedrock", "failed"),
+        ("bedrock", "expired"),
+    ],
 )
 def test_an_upstream_batch_that_fails_or_expires_puts_its_lines_in_the_error_file(
     start_gateway: Callable[..., Gateway],
@@ -130,3 +138,23 @@ def test_an_upstream_batch_that_fails_or_expires_puts_its_lines_in_the_error_fil
         response = done.errors[f"line-{i}"]["response"]
         assert (response["status_code"], response["body"]["error"]["code"]) == (502, code)
     assert primary.requests == [] and backup.requests == []
+
+
+def test_a_group_under_the_models_minimum_is_called_line_by_line(
+    start_gateway: Callable[..., Gateway],
+    primary: FakeUpstream,
+    backup: FakeUpstream,
+    fake_batches: FakeBatches,
+) -> None:
+    policy = upstream_policy(primary, backup, fake_batches, "openai", min_lines=10)
+    gateway = start_gateway(policy)
+    lines = [chat_line(f"line-{i}", f"prompt {i}") for i in range(3)]
+    done = run_batch(gateway.client(), lines, "/v1/chat/completions")
+
+    assert fake_batches.requests == []
+    assert sorted(b["messages"][0]["content"] for b in fake_batches.live) == [
+        f"prompt {i}" for i in range(3)
+    ]
+    assert {cid: e["response"]["status_code"] for cid, e in done.output.items()} == {
+        f"line-{i}": 200 for i in range(3)
+    }
