@@ -87,17 +87,21 @@ class JsonClient:
                 return await response.read()
 
     async def json(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
-        raw = await self.read(method, url, **kwargs)
-        try:
-            found = msgspec.json.decode(raw)
-        except msgspec.DecodeError as exc:
-            raise AttemptFailed("protocol", f"{method} {url}: not JSON: {exc}") from exc
-        if not isinstance(found, dict):
-            raise AttemptFailed("protocol", f"{method} {url}: not a JSON object")
-        return found
+        return json_object(await self.read(method, url, **kwargs), f"{method} {url}")
 
     async def aclose(self) -> None:
         await self._session.close()
+
+
+def json_object(raw: bytes, what: str) -> dict[str, Any]:
+    """A response body that must be one JSON object; `AttemptFailed` otherwise."""
+    try:
+        found = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise AttemptFailed("protocol", f"{what}: not JSON: {exc}") from exc
+    if not isinstance(found, dict):
+        raise AttemptFailed("protocol", f"{what}: not a JSON object")
+    return found
 
 
 def jsonl(raw: bytes) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ import aiohttp
 import msgspec
 import yarl
 
-from gateway.batch.upstream.api import LineFailed, Outcome, Result, jsonl
+from gateway.batch.upstream.api import LineFailed, Outcome, Result, json_object, jsonl
 from gateway.policy.models import ModelConfig
 from gateway.providers import AttemptFailed, Reply
 from gateway.providers import converse as wire
@@ -151,13 +151,7 @@ class BedrockBatches:
         data = b"" if body is None else msgspec.json.encode(body)
         headers = {"content-type": "application/json"} if body is not None else {}
         raw = await self._send(self._bedrock, method, self._control + path, data, headers)
-        try:
-            found = msgspec.json.decode(raw)
-        except msgspec.DecodeError as exc:
-            raise AttemptFailed("protocol", f"Bedrock {method} {path}: not JSON") from exc
-        if not isinstance(found, dict):
-            raise AttemptFailed("protocol", f"Bedrock {method} {path}: not a JSON object")
-        return found
+        return json_object(raw, f"Bedrock {method} {path}")
 
     async def _s3_call(self, method: str, key: str, data: bytes = b"") -> bytes:
         url = f"{self._objects}/{quote(key, safe='/')}"

@@ -54,6 +54,9 @@ _ADAPTERS: dict[str, Callable[[ModelConfig], BatchApi]] = {
     "bedrock": BedrockBatches,
     "openai_compatible": OpenAIBatches,
 }
+WINDOW_S = 25 * 3600.0
+"""How long a job is polled at most: past the upstream's own 24 h window, an upstream batch
+still not ended is given up as expired."""
 _ENDED_CODES = {"expired": "batch_expired", "cancelled": "batch_cancelled"}
 
 current: ContextVar[Ticket | None] = ContextVar("upstream_batch_ticket", default=None)
@@ -107,6 +110,8 @@ class Collector:
         self._pokes: dict[str, asyncio.Event] = {}
         self._sends: set[asyncio.Task[None]] = set()
         self._apis: dict[int, tuple[ModelConfig, BatchApi]] = {}
+        self._cancelled: set[str] = set()
+        """Gateway batches cancelled here: a line arriving later is not sent."""
 
     async def answer(
         self, ticket: Ticket, model: str, config: ModelConfig, body: dict[str, Any]
@@ -133,6 +138,8 @@ class Collector:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         api = self._api(config)
         request = api.request(str(ticket.index), body)
+        if ticket.batch_id in self._cancelled:
+            request = _unanswered("cancelled")
         if isinstance(request, LineFailed):
             future.set_result(request)
             return future
@@ -243,6 +250,8 @@ class Collector:
             except AttemptFailed as exc:
                 log.warning("upstream batch %s: status unknown: %s", job["upstream_id"], exc)
                 outcome = None
+            if outcome is None and time.time() - job["created_at"] > WINDOW_S:
+                outcome = Outcome("expired", {})
             if outcome is not None:
                 break
             delay = min(delay * 2, options.poll_max_s)
@@ -254,6 +263,7 @@ class Collector:
         batch ended without it)."""
         self._polls.pop(job_id, None)
         self._pokes.pop(job_id, None)
+        self._jobs.pop(job_id, None)  # a line resumed later reads it from the store again
         for index, future in self._waiting.pop(job_id, {}).items():
             if future.done():  # its line was cancelled meanwhile
                 continue
@@ -263,6 +273,7 @@ class Collector:
     async def cancel(self, batch_id: str) -> None:
         """Cancel the batch's upstream batches (each once) and fail its lines not sent yet;
         what the upstream answered before the cancel is kept. Raises `StateUnavailable`."""
+        self._cancelled.add(batch_id)
         for key in [key for key in self._groups if key[0] == batch_id]:
             group = self._groups.pop(key)
             if group.timer is not None:
