@@ -158,3 +158,29 @@ def test_a_group_under_the_models_minimum_is_called_line_by_line(
     assert {cid: e["response"]["status_code"] for cid, e in done.output.items()} == {
         f"line-{i}": 200 for i in range(3)
     }
+
+
+def test_responses_lines_go_upstream_too(
+    start_gateway: Callable[..., Gateway],
+    primary: FakeUpstream,
+    backup: FakeUpstream,
+    fake_batches: FakeBatches,
+) -> None:
+    gateway = start_gateway(upstream_policy(primary, backup, fake_batches, "anthropic"))
+    lines = [
+        {
+            "custom_id": f"r{i}",
+            "method": "POST",
+            "url": "/v1/responses",
+            "body": {"model": "auto", "input": f"responses question {i}", "store": False},
+        }
+        for i in range(3)
+    ]
+    done = run_batch(gateway.client(), lines, "/v1/responses")
+
+    assert len(fake_batches.requests) == 1
+    for i in range(3):
+        body = done.output[f"r{i}"]["response"]["body"]
+        assert body["object"] == "response" and body["status"] == "completed"
+        assert body["output"][0]["content"][0]["text"] == f"batchy says: responses question {i}"
+    assert primary.requests == []
