@@ -53,7 +53,7 @@ def create_app(settings: Settings) -> Litestar:
         if isinstance(exact, MemoryStore):
             telemetry.metrics.set_cache_size("exact", exact.__len__)
         models = Models(settings.data_dir / "models", settings.data_dir)
-        semantic = LazySemanticCache(settings.redis_url)
+        semantic = LazySemanticCache(settings.redis_url, settings.ledger_url)
         await models.prepare(
             embedder=policy.cache.semantic.enabled or runtime.classifies,
             classifier=runtime.classifies,

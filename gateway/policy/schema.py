@@ -165,6 +165,13 @@ class SemanticCacheConfig(Strict):
     prompt, earlier turns, tools, output-shaping parameters); see the README."""
 
     enabled: bool = Field(default=False, description="Loads the embedding model at start.")
+    index: Literal["local", "pgvector"] = Field(
+        default="local",
+        description="local: each process searches its own copy of the entries (FAISS; shared "
+        "through Redis when the gateway has one); pgvector: every replica searches one table in "
+        "the ledger's PostgreSQL (GATEWAY_LEDGER_URL; `gateway db upgrade` creates it), so a "
+        "replica holds no entries and is ready at once. Read when the cache opens.",
+    )
     strictness: Literal["strict", "balanced"] = Field(
         default="strict",
         description="strict: the operating point that keeps wrong answers rarest (QQP precision "

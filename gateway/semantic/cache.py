@@ -37,8 +37,9 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.ml import guard
-from gateway.semantic.index import Candidate, IndexConfig, LocalIndex, StoredEntry
+from gateway.semantic.index import Candidate, IndexConfig, LocalIndex, StoredEntry, VectorIndex
 from gateway.semantic.mirror import RedisMirror
+from gateway.semantic.pgvector import PgvectorIndex
 from gateway.semantic.store import RedisStore, id_hex
 
 __all__ = ["Hit", "SemanticCache"]
@@ -94,11 +95,15 @@ class SemanticCache:
         guard_check: GuardCheck = guard.check,
         clock: Callable[[], float] = time.time,
         sweep_interval_s: float = 5.0,
+        index: VectorIndex | None = None,
     ) -> None:
+        """``index``: a shared index (then ``store`` must be None: the index is the sharing);
+        default: this process's :class:`LocalIndex`, mirrored in Redis when ``store`` is given."""
+        if index is not None and store is not None:
+            raise ValueError("a shared index is not mirrored in Redis")
         self.config = config
         self._guard = guard_check
         self._clock = clock
-        self._index = LocalIndex(config, clock)
         self._executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="semantic-cache", initializer=_single_threaded_faiss
         )
@@ -108,11 +113,14 @@ class SemanticCache:
         self._sweep_interval_s = sweep_interval_s
         self._closed = False
         self.counters: Counter[str] = Counter()
-        self._mirror = (
-            None
-            if store is None
-            else RedisMirror(store, self._index, self._run, self.counters, clock)
-        )
+        self._mirror: RedisMirror | None = None
+        self._index: VectorIndex
+        if index is None:
+            local = self._index = LocalIndex(config, clock)
+            if store is not None:
+                self._mirror = RedisMirror(store, local, self._run, self.counters, clock)
+        else:
+            self._index = index
 
     @classmethod
     async def open(
@@ -131,9 +139,15 @@ class SemanticCache:
         sweep_interval_s: float = 5.0,
         clock: Callable[[], float] = time.time,
         guard_check: GuardCheck | None = None,
+        pgvector_url: str | None = None,
     ) -> SemanticCache:
         """Open a cache; with ``redis_url`` its entries are rebuilt from Redis first (when Redis
         is unreachable it starts empty and degraded, and catches up once Redis answers).
+
+        ``pgvector_url``: the entries are in that PostgreSQL's shared table instead
+        (:mod:`~gateway.semantic.pgvector`; ``redis_url`` must be None): nothing to rebuild,
+        and a database that cannot be used raises
+        :class:`~gateway.semantic.pgvector.IndexUnavailable` here.
 
         ``guard_check``: the meaning guard (default: the rules and the committed learned
         verifier, loaded here in a thread so that the first lookup does not pay for it)."""
@@ -152,13 +166,21 @@ class SemanticCache:
             if redis_url
             else None
         )
+        index = None if pgvector_url is None else PgvectorIndex(config, pgvector_url, clock)
         cache = cls(
             config,
             store,
             guard_check=guard_check,
             clock=clock,
             sweep_interval_s=sweep_interval_s,
+            index=index,
         )
+        if index is not None:
+            try:
+                await cache._run(index.connect)
+            except BaseException:
+                await cache.aclose()
+                raise
         if cache._mirror is not None:
             await cache._mirror.start()
             cache._tasks.append(asyncio.create_task(cache._mirror.follow(), name="semantic-follow"))
@@ -197,8 +219,8 @@ class SemanticCache:
         self, tenant: str, fingerprint: str, vector: npt.ArrayLike, text: str, payload: bytes
     ) -> str | None:
         """Cache ``payload`` (opaque bytes) as the answer to ``text`` in this tenant and context;
-        returns the entry id, or None when the write was skipped (too large, or Redis
-        degraded). Only the opening of ``text`` that the guard reads is kept."""
+        returns the entry id, or None when the write was skipped (too large, or Redis or the
+        shared index degraded). Only the opening of ``text`` that the guard reads is kept."""
         row = self._vector(vector)
         entry = StoredEntry(
             secrets.randbits(63),
@@ -214,7 +236,9 @@ class SemanticCache:
         if self._mirror is not None and not await self._mirror.put(entry, row):
             self.counters["stores_skipped"] += 1
             return None
-        await self._run(self._index.add, [(entry, row)])
+        if not await self._run(self._index.add, [(entry, row)]):  # a shared index is away
+            self.counters["stores_skipped"] += 1
+            return None
         self.counters["stores"] += 1
         return id_hex(entry.entry_id)
 
@@ -229,8 +253,14 @@ class SemanticCache:
 
     @property
     def degraded(self) -> bool:
-        """Redis is unreachable or slow: lookups use the local index, stores are skipped."""
-        return self._mirror is not None and self._mirror.degraded_reason is not None
+        """Redis is unreachable or slow (lookups use the local index), or the shared index's
+        database is (lookups miss); stores are skipped either way."""
+        return self._degraded_reason() is not None
+
+    def _degraded_reason(self) -> str | None:
+        if self._mirror is not None:
+            return self._mirror.degraded_reason
+        return self._index.degraded_reason
 
     @property
     def last_sync(self) -> float | None:
@@ -247,18 +277,12 @@ class SemanticCache:
 
     def health(self) -> dict[str, Any]:
         """State for /readyz and metrics: ``status`` is "ok" or "degraded"."""
-        reason = None if self._mirror is None else self._mirror.degraded_reason
+        reason = self._degraded_reason()
         return {
             "status": "degraded" if reason else "ok",
-            "backend": "redis" if self._mirror is not None else "memory",
+            "backend": "redis" if self._mirror is not None else self._index.kind,
             "detail": reason,
-            "entries": len(self._index),
-            "bytes": self._index.size_bytes,
-            "partitions": self._index.partition_count(),
-            "approximate_partitions": self._index.approximate_partitions(),
-            "evicted": self._index.evicted,
-            "expired": self._index.expired,
-            "too_large": self._index.too_large,
+            **self._index.stats(),
             "last_sync": self.last_sync,
             **dict(self.counters),
         }
@@ -279,6 +303,7 @@ class SemanticCache:
         for pending in self._pending:
             if not pending.future.done():
                 pending.future.set_result(None)
+        await self._run(self._index.close)
         self._executor.shutdown(wait=True)
         if self._mirror is not None:
             await self._mirror.aclose()
@@ -371,7 +396,11 @@ class SemanticCache:
                 continue
             if item.max_age_s is not None and now - entry.created > item.max_age_s:
                 continue
-            stored = self._index.vector(item.tenant, item.fingerprint, entry.entry_id)
+            stored = (
+                candidate.vector
+                if candidate.vector is not None
+                else self._index.vector(item.tenant, item.fingerprint, entry.entry_id)
+            )
             verdict = item.check(item.text, entry.text, item.vector, stored)
             if not verdict.ok:
                 self.counters[f"guard_veto_{verdict.reason}"] += 1

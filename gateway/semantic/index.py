@@ -29,13 +29,20 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import faiss
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Candidate", "IndexConfig", "LocalIndex", "StoredEntry", "entry_bytes"]
+__all__ = [
+    "Candidate",
+    "IndexConfig",
+    "LocalIndex",
+    "StoredEntry",
+    "VectorIndex",
+    "entry_bytes",
+]
 
 Vector = npt.NDArray[np.float32]
 
@@ -99,6 +106,53 @@ class Candidate:
 
     entry: StoredEntry
     score: float
+    vector: Vector | None = None
+    """The entry's stored vector when the search read it already (pgvector: it saves a round
+    trip); None: ask the index's ``vector``."""
+
+
+class VectorIndex(Protocol):
+    """What :class:`~gateway.semantic.cache.SemanticCache` needs of an index: this process's
+    :class:`LocalIndex`, or the shared :class:`~gateway.semantic.pgvector.PgvectorIndex`. Every
+    call comes from the cache's one worker thread, never from the event loop."""
+
+    config: IndexConfig
+    kind: str
+    """What /readyz calls the index: "memory" or "pgvector"."""
+
+    @property
+    def degraded_reason(self) -> str | None:
+        """Why the index cannot be used now (its server is away); None while it can."""
+
+    def __len__(self) -> int: ...
+
+    def search(
+        self,
+        tenant: str,
+        fingerprint: str,
+        vectors: Vector,
+        threshold: float,
+        max_age_s: float | None = None,
+    ) -> list[list[Candidate]]: ...
+
+    def vector(self, tenant: str, fingerprint: str, entry_id: int) -> Vector: ...
+
+    def fits(self, entry: StoredEntry) -> bool: ...
+
+    def touch(self, entry_id: int) -> None: ...
+
+    def add(self, entries: Iterable[tuple[StoredEntry, Vector]]) -> int: ...
+
+    def remove(self, entry_ids: Iterable[int]) -> int: ...
+
+    def remove_tenant(self, tenant: str | None) -> int: ...
+
+    def expire(self) -> int: ...
+
+    def stats(self) -> dict[str, Any]:
+        """Sizes and counters for /readyz and metrics."""
+
+    def close(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -115,6 +169,8 @@ class _Partition:
 
 class LocalIndex:
     """Entries of all tenants, searched per partition. See the module docstring."""
+
+    kind = "memory"
 
     def __init__(self, config: IndexConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
@@ -146,6 +202,25 @@ class LocalIndex:
 
     def approximate_partitions(self) -> int:
         return sum(p.approximate for p in self._partitions.values())
+
+    @property
+    def degraded_reason(self) -> str | None:
+        """Always None: an outage of Redis degrades the mirror, never this index."""
+        return None
+
+    def close(self) -> None:
+        """Nothing to release: the entries are this object's memory."""
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "entries": len(self._entries),
+            "bytes": self.size_bytes,
+            "partitions": self.partition_count(),
+            "approximate_partitions": self.approximate_partitions(),
+            "evicted": self.evicted,
+            "expired": self.expired,
+            "too_large": self.too_large,
+        }
 
     def search(
         self,

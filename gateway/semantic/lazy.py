@@ -6,9 +6,13 @@ Its size settings (``max_entries``, ``max_bytes``, ``max_entry_bytes``, ``ttl``,
 the threshold, the strictness, the scope, the temperature limit and ``enabled`` are read per
 request by the pipeline's semantic-cache stage.
 
-A flush reaches Redis even when this process never opened the cache (the policy disables it
-now, but it was enabled before, here or on another replica): offboarding a tenant must remove
-its entries, not only this process's copy of them.
+``cache.semantic.index`` is read when it opens too: ``pgvector`` keeps the entries in the
+ledger's PostgreSQL (``index_url``, from ``GATEWAY_LEDGER_URL``) instead of this process and Redis.
+
+A flush reaches Redis (and the shared table, when there is a ledger database) even when this
+process never opened the cache (the policy disables it now, but it was enabled before, here or
+on another replica): offboarding a tenant must remove its entries, not only this process's copy
+of them.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 
 from gateway.policy.schema import SemanticCacheConfig
 from gateway.semantic.cache import SemanticCache
+from gateway.semantic.pgvector import IndexUnavailable, flush_table
 from gateway.semantic.store import RedisStore
 
 log = logging.getLogger(__name__)
@@ -29,8 +34,9 @@ NAMESPACE = "gw:semantic"
 
 
 class LazySemanticCache:
-    def __init__(self, redis_url: str | None) -> None:
+    def __init__(self, redis_url: str | None, index_url: str | None = None) -> None:
         self._redis_url = redis_url
+        self._index_url = index_url
         self._cache: SemanticCache | None = None
         self._lock = asyncio.Lock()
 
@@ -43,11 +49,14 @@ class LazySemanticCache:
         here; returns how many."""
         if self._cache is not None:
             return await self._cache.flush(tenant)
+        count = 0
+        if self._index_url is not None:
+            count += await asyncio.to_thread(flush_table, self._index_url, tenant)
         if self._redis_url is None:
-            return 0  # nothing was ever stored: entries without Redis live in an open cache
+            return count  # entries without Redis or the shared table live in an open cache
         store = RedisStore(self._redis_url, NAMESPACE)
         try:
-            return await store.flush(tenant)
+            return count + await store.flush(tenant)
         finally:
             await store.aclose()
 
@@ -69,8 +78,15 @@ class LazySemanticCache:
         async with self._lock:
             if self._cache is None:
                 started = time.perf_counter()
+                shared = config.index == "pgvector"
+                if shared and self._index_url is None:
+                    raise IndexUnavailable(
+                        "cache.semantic.index: pgvector needs the ledger's PostgreSQL: "
+                        "set GATEWAY_LEDGER_URL (postgresql://...) and run `gateway db upgrade`"
+                    )
                 self._cache = await SemanticCache.open(
-                    self._redis_url,
+                    None if shared else self._redis_url,
+                    pgvector_url=self._index_url if shared else None,
                     namespace=NAMESPACE,
                     max_entries=config.max_entries,
                     ttl_s=config.ttl,
@@ -80,7 +96,7 @@ class LazySemanticCache:
                 )
                 log.info(
                     "semantic cache open (%s, %d entries) in %.2f s",
-                    "redis" if self._redis_url else "memory",
+                    self._cache.health()["backend"],
                     self.size(),
                     time.perf_counter() - started,
                 )
