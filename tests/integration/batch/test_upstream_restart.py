@@ -2,10 +2,10 @@
 batch from that same upstream batch: it is never submitted again (the fake counts submissions
 and the lines in them), and every line comes back once with its answer.
 
-Killed (SIGKILL, Redis store) after the upstream batch was submitted: the restarted replica
-takes the dead one's lines over and polls the stored job. Stopped (SIGTERM, SQLite store)
-while the lines were still being collected: the stopping replica sends them first, and the
-restarted one polls what it sent.
+Killed (SIGKILL; OpenAI on the Redis store, Bedrock on SQLite) after the upstream batch was
+submitted: the restarted replica takes the dead one's lines over and polls the stored job.
+Stopped (SIGTERM, SQLite store) while the lines were still being collected: the stopping
+replica sends them first, and the restarted one polls what it sent.
 """
 
 from __future__ import annotations
@@ -36,7 +36,14 @@ def _until(condition: str, check: Callable[[], object]) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize(("how", "store"), [(signal.SIGKILL, "redis"), (signal.SIGTERM, "sqlite")])
+@pytest.mark.parametrize(
+    ("how", "store", "api"),
+    [
+        (signal.SIGKILL, "redis", "openai"),
+        (signal.SIGKILL, "sqlite", "bedrock"),
+        (signal.SIGTERM, "sqlite", "openai"),
+    ],
+)
 def test_a_stopped_gateway_resumes_its_upstream_batch_without_sending_it_again(
     tmp_path: Path,
     primary: FakeUpstream,
@@ -45,12 +52,13 @@ def test_a_stopped_gateway_resumes_its_upstream_batch_without_sending_it_again(
     own_redis: RedisProcess,
     how: signal.Signals,
     store: str,
+    api: str,
 ) -> None:
     redis_url = own_redis.url if store == "redis" else None
     # Killed: sent at once, then held upstream. Stopped: still collecting when stopped.
     flush_s = 0.3 if how == signal.SIGKILL else 60.0
     policy = tmp_path / "policy.yaml"
-    policy.write_text(upstream_policy(primary, backup, fake_batches, "openai", flush_s=flush_s))
+    policy.write_text(upstream_policy(primary, backup, fake_batches, api, flush_s=flush_s))
     fake_batches.hold = True
     first, url = _serve(policy, tmp_path / "data", redis_url)
     try:
