@@ -186,9 +186,9 @@ class Collector:
         try:
             await self._store.put_job(batch_id, job)
             job["upstream_id"] = await group.api.submit([group.requests[i] for i in indexes])
-        except (AttemptFailed, StateUnavailable) as exc:
-            log.warning("batch %s: upstream batch of %s not sent: %s", batch_id, group.model, exc)
-            reason = exc.kind if isinstance(exc, AttemptFailed) else "the batch store failed"
+        except Exception as exc:  # a bug too: the lines must not wait for ever
+            log.warning("batch %s: upstream batch of %s not sent: %r", batch_id, group.model, exc)
+            reason = exc.kind if isinstance(exc, AttemptFailed) else type(exc).__name__
             failed = LineFailed(502, "upstream_batch_failed", f"Not sent upstream: {reason}.")
             self._settle(job["id"], Outcome("failed", {}), failed)
             return
@@ -247,8 +247,8 @@ class Collector:
             poke.clear()
             try:
                 outcome = await api.poll(job["upstream_id"])
-            except AttemptFailed as exc:
-                log.warning("upstream batch %s: status unknown: %s", job["upstream_id"], exc)
+            except Exception as exc:  # transient, or unreadable: asked again, up to the window
+                log.warning("upstream batch %s: status unknown: %r", job["upstream_id"], exc)
                 outcome = None
             if outcome is None and time.time() - job["created_at"] > WINDOW_S:
                 outcome = Outcome("expired", {})
@@ -283,7 +283,9 @@ class Collector:
                     future.set_result(_unanswered("cancelled"))
         for job in await self._store.jobs(batch_id):
             config = self._models().get(job["model"])
-            if job["upstream_id"] is None or job.get("cancelled") or config is None:
+            if job["upstream_id"] is None or job.get("cancelled"):
+                continue
+            if config is None or config.batch_api is None:  # gone from the policy: polled no more
                 continue
             try:
                 await self._api(config).cancel(job["upstream_id"])
