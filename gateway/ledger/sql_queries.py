@@ -2,7 +2,9 @@
 
 A report over whole UTC days reads only the rollups (a few rows per day, whatever the traffic);
 the partial days at either end of its period are summed from ``records`` by time, so a report
-is exact to the second and reads at most two days of records. The database does the grouping (by the
+is exact to the second and reads at most two days of records. Where the store also keeps the
+tags' hourly rollups (PostgreSQL), a tagged report reads the whole hours of those partial days
+from them, and only the partial hours from ``records``. The database does the grouping (by the
 report's columns), so Python folds only the rows of the report.
 
 Both stores have the same tables (`gateway.ledger.rows`); a `Dialect` holds what their SQL
@@ -33,16 +35,21 @@ class Dialect:
     """The parameter placeholder."""
     tags: str
     """A join of ``records`` with its tags as rows ``t(key, value)``."""
+    tag_hours: bool = False
+    """Whether the store keeps ``rollup_tag_hour`` (the sums of each tag per UTC hour)."""
 
 
 SQLITE = Dialect(param="?", tags="records LEFT JOIN json_each(records.tags) AS t")
 POSTGRES = Dialect(
     param="%s",
     tags="records LEFT JOIN LATERAL jsonb_each_text(records.tags::jsonb) AS t(key, value) ON true",
+    tag_hours=True,
 )
 
 DIMS = ("day", "tag", "tenant", "model", "route", "cache")
 """The columns of a `Group`, in order."""
+HOUR_S = 3600
+"""The period of ``rollup_tag_hour``'s rows."""
 # The same sums as `Sums.of`, over records (for the partial days at the ends of a period).
 _RECORD_SUMS = """
     COUNT(*), SUM(input_tokens), SUM(cached_input_tokens), SUM(output_tokens),
@@ -73,21 +80,36 @@ class ReportQuery:
             self.keep.discard("tag")
 
     def groups(self, conn: Connection, since: float, until: float) -> list[Group]:
-        """The groups of ``[since, until)``: rollups for the whole days, records for the rest."""
-        first = -(-since // DAY_S) * DAY_S  # the start of the first whole day
-        last = until // DAY_S * DAY_S  # the end of the last whole day
+        """The groups of ``[since, until)``: rollups for the whole days, the rest by `partial`."""
+        first, last = _whole(since, until, DAY_S)
+        if first >= last:
+            return self.partial(conn, since, until)
+        return [
+            *self.partial(conn, since, first),
+            *self.rollups(conn, day_of(first), day_of(last)),
+            *self.partial(conn, last, until),
+        ]
+
+    def partial(self, conn: Connection, since: float, until: float) -> list[Group]:
+        """The groups of a period within a day: from the records, but a tagged report reads
+        its whole hours from the hourly rollups where the store keeps them."""
+        if not (self.tagged and self.dialect.tag_hours):
+            return self.scan(conn, since, until)
+        first, last = _whole(since, until, HOUR_S)
         if first >= last:
             return self.scan(conn, since, until)
         return [
             *self.scan(conn, since, first),
-            *self.rollups(conn, day_of(first), day_of(last)),
+            *self.rollups(conn, int(first // HOUR_S), int(last // HOUR_S), hourly=True),
             *self.scan(conn, last, until),
         ]
 
-    def rollups(self, conn: Connection, first: int, stop: int) -> list[Group]:
-        """The groups of days ``[first, stop)``, from the rollups."""
+    def rollups(self, conn: Connection, first: int, stop: int, hourly: bool = False) -> list[Group]:
+        """The groups of days ``[first, stop)`` from the rollups (``hourly``: of hours, from
+        the tags' hourly rollups)."""
         p = self.dialect.param
-        where: list[str] = [f"day >= {p}", f"day < {p}"]
+        unit = "hour" if hourly else "day"
+        where: list[str] = [f"{unit} >= {p}", f"{unit} < {p}"]
         params: list[Any] = [first, stop]
         if self.tenant is not None:
             where.append(f"tenant = {p}")
@@ -96,8 +118,10 @@ class ReportQuery:
             where.append(f"tag = {p}")
             params.append(self.tag)
         columns = {d: d for d in DIMS}
+        if hourly:
+            columns["day"] = f"hour / {DAY_S // HOUR_S}"  # the UTC day of an hour (>= 0)
         select, group = self._select(columns)
-        table = "rollup_tag" if self.tagged else "rollup"
+        table = "rollup_tag_hour" if hourly else "rollup_tag" if self.tagged else "rollup"
         sums = ", ".join(f'SUM("{name}")' for name in NAMES)  # "both" is a keyword in PostgreSQL
         rows = conn.execute(
             f"SELECT {select}, {sums} FROM {table} WHERE {' AND '.join(where)} GROUP BY {group}",
@@ -179,6 +203,12 @@ def records_after(
         sql += f" LIMIT {p}"
         params = (*params, limit)
     return [record_of(tuple(row)) for row in conn.execute(sql, params).fetchall()]
+
+
+def _whole(since: float, until: float, unit: int) -> tuple[float, float]:
+    """The start of the first whole ``unit`` (seconds) in ``[since, until)``, and the end of the
+    last one (the first is not before the last when there is none)."""
+    return -(-since // unit) * unit, until // unit * unit
 
 
 def _group(row: tuple[Any, ...]) -> Group:

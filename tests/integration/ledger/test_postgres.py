@@ -1,5 +1,6 @@
 """The PostgreSQL ledger against a real PostgreSQL: migrations, reports equal to SQLite's,
-monthly partitions, exactly-once, budgets across replicas, and the database going away."""
+monthly partitions, exactly-once (in the hourly tag rollups too, and in their back-fill),
+budgets across replicas, and the database going away."""
 
 from __future__ import annotations
 
@@ -18,11 +19,20 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from yoyo import read_migrations
 
-from gateway.ledger import open_ledger
+from gateway.ledger import Ledger, LedgerRecord, open_ledger
 from gateway.ledger.base import SCAN_PAGE
-from gateway.ledger.postgres_schema import pending, upgrade
+from gateway.ledger.postgres_schema import (
+    MIGRATIONS,
+    _backend,
+    connect,
+    pending,
+    store_batch,
+    upgrade,
+)
 from gateway.ledger.postgres_store import PostgresLedger
+from gateway.ledger.sums import Sums, tag_labels
 from tests.conftest import ADMIN_KEY, Gateway, policy_text
 from tests.fake_upstream import FakeUpstream
 from tests.integration.ledger.test_redis import MIX
@@ -62,10 +72,90 @@ async def _stored_ids(ledger: PostgresLedger) -> Counter[str]:
 
 
 def test_upgrade_applies_each_migration_once() -> None:
+    ids = [path.stem for path in sorted(MIGRATIONS.glob("*.sql"))]
+    assert ids[0] == "0001.ledger-tables" and "0003.tag-hours" in ids
     with fresh_database() as url:
-        assert pending(url) == ["0001.ledger-tables"]
-        assert upgrade(url) == ["0001.ledger-tables"]
+        assert pending(url) == ids
+        assert upgrade(url) == ids
         assert upgrade(url) == [] and pending(url) == []
+
+
+# Periods whose ends cut days and hours: a tagged report reads whole days from the daily
+# rollups, whole hours from the hourly ones and the seconds around them from the records.
+PARTIAL_PERIODS = (
+    (T0 + 1800 + 7, T0 + DAY + 5400 + 13),
+    (T0 + 100, T0 + DAY - 100),
+    (T0 + 5 * 3600 + 1, T0 + 5 * 3600 + 20),
+    (T0 + 3 * 3600, T0 + 2 * DAY),
+)
+
+
+def _hour_sums(records: list[LedgerRecord]) -> dict[tuple[Any, ...], tuple[int, ...]]:
+    """What ``rollup_tag_hour`` must hold for ``records``, summed in Python (`Sums.of`)."""
+    sums: dict[tuple[Any, ...], Sums] = {}
+    for r in records:
+        for label in tag_labels(r.tags):
+            key = (int(r.time // 3600), label, r.tenant, r.model or "", r.route or "", r.cache)
+            sums.setdefault(key, Sums()).add(Sums.of(r))
+    return {key: tuple(value.values()) for key, value in sums.items()}
+
+
+def _stored_hour_sums(url: str) -> dict[tuple[Any, ...], tuple[int, ...]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT * FROM ledger.rollup_tag_hour").fetchall()
+    return {tuple(row[:6]): tuple(int(v) for v in row[6:]) for row in rows}
+
+
+async def _same_reports_by_tag(postgres: PostgresLedger, sqlite: Ledger) -> None:
+    for since, until in PARTIAL_PERIODS:
+        for by, tag in [(("tag",), None), (("day", "tag", "cache"), None), (("model",), "team=x")]:
+            for tenant in (None, "team-b"):
+                a = await postgres.report(since, until, by, tenant=tenant, tag=tag)
+                b = await sqlite.report(since, until, by, tenant=tenant, tag=tag)
+                assert a.to_dict() == b.to_dict(), (since, until, by, tenant, tag)
+
+
+async def test_hourly_tag_rollups_count_each_record_once_and_reports_stay_exact(
+    database: str, tmp_path: Path
+) -> None:
+    postgres = pg_ledger(database, tmp_path / "p")
+    sqlite = open_ledger(None, tmp_path / "s")
+    for ledger in (postgres, sqlite):
+        await ledger.start()
+        for r in [*MIX, *MIX[:7]]:  # replayed records, in the same batch
+            ledger.record(r)
+        await ledger.flush()
+    for r in MIX[20:40]:  # and in a later one
+        postgres.record(r)
+    await postgres.flush()
+    assert _stored_hour_sums(database) == _hour_sums(MIX)
+    await _same_reports_by_tag(postgres, sqlite)
+    for ledger in (postgres, sqlite):
+        await ledger.aclose()
+
+
+async def test_the_tag_hours_migration_back_fills_what_was_stored_before(
+    tmp_path: Path,
+) -> None:
+    with fresh_database() as url:
+        with _backend(url) as backend:
+            first = backend.to_apply(read_migrations(str(MIGRATIONS)))[:1]
+            backend.apply_migrations(first)
+        with connect(url, 2) as conn:
+            store_batch(conn, MIX, set())
+            assert conn.execute("SELECT to_regclass('rollup_tag_hour')").fetchone() == (None,)
+        assert "0003.tag-hours" in upgrade(url)
+        assert _stored_hour_sums(url) == _hour_sums(MIX)
+        postgres = pg_ledger(url, tmp_path / "p")
+        sqlite = open_ledger(None, tmp_path / "s")
+        for ledger in (postgres, sqlite):
+            await ledger.start()
+        for r in MIX:
+            sqlite.record(r)
+        await sqlite.flush()
+        await _same_reports_by_tag(postgres, sqlite)
+        for ledger in (postgres, sqlite):
+            await ledger.aclose()
 
 
 async def test_reports_equal_sqlite_reports_to_the_second(database: str, tmp_path: Path) -> None:
