@@ -11,7 +11,9 @@ it costs a live request's p50 and what it leaves of the batch's throughput.
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated
+
+from pydantic import Field, StringConstraints
 
 from gateway.policy.types import Duration, Seconds, Strict
 
@@ -62,4 +64,50 @@ class BatchConfig(Strict):
         ge=2 * 86400.0,
         description="Files and finished batches older than this are deleted (at least 2d, "
         "past any batch's 24h window); seconds, or 7d, 30d.",
+    )
+
+
+class UpstreamBatch(Strict):
+    """How batch lines routed to a model go to its provider's own batch API as one upstream
+    batch (OpenAI's /v1/batches, Anthropic's Message Batches, Bedrock's batch inference),
+    billed at its batch price."""
+
+    flush_s: Seconds = Field(
+        default=2.0,
+        description="A gateway batch's lines are sent upstream once none has joined for this "
+        "long (or max_lines have).",
+    )
+    max_lines: int = Field(
+        default=50_000, ge=1, description="Most lines in one upstream batch (OpenAI's limit)."
+    )
+    poll_s: Seconds = Field(
+        default=10.0, description="First wait before asking the upstream batch's status."
+    )
+    poll_max_s: Seconds = Field(
+        default=300.0, description="Longest wait between two status checks (backoff doubles)."
+    )
+    s3_uri: Annotated[str, StringConstraints(pattern=r"^s3://[^/]+(/.*)?$")] | None = Field(
+        default=None,
+        description="bedrock: where batch inference's input and output files go "
+        "(s3://bucket/prefix); the model's aws credentials must be able to write and read it.",
+    )
+    role_arn: str | None = Field(
+        default=None,
+        description="bedrock: the service role batch inference runs as (it reads and writes "
+        "s3_uri).",
+    )
+    min_lines: int = Field(
+        default=1,
+        ge=1,
+        description="A smaller group is called line by line instead (Bedrock refuses jobs "
+        "under its per-model minimum, 100 records for most models: set it so).",
+    )
+    control_url: Annotated[str, StringConstraints(pattern=r"^https?://")] | None = Field(
+        default=None,
+        description="bedrock: the control plane (default https://bedrock.{region}.amazonaws.com).",
+    )
+    s3_url: Annotated[str, StringConstraints(pattern=r"^https?://")] | None = Field(
+        default=None,
+        description="bedrock: the S3 endpoint, path-style (default "
+        "https://s3.{region}.amazonaws.com).",
     )

@@ -43,7 +43,7 @@ from gateway.batch.upstream.bedrock import BedrockBatches
 from gateway.batch.upstream.openai import OpenAIBatches
 from gateway.batch.wire import new_id
 from gateway.errors import GatewayError, UpstreamClientError, UpstreamUnavailable
-from gateway.policy.models import BatchApi as BatchApiOptions
+from gateway.policy.batch import UpstreamBatch
 from gateway.policy.models import ModelConfig
 from gateway.providers import AttemptFailed, Reply
 
@@ -132,7 +132,7 @@ class Collector:
         ticket: Ticket,
         model: str,
         config: ModelConfig,
-        options: BatchApiOptions,
+        options: UpstreamBatch,
         body: dict[str, Any],
     ) -> asyncio.Future[Result]:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
