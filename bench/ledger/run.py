@@ -5,6 +5,7 @@
                                [--redis-records 1000000] [--skip-redis] [--out DIR]
                                [--postgres postgresql://postgres@127.0.0.1:5432]
                                [--postgres-records 10000000] [--skip-postgres]
+                               [--postgres-database gw_bench_ledger] [--json FILE]
 
 1. ``record()``: p50/p99 of one call on a running ledger (writer task batching in the
    background on the same event loop), SQLite and Redis, and the rate at which the writer
@@ -22,12 +23,15 @@
    same reports from its rollups, in process and through the CLI.
 
 Prints a markdown table; bench/ledger/RESULTS.md holds the figures of the last run on record.
+``--json FILE`` also writes the PostgreSQL figures (write rate, database size, report times) for
+the capacity model (bench/capacity/model.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import shutil
@@ -207,6 +211,8 @@ async def main() -> None:
     )
     parser.add_argument("--postgres-records", type=int, default=None)
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--postgres-database", default="gw_bench_ledger")
+    parser.add_argument("--json", type=Path, help="write the PostgreSQL figures here")
     parser.add_argument("--record-calls", type=int, default=50_000)
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/ledger")
     parser.add_argument(
@@ -227,7 +233,10 @@ async def main() -> None:
         await run(args, redis_n)
         if not args.skip_postgres:
             n = args.records if args.postgres_records is None else args.postgres_records
-            await run_postgres(args, n)
+            figures = await run_postgres(args, n)
+            if args.json:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps({"postgres": figures}, indent=1) + "\n")
     finally:
         if server is not None:
             server.terminate()
@@ -364,17 +373,17 @@ async def run(args: argparse.Namespace, redis_n: int) -> None:
         show(lines)
 
 
-async def run_postgres(args: argparse.Namespace, n: int) -> None:
-    """Section 4: ``n`` records into PostgreSQL, then the reports, in process and by CLI."""
-    url = f"{args.postgres}/gw_bench_ledger"
+async def run_postgres(args: argparse.Namespace, n: int) -> dict[str, object]:
+    """Section 4: ``n`` records into PostgreSQL, then the reports, in process and by CLI;
+    returns the figures."""
+    name = args.postgres_database
+    url = f"{args.postgres}/{name}"
     with psycopg.connect(f"{args.postgres}/postgres", autocommit=True) as admin:
-        exists = admin.execute(
-            "SELECT 1 FROM pg_database WHERE datname = 'gw_bench_ledger'"
-        ).fetchone()
+        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if exists and not args.reuse:
-            admin.execute("DROP DATABASE gw_bench_ledger WITH (FORCE)")
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         if not exists or not args.reuse:
-            admin.execute("CREATE DATABASE gw_bench_ledger")
+            admin.execute(f'CREATE DATABASE "{name}"')
     postgres_schema.upgrade(url)
     ledger = open_ledger(None, args.out / "postgres", ledger_url=url, timeout_s=60)
     assert isinstance(ledger, PostgresLedger)
@@ -382,16 +391,19 @@ async def run_postgres(args: argparse.Namespace, n: int) -> None:
     now = time.time()
     with psycopg.connect(url) as conn:
         stored = conn.execute("SELECT count(*) FROM ledger.records").fetchone()
+    figures: dict[str, object] = {"records": stored[0] if stored and stored[0] else n}
     if stored and stored[0]:
         written = f"{stored[0]:,} records reused from an earlier run"
     else:
         fill_s = await fill(ledger, n, now, 20_000)
+        figures["write_records_per_s"] = n / fill_s
         written = (
             f"{n:,} records written in {fill_s:.1f} s ({n / fill_s:,.0f} records/s: COPY and "
             "rollup upserts, one transaction per 20,000)"
         )
     with psycopg.connect(url) as conn:
-        size = conn.execute("SELECT pg_database_size('gw_bench_ledger')").fetchone()
+        size = conn.execute("SELECT pg_database_size(%s)", (name,)).fetchone()
+    figures |= {"database_bytes": size[0] if size else 0, "load_average": os.getloadavg()}
     lines = [
         "",
         f"PostgreSQL ledger: {written}; database {size[0] / 2**20 if size else 0:,.0f} MiB.",
@@ -400,15 +412,19 @@ async def run_postgres(args: argparse.Namespace, n: int) -> None:
         "| --- | --- | --- | --- |",
     ]
     env = {**os.environ, "GATEWAY_DATA_DIR": str(args.out / "postgres"), "GATEWAY_LEDGER_URL": url}
+    reports = []
     for label, seconds, requests in await report_times(ledger, now):
         cli = [sys.executable, "-m", "gateway", "report", *label.split(), "-f", "json"]
 
         def run_cli(cli: list[str] = cli) -> None:
             subprocess.run(cli, env=env, cwd=ROOT, check=True, capture_output=True)
 
-        lines.append(f"| `{label}` | {seconds:.3f} s | {timed(run_cli):.2f} s | {requests:,} |")
+        cli_s = timed(run_cli)
+        lines.append(f"| `{label}` | {seconds:.3f} s | {cli_s:.2f} s | {requests:,} |")
+        reports.append({"report": label, "in_process_s": seconds, "cli_s": cli_s})
     await ledger.aclose()
     show(lines)
+    return figures | {"reports": reports}
 
 
 def show(lines: list[str]) -> None:
