@@ -1,7 +1,10 @@
 """The semantic cache: answers to earlier requests that mean the same, in the same context.
 
 - :mod:`~gateway.semantic.fingerprint`: the context fingerprint a hit must share.
-- :mod:`~gateway.semantic.index`: FAISS search per (tenant, fingerprint), LRU and TTL.
+- :mod:`~gateway.semantic.index`: FAISS search per (tenant, fingerprint), LRU and TTL, and the
+  interface (``VectorIndex``) that the cache asks of an index.
+- :mod:`~gateway.semantic.pgvector`: the shared index instead (``cache.semantic.index:
+  pgvector``): one PostgreSQL table that every replica searches.
 - :mod:`~gateway.semantic.store` and :mod:`~gateway.semantic.codec`: entries in Redis.
 - :mod:`~gateway.semantic.mirror`: keeps this process's index in step with Redis (resync,
   follow the log, degrade while Redis is away).

@@ -6,7 +6,9 @@ at least the threshold are offered, best first, to the meaning guard (its rules,
 verifier on the two texts and their vectors), and the first it accepts is the hit. All index
 work runs in one worker thread; concurrent lookups that arrive while it is busy are taken
 together as one batch (one FAISS search per partition), so the event loop only ever waits on a
-future.
+future. A shared index (:mod:`~gateway.semantic.pgvector`) is searched over the network
+instead, from as many worker threads as it has connections (``VectorIndex.threads``): the
+lookups waiting are split between them, so one slow statement does not hold up the rest.
 
 With Redis (``redis_url``) the entries are shared with the other processes, and the cache is
 *degraded* while Redis is unreachable or slow (lookups keep working, stores are skipped); how
@@ -25,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -104,23 +107,25 @@ class SemanticCache:
         self.config = config
         self._guard = guard_check
         self._clock = clock
+        self._index: VectorIndex = LocalIndex(config, clock) if index is None else index
         self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="semantic-cache", initializer=_single_threaded_faiss
+            max_workers=self._index.threads,
+            thread_name_prefix="semantic-cache",
+            initializer=_single_threaded_faiss,
         )
         self._pending: list[_Lookup] = []
-        self._drainer: asyncio.Task[None] | None = None
+        self._drainers: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._sweep_interval_s = sweep_interval_s
         self._closed = False
         self.counters: Counter[str] = Counter()
-        self._mirror: RedisMirror | None = None
-        self._index: VectorIndex
-        if index is None:
-            local = self._index = LocalIndex(config, clock)
-            if store is not None:
-                self._mirror = RedisMirror(store, local, self._run, self.counters, clock)
-        else:
-            self._index = index
+        self._counting = threading.Lock()
+        """Worker threads count under it (a shared index has several)."""
+        self._mirror = (
+            RedisMirror(store, self._index, self._run, self.counters, clock)
+            if store is not None and isinstance(self._index, LocalIndex)
+            else None
+        )
 
     @classmethod
     async def open(
@@ -211,8 +216,9 @@ class SemanticCache:
                 tenant, fingerprint, row, text, threshold, max_age_s, check or self._guard, future
             )
         )
-        if self._drainer is None or self._drainer.done():
-            self._drainer = asyncio.create_task(self._drain())
+        self._drainers = {d for d in self._drainers if not d.done()}
+        if len(self._drainers) < self._index.threads:
+            self._drainers.add(asyncio.create_task(self._drain()))
         return await future
 
     async def store(
@@ -295,8 +301,8 @@ class SemanticCache:
         self._closed = True
         if self._mirror is not None:
             self._mirror.stop()
-        for task in [*self._tasks, self._drainer]:
-            if task is not None and not task.done():
+        for task in [*self._tasks, *self._drainers]:
+            if not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -323,14 +329,17 @@ class SemanticCache:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def _drain(self) -> None:
+        """Take the waiting lookups (a share of them when the index has several threads, so
+        that the others' drainers take the rest) until none wait."""
         while self._pending:
-            batch, self._pending = self._pending, []
+            share = -(-len(self._pending) // self._index.threads)  # ceil
+            batch, self._pending = self._pending[:share], self._pending[share:]
             try:
                 results = await self._run(self._lookup_batch, batch)
             except Exception:  # a failed lookup is a miss, never an error
                 log.exception("semantic lookup failed")
                 results = [None] * len(batch)
-                self.counters["lookup_errors"] += 1
+                self._count("lookup_errors")
             for item, result in zip(batch, results, strict=True):
                 if not item.future.done():
                     item.future.set_result(result)
@@ -385,10 +394,14 @@ class SemanticCache:
     def _failed(self, item: _Lookup) -> None:
         """A lookup that raised is a miss, never an error (logged, counted)."""
         log.exception("semantic lookup failed (tenant %s)", item.tenant)
-        self.counters["lookup_errors"] += 1
+        self._count("lookup_errors")
+
+    def _count(self, name: str) -> None:
+        with self._counting:
+            self.counters[name] += 1
 
     def _decide(self, item: _Lookup, candidates: list[Candidate]) -> Hit | None:
-        self.counters["lookups"] += 1
+        self._count("lookups")
         now = self._clock()
         for candidate in candidates:
             entry = candidate.entry
@@ -403,10 +416,10 @@ class SemanticCache:
             )
             verdict = item.check(item.text, entry.text, item.vector, stored)
             if not verdict.ok:
-                self.counters[f"guard_veto_{verdict.reason}"] += 1
+                self._count(f"guard_veto_{verdict.reason}")
                 continue
             self._index.touch(entry.entry_id)
-            self.counters["hits"] += 1
+            self._count("hits")
             return Hit(
                 id_hex(entry.entry_id), candidate.score, entry.text, entry.payload, entry.created
             )

@@ -119,6 +119,8 @@ class VectorIndex(Protocol):
     config: IndexConfig
     kind: str
     """What /readyz calls the index: "memory" or "pgvector"."""
+    threads: int
+    """How many worker threads may call it at once (1: it is not thread-safe)."""
 
     @property
     def degraded_reason(self) -> str | None:
@@ -171,6 +173,7 @@ class LocalIndex:
     """Entries of all tenants, searched per partition. See the module docstring."""
 
     kind = "memory"
+    threads = 1
 
     def __init__(self, config: IndexConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config

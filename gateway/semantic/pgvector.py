@@ -22,11 +22,14 @@ on each sweep, so the table may overshoot by one sweep's stores). ``max_bytes`` 
 the server's disk holds the entries. ``len`` and the sizes are the server's statistics,
 refreshed on each sweep, so nothing on the event loop ever waits on the database.
 
-NOTE on outages. Every call comes from the cache's one worker thread and uses one connection. A
-connection error (or a statement slower than ``timeout_s``) degrades the index: lookups are
-misses and stores are skipped without touching the network, and each sweep tries to reconnect;
-a flush raises :class:`IndexUnavailable` (503). The first connection, at open, must succeed: a
-wrong URL, a missing table or extension is a startup error, not a silently empty cache.
+NOTE on threads and outages. The cache calls from ``threads`` worker threads, each with a
+connection of its own (made on its first call), so that lookups run side by side on the server.
+A connection error (or a statement slower than ``timeout_s``) degrades the index and retires
+every connection (each thread makes a new one on its next call: after a server restart none of
+the old ones works): lookups are misses and stores are skipped without touching the network, and
+each sweep tries to reconnect; a flush raises :class:`IndexUnavailable` (503). The first
+connection, at open, must succeed: a wrong URL, a missing table or extension is a startup error,
+not a silently empty cache.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from __future__ import annotations
 import logging
 import math
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -212,12 +216,19 @@ class PgvectorIndex:
         clock: Callable[[], float] = time.time,
         *,
         timeout_s: float = 1.0,
+        threads: int = 4,
     ) -> None:
         self.config = config
         self.url = url
+        self.threads = threads
         self._clock = clock
         self._timeout_s = timeout_s
-        self._conn: psycopg.Connection | None = None
+        self._here = threading.local()
+        """This thread's connection and the generation it was made in."""
+        self._lock = threading.Lock()
+        self._open: list[psycopg.Connection] = []
+        self._generation = 0
+        """Bumped when the server is lost: older connections are retired."""
         self._degraded: str | None = None
         self._entries = 0
         self._server_bytes = 0
@@ -231,8 +242,7 @@ class PgvectorIndex:
         """The first connection; raises :class:`IndexUnavailable`, naming the database (its
         credentials redacted) and what is wrong."""
         try:
-            self._conn = connect(self.url, self._timeout_s)
-            self._refresh()
+            self._refresh(self._connection())
         except IndexUnavailable as exc:
             raise IndexUnavailable(
                 f"cache.semantic.index: pgvector at {redact_url(self.url)} "
@@ -240,9 +250,11 @@ class PgvectorIndex:
             ) from exc
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Close every connection (at the end, when no thread uses them any more)."""
+        with self._lock:
+            connections, self._open = self._open, []
+        for conn in connections:
+            conn.close()
 
     @property
     def degraded_reason(self) -> str | None:
@@ -365,25 +377,39 @@ class PgvectorIndex:
 
     def _expire_sync(self, conn: psycopg.Connection) -> int:
         count = conn.execute(_EXPIRE, (self._clock() - self.config.ttl_s, _CHUNK)).rowcount
-        self._refresh()
+        self._refresh(conn)
         excess = self._entries - self.config.max_entries
         if excess > 0:
             self.trimmed += conn.execute(_TRIM, (min(excess, _CHUNK),)).rowcount
         return count
 
-    def _refresh(self) -> None:
-        assert self._conn is not None
-        row = self._conn.execute(_STATS).fetchone()
+    def _refresh(self, conn: psycopg.Connection) -> None:
+        row = conn.execute(_STATS).fetchone()
         self._entries, self._server_bytes = (int(row[0]), int(row[1])) if row else (0, 0)
 
+    def _connection(self) -> psycopg.Connection:
+        """This thread's connection, made anew when it has none, it broke, or it is older
+        than the last loss of the server."""
+        conn: psycopg.Connection | None = getattr(self._here, "conn", None)
+        if conn is not None and not conn.broken and self._here.generation == self._generation:
+            return conn
+        if conn is not None:
+            with self._lock:
+                if conn in self._open:
+                    self._open.remove(conn)
+            conn.close()
+        generation = self._generation
+        conn = connect(self.url, self._timeout_s)
+        with self._lock:
+            self._open.append(conn)
+        self._here.conn, self._here.generation = conn, generation
+        return conn
+
     def _call(self, fn: Callable[[psycopg.Connection], T]) -> T:
-        """``fn`` on the connection, reconnecting when there is none; a lost server degrades
-        the index and raises :class:`IndexUnavailable`."""
+        """``fn`` on this thread's connection; a lost server degrades the index and raises
+        :class:`IndexUnavailable`."""
         try:
-            if self._conn is None or self._conn.closed or self._conn.broken:
-                self.close()
-                self._conn = connect(self.url, self._timeout_s)
-            result = fn(self._conn)
+            result = fn(self._connection())
         except _LOST as exc:
             self._lost(exc)
             raise IndexUnavailable(f"semantic index unreachable: {exc}") from exc
@@ -400,7 +426,7 @@ class PgvectorIndex:
         if self._degraded is None:
             log.warning("semantic index degraded (%s): lookups miss, stores are skipped", reason)
         self._degraded = reason
-        self.close()
+        self._generation += 1
 
 
 def _insert(conn: psycopg.Connection, rows: list[tuple[Any, ...]]) -> int:
