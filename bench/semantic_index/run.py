@@ -342,12 +342,10 @@ def main() -> None:
     if args.prepare_only:
         print(fill_postgres(args))
         return
-    results = []
     for backend in args.backends.split(","):
         result = measure(args, backend)
         print(json.dumps(result), flush=True)
-        results.append(result)
-    merge(args.out, results)
+        merge(args.out, [result])  # each as soon as it is measured: 1M takes a while
 
 
 if __name__ == "__main__":
