@@ -248,6 +248,11 @@ async def replica(args: argparse.Namespace) -> dict[str, Any]:
         guard_check=accept,
         pgvector_url=args.pgvector_url if args.backend == "pgvector" else None,
     )
+    # Ready is when a resync succeeded (the follower retries a first one that timed out).
+    while cache.health()["backend"] == "redis":
+        if cache.last_sync is not None and not cache.degraded:
+            break
+        await asyncio.sleep(0.05)
     ready = time.perf_counter() - started
     rss = rss_mb()
     try:

@@ -409,12 +409,7 @@ class SemanticCache:
                 continue
             if item.max_age_s is not None and now - entry.created > item.max_age_s:
                 continue
-            stored = (
-                candidate.vector
-                if candidate.vector is not None
-                else self._index.vector(item.tenant, item.fingerprint, entry.entry_id)
-            )
-            verdict = item.check(item.text, entry.text, item.vector, stored)
+            verdict = item.check(item.text, entry.text, item.vector, candidate.vector)
             if not verdict.ok:
                 self._count(f"guard_veto_{verdict.reason}")
                 continue

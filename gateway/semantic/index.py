@@ -106,9 +106,8 @@ class Candidate:
 
     entry: StoredEntry
     score: float
-    vector: Vector | None = None
-    """The entry's stored vector when the search read it already (pgvector: it saves a round
-    trip); None: ask the index's ``vector``."""
+    vector: Vector
+    """The entry's stored (unit) vector, which the meaning guard compares too."""
 
 
 class VectorIndex(Protocol):
@@ -136,8 +135,6 @@ class VectorIndex(Protocol):
         threshold: float,
         max_age_s: float | None = None,
     ) -> list[list[Candidate]]: ...
-
-    def vector(self, tenant: str, fingerprint: str, entry_id: int) -> Vector: ...
 
     def fits(self, entry: StoredEntry) -> bool: ...
 
@@ -255,14 +252,10 @@ class LocalIndex:
                     continue
                 if now - entry.created > ttl:
                     continue
-                found.append(Candidate(entry, float(score)))
+                stored = np.asarray(part.index.reconstruct(int(entry_id)), dtype=np.float32)
+                found.append(Candidate(entry, float(score), stored))
             out.append(found)
         return out
-
-    def vector(self, tenant: str, fingerprint: str, entry_id: int) -> Vector:
-        """The stored (unit) vector of an entry of this partition."""
-        part = self._partitions[(tenant, fingerprint)]
-        return np.asarray(part.index.reconstruct(int(entry_id)), dtype=np.float32)
 
     def fits(self, entry: StoredEntry) -> bool:
         """Whether an entry is small enough to be indexed (``max_entry_bytes``)."""

@@ -297,15 +297,6 @@ class PgvectorIndex:
             out[i].append(Candidate(entry, float(score), vector))
         return out
 
-    def vector(self, tenant: str, fingerprint: str, entry_id: int) -> Vector:
-        """The stored vector of an entry (the search returns it already; this is the fallback)."""
-        statement = f"SELECT embedding FROM {TABLE} WHERE id = %s AND tenant = %s"
-        row = self._call(lambda c: c.execute(statement, (entry_id, tenant), binary=True).fetchone())
-        if row is None:
-            raise KeyError(entry_id)
-        vector: Vector = row[0]
-        return vector
-
     def fits(self, entry: StoredEntry) -> bool:
         return entry_bytes(entry) <= self.config.max_entry_bytes
 

@@ -28,6 +28,7 @@ __all__ = ["Event", "RedisStore"]
 
 _LOG_MAXLEN = 100_000
 _MGET_CHUNK = 500
+_MEMBERS_PAGE = 20_000
 
 
 def _text(value: Any) -> str:
@@ -114,17 +115,24 @@ class RedisStore:
         return _text(newest[0][0]) if newest else "0-0"
 
     async def members(self, limit: int | None = None) -> dict[int, str]:
-        """Entry id -> tenant for the newest ``limit`` entries (all when None)."""
-        end = -1 if limit is None else max(0, limit - 1)
-        raw: Any = await self.client.zrevrange(self._all, 0, end)
+        """Entry id -> tenant for the newest ``limit`` entries (all when None), a page of
+        ``_MEMBERS_PAGE`` at a time: a million in one reply took longer than the request
+        timeout, so a new replica never finished its first resync."""
         out: dict[int, str] = {}
-        for member in raw:
-            text = _text(member)
-            hex_id, _, tenant = text.partition(":")
-            try:
-                out[int(hex_id, 16)] = tenant
-            except ValueError:
-                await self.client.zrem(self._all, member)
+        start = 0
+        while limit is None or start < limit:
+            size = _MEMBERS_PAGE if limit is None else min(_MEMBERS_PAGE, limit - start)
+            raw: Any = await self.client.zrevrange(self._all, start, start + size - 1)
+            for member in raw:
+                text = _text(member)
+                hex_id, _, tenant = text.partition(":")
+                try:
+                    out[int(hex_id, 16)] = tenant
+                except ValueError:
+                    await self.client.zrem(self._all, member)
+            if len(raw) < size:
+                break
+            start += size
         return out
 
     async def fetch(self, entry_ids: Iterable[int]) -> dict[int, bytes | None]:
