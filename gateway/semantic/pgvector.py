@@ -125,12 +125,12 @@ _STATS = (
 )
 
 
-def connect(url: str, timeout_s: float) -> psycopg.Connection:
+def connect(url: str, timeout_s: float, ef_search: int = 64) -> psycopg.Connection:
     """A connection ready for the index: the extension's schema on the search path (for the
     operators), pgvector's types adapted in binary, custom plans, no JIT (these statements are
     short; JIT would compile for tens of ms on a large table's cost estimates), HNSW's search
-    breadth and iterative scan. Raises :class:`IndexUnavailable` when the table, the extension
-    or the server is missing."""
+    breadth (``ef_search``, the local index's) and iterative scan. Raises
+    :class:`IndexUnavailable` when the table, the extension or the server is missing."""
     timeout_ms = max(1, int(timeout_s * 1000))
     try:
         conn = psycopg.connect(
@@ -145,14 +145,14 @@ def connect(url: str, timeout_s: float) -> psycopg.Connection:
     except psycopg.Error as exc:
         raise IndexUnavailable(f"the semantic index's database cannot be reached: {exc}") from exc
     try:
-        _prepare(conn, timeout_ms)
+        _prepare(conn, timeout_ms, ef_search)
     except BaseException:
         conn.close()
         raise
     return conn
 
 
-def _prepare(conn: psycopg.Connection, timeout_ms: int) -> None:
+def _prepare(conn: psycopg.Connection, timeout_ms: int, ef_search: int) -> None:
     found = conn.execute(
         "SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'vector'"
     ).fetchone()
@@ -167,7 +167,7 @@ def _prepare(conn: psycopg.Connection, timeout_ms: int) -> None:
         "jit": "off",
         "plan_cache_mode": "force_custom_plan",
         "statement_timeout": str(timeout_ms),
-        "hnsw.ef_search": "64",
+        "hnsw.ef_search": str(ef_search),
         "hnsw.iterative_scan": "relaxed_order",
     }
     for name, value in settings.items():
@@ -390,7 +390,7 @@ class PgvectorIndex:
                     self._open.remove(conn)
             conn.close()
         generation = self._generation
-        conn = connect(self.url, self._timeout_s)
+        conn = connect(self.url, self._timeout_s, self.config.hnsw_ef_search)
         with self._lock:
             self._open.append(conn)
         self._here.conn, self._here.generation = conn, generation
