@@ -54,6 +54,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.capacity.faiss_memory import rss_mb  # noqa: E402
 from gateway.ml.guard import Verdict  # noqa: E402
 from gateway.semantic import SemanticCache  # noqa: E402
 from gateway.semantic.codec import Record, encode  # noqa: E402
@@ -218,14 +219,6 @@ def fill_postgres(args: argparse.Namespace) -> tuple[str, float, int]:
 
 
 # ---- a new replica (its own process) --------------------------------------------------------
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 def accept(*_: Any) -> Verdict:

@@ -7,15 +7,14 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
-import psycopg
 import pytest
 
-from gateway.ledger.postgres_schema import upgrade
 from gateway.policy.schema import SemanticCacheConfig
 from gateway.semantic import SemanticCache
 from gateway.semantic.lazy import LazySemanticCache
 from gateway.semantic.pgvector import IndexUnavailable
 from tests.integration.semantic.conftest import near, unit
+from tests.integration.semantic.pgvector_db import rows, upgraded_database
 from tests.postgres import SERVER, CuttableLink, fresh_database
 
 Q = "How do I cook risotto?"
@@ -24,8 +23,7 @@ PARAPHRASE = "How do I make risotto?"
 
 @pytest.fixture
 def database() -> Iterator[str]:
-    with fresh_database() as url:
-        upgrade(url)
+    with upgraded_database() as url:
         yield url
 
 
@@ -43,16 +41,6 @@ async def open_cache(database: str) -> AsyncIterator[Callable[..., Awaitable[Sem
     yield open_one
     for cache in opened:
         await cache.aclose()
-
-
-def rows(url: str, tenant: str | None = None) -> int:
-    with psycopg.connect(url) as conn:
-        found = conn.execute(
-            "SELECT count(*) FROM semantic.entries WHERE %s::text IS NULL OR tenant = %s",
-            (tenant, tenant),
-        ).fetchone()
-    assert found is not None
-    return int(found[0])
 
 
 async def test_an_entry_stored_by_one_replica_is_a_hit_on_another(

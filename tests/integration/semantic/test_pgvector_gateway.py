@@ -15,10 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.ledger.postgres_schema import upgrade
 from tests.conftest import Gateway, policy_text
 from tests.fake_upstream import FakeUpstream
-from tests.integration.semantic.test_pgvector import rows
+from tests.integration.semantic.pgvector_db import rows, upgraded_database
 from tests.postgres import SERVER, fresh_database
 
 pytestmark = pytest.mark.model
@@ -29,8 +28,7 @@ PARAPHRASE = "Which city is the capital of France?"
 
 @pytest.fixture
 def database() -> Iterator[str]:
-    with fresh_database() as url:
-        upgrade(url)
+    with upgraded_database() as url:
         yield url
 
 
@@ -45,7 +43,7 @@ def ask(gateway: Gateway, text: str) -> httpx.Response:
     raw = gateway.client().chat.completions.with_raw_response.create(
         model="auto", messages=[{"role": "user", "content": text}], temperature=0
     )
-    return raw.http_response
+    return raw.http_response  # type: ignore[return-value]  # the openai SDK vendors httpx
 
 
 def wait_rows(url: str, count: int, timeout_s: float = 10.0) -> None:
