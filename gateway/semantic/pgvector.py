@@ -344,9 +344,16 @@ class PgvectorIndex:
             return 0
 
     def remove(self, entry_ids: Iterable[int]) -> int:
+        """Delete entries (an unusable one the cache found); 0 while the server is away, as
+        the Redis mirror skips a delete: the entry is then found and discarded again."""
         ids = list(entry_ids)
         statement = f"DELETE FROM {TABLE} WHERE id = ANY(%s)"
-        return self._call(lambda c: c.execute(statement, (ids,)).rowcount) if ids else 0
+        if not ids or self._degraded is not None:
+            return 0
+        try:
+            return self._call(lambda c: c.execute(statement, (ids,)).rowcount)
+        except IndexUnavailable:
+            return 0
 
     def remove_tenant(self, tenant: str | None) -> int:
         """Delete ``tenant``'s entries (all when None); raises :class:`IndexUnavailable`."""
