@@ -13,7 +13,8 @@ from gateway.ledger.postgres_schema import pending, upgrade
 from gateway.settings import Settings
 
 db_app = typer.Typer(
-    help="The PostgreSQL ledger's tables (GATEWAY_LEDGER_URL).", no_args_is_help=True
+    help="The PostgreSQL ledger's tables, and the shared semantic index's (GATEWAY_LEDGER_URL).",
+    no_args_is_help=True,
 )
 out = Console()
 err = Console(stderr=True)
@@ -34,14 +35,16 @@ def _url(url: str | None) -> str:
 
 @db_app.command("upgrade")
 def upgrade_command(url: Url = None) -> None:
-    """Create or update the ledger's tables (migrations not applied yet, in order)."""
+    """Create or update the ledger's tables (migrations not applied yet, in order), and the
+    shared semantic index's table (cache.semantic.index: pgvector) where the server has
+    pgvector."""
     applied = upgrade(_url(url))
     out.print(f"applied: {', '.join(applied)}" if applied else "up to date")
 
 
 @db_app.command("status")
 def status_command(url: Url = None) -> None:
-    """List the migrations not applied yet; exit 1 when there are some."""
+    """List the ledger's migrations not applied yet; exit 1 when there are some."""
     missing = pending(_url(url))
     if missing:
         out.print(f"not applied: {', '.join(missing)} (run `gateway db upgrade`)")

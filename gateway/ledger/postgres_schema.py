@@ -8,7 +8,7 @@ once). ``records`` is partitioned by month of its UTC day: old months can be det
 whole, and a period's records lie together. The writer creates a month's partition before
 writing its first record (`ensure_partitions`). The daily rollups are added by `store_batch`;
 the tags' hourly ones (``rollup_tag_hour``, for the partial days of tagged reports) by a trigger
-of migration 0003 on the same INSERT, so they count exactly the records it really stored.
+of migration 0002 on the same INSERT, so they count exactly the records it really stored.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from gateway.ledger.sums import NAMES
 
 SCHEMA = "ledger"
 MIGRATIONS = Path(__file__).with_name("migrations")
+INDEX_MIGRATIONS = Path(__file__).parents[1] / "semantic" / "migrations"
+"""The table of the shared semantic index (``cache.semantic.index: pgvector``)."""
 _EPOCH = date(1970, 1, 1)
 
 
@@ -44,17 +46,29 @@ class SchemaMissing(GatewayError):
 
 def upgrade(url: str) -> list[str]:
     """Apply the migrations this database lacks, in order, under yoyo's lock; returns the ids
-    of those applied (none when it was up to date)."""
+    of those applied (none when it was up to date). The shared semantic index's migrations
+    (`INDEX_MIGRATIONS`) come too where the server has pgvector; without it the ledger's are
+    applied alone, and a later upgrade, once pgvector is installed, adds the index's."""
     with _backend(url) as backend, backend.lock():
-        todo = backend.to_apply(read_migrations(str(MIGRATIONS)))
+        sources = [str(MIGRATIONS)]
+        if _has_pgvector(backend):
+            sources.append(str(INDEX_MIGRATIONS))
+        todo = backend.to_apply(read_migrations(*sources))
         backend.apply_migrations(todo)
     return [migration.id for migration in todo]
 
 
 def pending(url: str) -> list[str]:
-    """The ids of the migrations not applied to this database yet."""
+    """The ids of the ledger's migrations not applied to this database yet (what it waits for
+    before it writes)."""
     with _backend(url) as backend:
         return [m.id for m in backend.to_apply(read_migrations(str(MIGRATIONS)))]
+
+
+def _has_pgvector(backend: Any) -> bool:
+    cursor = backend.connection.cursor()
+    cursor.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
+    return cursor.fetchone() is not None
 
 
 @contextlib.contextmanager

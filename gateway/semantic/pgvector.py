@@ -2,10 +2,11 @@
 searched by every replica, instead of a copy of all of them in each replica's memory.
 
 ``cache.semantic.index: pgvector`` chooses it; the database is the ledger's
-(``GATEWAY_LEDGER_URL``), and its table ``semantic.entries`` comes with the ledger's migrations
-(``gateway db upgrade``, 0002). An entry is a row: its tenant and context fingerprint (the
-partition a lookup searches), its creation time (the TTL), the opening of its question that the
-meaning guard reads, its payload and its unit vector. This module only finds candidates: the
+(``GATEWAY_LEDGER_URL``), and its table ``semantic.entries`` comes with ``gateway db upgrade``
+(``gateway/semantic/migrations``, applied where the server has pgvector). An entry is a row:
+its tenant and context fingerprint (the partition a lookup searches), its creation time (the
+TTL), the opening of its question that the meaning guard reads, its payload and its unit
+vector. This module only finds candidates: the
 cache decides the hit with the same guard as for the local index.
 
 NOTE on the search. One statement per partition and batch of lookups: each query vector is
@@ -159,7 +160,8 @@ def _prepare(conn: psycopg.Connection, timeout_ms: int, ef_search: int) -> None:
     table = conn.execute("SELECT to_regclass(%s)", (TABLE,)).fetchone()
     if found is None or table is None or table[0] is None:
         raise IndexUnavailable(
-            f"the database has no {TABLE} table (pgvector): run `gateway db upgrade`"
+            f"the database has no {TABLE} table: install pgvector on the server, then run "
+            "`gateway db upgrade`"
         )
     conn.execute("SELECT set_config('search_path', %s, false)", (f"{found[0]}, public",))
     conn.execute("SELECT '[0]'::vector")  # loads pgvector, so that its settings below exist

@@ -1,8 +1,8 @@
 -- The semantic cache's shared index (cache.semantic.index: pgvector, gateway/semantic/pgvector.py):
 -- every replica searches this table instead of holding the entries itself. It needs the pgvector
 -- extension on the server (CREATE EXTENSION needs a superuser: pgvector is not a trusted
--- extension). Applied by `gateway db upgrade`. Never edit an applied migration, add the next one.
--- depends: 0001.ledger-tables
+-- extension), so `gateway db upgrade` applies the index's migrations only where the server has
+-- pgvector; the ledger's never wait for them. Never edit an applied migration, add the next one.
 
 CREATE EXTENSION IF NOT EXISTS vector;
 CREATE SCHEMA IF NOT EXISTS semantic;
