@@ -60,6 +60,20 @@ def chat_line(custom_id: str, text: str, **body: Any) -> dict[str, Any]:
     }
 
 
+def responses_lines(count: int) -> list[dict[str, Any]]:
+    """``count`` /v1/responses lines, r0, r1, ... (not stored: a batch line's Response is in
+    the output file)."""
+    return [
+        {
+            "custom_id": f"r{i}",
+            "method": "POST",
+            "url": "/v1/responses",
+            "body": {"model": "auto", "input": f"responses question {i}", "store": False},
+        }
+        for i in range(count)
+    ]
+
+
 def embedding_line(custom_id: str, text: str) -> dict[str, Any]:
     return {
         "custom_id": custom_id,

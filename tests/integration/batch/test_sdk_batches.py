@@ -11,7 +11,13 @@ import pytest
 
 from tests.conftest import Gateway
 from tests.fake_upstream import FakeUpstream, embeddings
-from tests.integration.batch.conftest import batch_policy, chat_line, embedding_line, run_batch
+from tests.integration.batch.conftest import (
+    batch_policy,
+    chat_line,
+    embedding_line,
+    responses_lines,
+    run_batch,
+)
 
 CHAT_LINES = 1000
 EMBEDDING_LINES = 200
@@ -178,15 +184,7 @@ def test_a_batch_shared_by_the_hosted_model_and_the_local_engine(
 def test_responses_lines_come_back_as_response_objects(
     batch_gateway: Gateway, primary: FakeUpstream
 ) -> None:
-    lines = [
-        {
-            "custom_id": f"r{i}",
-            "method": "POST",
-            "url": "/v1/responses",
-            "body": {"model": "auto", "input": f"responses question {i}", "store": False},
-        }
-        for i in range(3)
-    ]
+    lines = responses_lines(3)
     done = run_batch(batch_gateway.client(), lines, "/v1/responses")
 
     assert done.batch.status == "completed"

@@ -19,7 +19,14 @@ from gateway.cli import app
 from tests.conftest import Gateway
 from tests.fake_batch_upstream import FakeBatches
 from tests.fake_upstream import FakeUpstream
-from tests.integration.batch.conftest import chat_line, create, results, run_batch, wait
+from tests.integration.batch.conftest import (
+    chat_line,
+    create,
+    responses_lines,
+    results,
+    run_batch,
+    wait,
+)
 from tests.integration.batch.upstream import upstream_policy
 from tests.servers import module_fixtures
 
@@ -167,15 +174,7 @@ def test_responses_lines_go_upstream_too(
     fake_batches: FakeBatches,
 ) -> None:
     gateway = start_gateway(upstream_policy(primary, backup, fake_batches, "anthropic"))
-    lines = [
-        {
-            "custom_id": f"r{i}",
-            "method": "POST",
-            "url": "/v1/responses",
-            "body": {"model": "auto", "input": f"responses question {i}", "store": False},
-        }
-        for i in range(3)
-    ]
+    lines = responses_lines(3)
     done = run_batch(gateway.client(), lines, "/v1/responses")
 
     assert len(fake_batches.requests) == 1
