@@ -81,7 +81,7 @@ def test_one_gateway_stores_the_other_serves_and_the_guard_still_vetoes(
 @pytest.mark.parametrize(
     ("database_name", "says"),
     [
-        (None, "has no semantic.entries table (pgvector): run `gateway db upgrade`"),
+        (None, "has no semantic.entries table: install pgvector on the server, then run"),
         ("gw_test_no_such_database", "cannot be reached"),
     ],
     ids=["no-table", "no-database"],
