@@ -10,6 +10,13 @@ one, up to ``batch.concurrency``. It starts at ``batch.concurrency_while_live``.
 starts while live traffic is active, so no shared request can tell whether one would do: after
 `PROBE_S` the limit tries 1 again.
 
+Past the bound, the quiet time (how long after a live request the limit still holds, from
+``batch.live_quiet_s``) doubles too, up to `MAX_QUIET_S`: an interactive client pauses between
+its requests, and if the pause outlasts the quiet time the runner refills to the full
+concurrency, so each request meets lines started in the pause before it, which no limit
+"while live" reaches. The quiet time stays at what it came to (a client's pauses do not
+shorten); once live traffic has been quiet that long, the batch runs at full concurrency.
+
 What this cannot see: a mix of live requests that changes (short ones alone, long ones
 shared) reads as a slowdown, and the reverse as a speed-up; the bound holds over a steady mix.
 With a model that schedules by priority (``priority_scheduling``, the local engine), batch
@@ -36,12 +43,14 @@ DECIDE_AFTER = 3
 MIN_ALONE = 4
 """Live requests alone needed before a slowdown can be measured at all."""
 PROBE_S = 30.0
+MAX_QUIET_S = 30.0
 
 
 class Pace:
     def __init__(self, live: LiveTraffic, clock: Callable[[], float] = time.monotonic) -> None:
         self._live, self._clock = live, clock
         self._limit: int | None = None
+        self._quiet_s = 0.0
         self._seen = 0
         self._changed_at = clock()
 
@@ -59,17 +68,26 @@ class Pace:
             within = slowdown <= config.live_latency_bound
             self._move(self._limit + 1 if within else self._limit // 2)
             if not within:
+                self._quiet_s = min(MAX_QUIET_S, 2 * self.quiet_s(config))
                 log.info(
                     "batch runner: live requests took %.2fx their time alone beside batch "
-                    "lines (bound %.2fx); at most %d lines while live traffic is active",
+                    "lines (bound %.2fx); at most %d lines while live traffic is active, and "
+                    "for %.1f s after",
                     slowdown,
                     config.live_latency_bound,
                     self._limit,
+                    self._quiet_s,
                 )
         elif self._limit == 0 and self._clock() - self._changed_at > PROBE_S:
             self._move(1)
         self._limit = min(self._limit, config.concurrency)
         return self._limit
+
+    def quiet_s(self, config: BatchConfig) -> float:
+        """How long after a live request the runner keeps to `while_live`."""
+        if config.live_latency_bound is None:
+            return config.live_quiet_s
+        return max(config.live_quiet_s, self._quiet_s)
 
     def _move(self, limit: int) -> None:
         if limit != self._limit:

@@ -271,7 +271,7 @@ class Runner:
         live = self.services.live
         while not self._stopping:
             config = self.services.policies.current.policy.batch
-            busy = live.busy(config.live_quiet_s)
+            busy = live.busy(self._pace.quiet_s(config))
             limit = self._pace.while_live(config) if busy else config.concurrency
             if len(self._running) < limit:
                 return True

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from gateway.batch.pace import DECIDE_AFTER, PROBE_S, Pace
+from gateway.batch.pace import DECIDE_AFTER, MAX_QUIET_S, PROBE_S, Pace
 from gateway.policy.batch import BatchConfig
 from gateway.runtime.live import LiveTraffic
 
-CONFIG = BatchConfig(concurrency=8, concurrency_while_live=2, live_latency_bound=1.5)
+CONFIG = BatchConfig(
+    concurrency=8, concurrency_while_live=2, live_latency_bound=1.5, live_quiet_s=0.5
+)
 
 
 def record(live: LiveTraffic, seconds: float, *, shared: bool, count: int = 1) -> None:
@@ -75,3 +77,23 @@ def test_live_traffic_sorts_requests_by_whether_batch_lines_ran() -> None:
     lines[0] = 3  # a line started during the request
     live.leave(entered)
     assert (len(live.alone), len(live.shared), live.shared_count) == (1, 1, 1)
+
+
+def test_past_the_bound_the_quiet_time_doubles_and_stays() -> None:
+    live = LiveTraffic()
+    pace = Pace(live)
+    record(live, 1.0, shared=False, count=5)
+    assert pace.quiet_s(CONFIG) == 0.5
+    for expected in (1.0, 2.0, 4.0):
+        record(live, 3.0, shared=True, count=DECIDE_AFTER)
+        pace.while_live(CONFIG)
+        assert pace.quiet_s(CONFIG) == expected
+    record(live, 1.1, shared=True, count=DECIDE_AFTER)
+    pace.while_live(CONFIG)
+    assert pace.quiet_s(CONFIG) == 4.0  # within the bound: kept
+    for _ in range(10):
+        record(live, 3.0, shared=True, count=DECIDE_AFTER)
+        pace.while_live(CONFIG)
+    assert pace.quiet_s(CONFIG) == MAX_QUIET_S
+    fixed = CONFIG.model_copy(update={"live_latency_bound": None})
+    assert pace.quiet_s(fixed) == 0.5
