@@ -14,7 +14,13 @@ from typing import Any
 
 import msgspec
 
-from gateway.batch.upstream.api import JsonClient, LineFailed, Outcome, Result, jsonl
+from gateway.batch.upstream.api import (
+    JsonClient,
+    LineFailed,
+    Outcome,
+    Result,
+    read_jsonl,
+)
 from gateway.policy.models import ModelConfig
 from gateway.providers import Reply
 from gateway.providers.anthropic import API_VERSION, DEFAULT_BASE_URL
@@ -49,7 +55,8 @@ class AnthropicBatches:
             return None
         results: dict[str, Result] = {}
         if url := batch.get("results_url"):
-            results.update(_result(line) for line in jsonl(await self._http.read("GET", url)))
+            raw = await self._http.read("GET", url)
+            results.update(_result(line) for line in await read_jsonl(raw))
         status = "cancelled" if batch.get("cancel_initiated_at") else "completed"
         return Outcome(status, results)
 

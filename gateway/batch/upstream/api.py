@@ -10,6 +10,7 @@ provider's live call would have returned), or a `LineFailed`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -102,6 +103,19 @@ def json_object(raw: bytes, what: str) -> dict[str, Any]:
     if not isinstance(found, dict):
         raise AttemptFailed("protocol", f"{what}: not a JSON object")
     return found
+
+
+async def read_jsonl(raw: bytes) -> list[dict[str, Any]]:
+    """`jsonl` on a worker thread: a results file of 50,000 lines takes a while to decode, and
+    the event loop serves live requests meanwhile."""
+    return await asyncio.to_thread(jsonl, raw)
+
+
+async def write_jsonl(records: list[dict[str, Any]]) -> bytes:
+    """The records as a JSONL body, encoded on a worker thread (as `read_jsonl`)."""
+    return await asyncio.to_thread(
+        lambda: b"".join(msgspec.json.encode(record) + b"\n" for record in records)
+    )
 
 
 def jsonl(raw: bytes) -> list[dict[str, Any]]:

@@ -26,7 +26,14 @@ import aiohttp
 import msgspec
 import yarl
 
-from gateway.batch.upstream.api import LineFailed, Outcome, Result, json_object, jsonl
+from gateway.batch.upstream.api import (
+    LineFailed,
+    Outcome,
+    Result,
+    json_object,
+    read_jsonl,
+    write_jsonl,
+)
 from gateway.policy.models import ModelConfig
 from gateway.providers import AttemptFailed, Reply
 from gateway.providers import converse as wire
@@ -85,7 +92,7 @@ class BedrockBatches:
     async def submit(self, requests: list[dict[str, Any]]) -> str:
         name = f"gateway-{uuid.uuid4().hex[:16]}"
         folder = f"{self._prefix}/{name}" if self._prefix else name
-        data = b"".join(msgspec.json.encode(record) + b"\n" for record in requests)
+        data = await write_jsonl(requests)
         await self._s3_call("PUT", f"{folder}/{_INPUT}", data)
         job = {
             "jobName": name,
@@ -122,7 +129,7 @@ class BedrockBatches:
                 if exc.status != 404:  # a stopped or expired job may have written none
                     raise
                 raw = b""
-            results.update(self._result(record) for record in jsonl(raw))
+            results.update(self._result(record) for record in await read_jsonl(raw))
         return Outcome(status, results)
 
     async def cancel(self, upstream_id: str) -> None:

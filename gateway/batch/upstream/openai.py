@@ -20,7 +20,8 @@ from gateway.batch.upstream.api import (
     LineFailed,
     Outcome,
     Result,
-    jsonl,
+    read_jsonl,
+    write_jsonl,
 )
 from gateway.policy.models import ModelConfig
 from gateway.providers import Reply
@@ -41,7 +42,7 @@ class OpenAIBatches:
         return {"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": line_body}
 
     async def submit(self, requests: list[dict[str, Any]]) -> str:
-        data = b"".join(msgspec.json.encode(request) + b"\n" for request in requests)
+        data = await write_jsonl(requests)
         form = aiohttp.FormData()
         form.add_field("purpose", "batch")
         form.add_field("file", data, filename="batch.jsonl", content_type="application/jsonl")
@@ -66,7 +67,7 @@ class OpenAIBatches:
         for key in ("output_file_id", "error_file_id"):
             if file_id := batch.get(key):
                 raw = await self._http.read("GET", f"{self._base}/files/{file_id}/content")
-                results.update(_result(line) for line in jsonl(raw))
+                results.update(_result(line) for line in await read_jsonl(raw))
         return Outcome(str(status), results)
 
     async def cancel(self, upstream_id: str) -> None:
